@@ -1,0 +1,31 @@
+"""What Airflow's provider manager reads about this package (``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_spot_provider import __version__
+
+PACKAGE_NAME = "airflow-spot-provider"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow: name, version and the pieces it registers."""
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "SageMaker Managed Spot Training",
+        "description": (
+            "Launch Amazon SageMaker managed spot training jobs from DAGs, follow their spot "
+            "lifecycle, resubmit on MaxWaitTimeExceeded from checkpoints, report the savings."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Amazon SageMaker Managed Spot Training",
+                "external-doc-url": (
+                    "https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html"
+                ),
+                "tags": ["aws"],
+            }
+        ],
+    }
