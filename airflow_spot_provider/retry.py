@@ -1,0 +1,425 @@
+"""When and how to resubmit a spot training job that ended without its model.
+
+:class:`SpotRetryPolicy` is a frozen, JSON-serializable dataclass. Its ``decide`` is pure (no AWS
+call, no sleep, no clock: ``now`` is a parameter): from the reports of the attempts so far and the
+last request it returns :class:`Resubmit`, carrying the :class:`RequestChanges` of the next
+attempt, or :class:`GiveUp`, each with a readable reason. The backoff follows Step Functions'
+``Retry`` (interval, rate, cap, jitter); the on-demand last attempt follows Flyte.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
+from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport
+
+log = logging.getLogger(__name__)
+
+# The API model gives MaxWaitTimeInSeconds a minimum only. *Unverified*: we assume it cannot
+# usefully exceed MaxRuntimeInSeconds' documented maximum of 28 days, so growth stops there.
+MAX_WAIT_LIMIT_SECONDS = 2_419_200
+# SageMaker's MaxRuntimeInSeconds when a request gives none (1 day): MaxWait may not be below it.
+DEFAULT_MAX_RUNTIME_SECONDS = 86_400
+# Outcomes a resubmission can help with. STOPPED is a user's decision and FAILED an algorithm or
+# internal error (SageMaker's own RetryStrategy covers the latter): resubmitting would not help.
+RETRYABLE_OUTCOMES: frozenset[JobOutcome] = frozenset(
+    {JobOutcome.MAX_WAIT_EXCEEDED, JobOutcome.MAX_RUNTIME_EXCEEDED, JobOutcome.CAPACITY_ERROR}
+)
+
+
+def _bad(problems: list[Violation], owner: str, name: str, value: Any, rule: str) -> None:
+    problems.append(Violation(f"{owner}.{name}", value, rule))
+
+
+def _real(
+    problems: list[Violation], name: str, value: Any, low: float, high: float
+) -> float | None:
+    """A finite number in ``[low, high]`` as float, or None after recording the violation."""
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not low <= value <= high:
+        rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
+        _bad(problems, "SpotRetryPolicy", name, value, rule)
+        return None
+    return float(value)
+
+
+def _flag(problems: list[Violation], owner: str, name: str, value: Any) -> bool | None:
+    if not isinstance(value, bool):
+        _bad(problems, owner, name, value, "must be True or False")
+        return None
+    return value
+
+
+def _instance_type_ok(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("ml.") and len(value) > 3
+
+
+def _outcomes(problems: list[Violation], value: Any) -> frozenset[JobOutcome] | None:
+    """``retry_on`` as a frozenset of outcomes (members or their values), or None if invalid."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        _bad(problems, "SpotRetryPolicy", "retry_on", value, "must be a set of JobOutcome")
+        return None
+    try:
+        outcomes = frozenset(JobOutcome(item) for item in value)
+    except ValueError:
+        _bad(problems, "SpotRetryPolicy", "retry_on", value, "must be a set of JobOutcome")
+        return None
+    if not outcomes <= RETRYABLE_OUTCOMES:
+        refused = ", ".join(sorted(o.value for o in outcomes - RETRYABLE_OUTCOMES))
+        allowed = ", ".join(sorted(o.value for o in RETRYABLE_OUTCOMES))
+        _bad(problems, "SpotRetryPolicy", "retry_on", refused, f"may only hold {allowed}")
+        return None
+    return outcomes
+
+
+def _fallbacks(problems: list[Violation], value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        _bad(problems, "SpotRetryPolicy", "instance_type_fallbacks", value, "must be a tuple")
+        return None
+    wrong = [v for v in value if not _instance_type_ok(v)]
+    if wrong:
+        rule = "every entry must be an instance type starting with 'ml.'"
+        _bad(problems, "SpotRetryPolicy", "instance_type_fallbacks", wrong, rule)
+        return None
+    return tuple(value)
+
+
+def _deadline(problems: list[Violation], value: Any) -> datetime | None:
+    """The deadline in UTC; ISO-8601 strings (from JSON) are read too."""
+    if value is None:
+        return None
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        return moment.astimezone(UTC)
+    rule = "must be None or a timezone-aware datetime (naive times are ambiguous)"
+    _bad(problems, "SpotRetryPolicy", "deadline", value, rule)
+    return None
+
+
+# Numeric fields of SpotRetryPolicy and their closed ranges.
+_RANGES: dict[str, tuple[float, float]] = {
+    "backoff_initial_seconds": (0.0, math.inf),
+    "backoff_multiplier": (1.0, math.inf),
+    "backoff_max_seconds": (0.0, math.inf),
+    "backoff_jitter": (0.0, 1.0),
+    "max_wait_growth": (1.0, math.inf),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestChanges:
+    """What the next attempt changes relative to the last CreateTrainingJob request.
+
+    :param max_wait_seconds: new ``StoppingCondition.MaxWaitTimeInSeconds``; None keeps it.
+    :param instance_type: new ``ResourceConfig.InstanceType``; None keeps it.
+    :param on_demand: run without spot: ``EnableManagedSpotTraining`` False, no MaxWait.
+    """
+
+    max_wait_seconds: int | None = None
+    instance_type: str | None = None
+    on_demand: bool = False
+
+    def __post_init__(self) -> None:
+        problems: list[Violation] = []
+        wait = self.max_wait_seconds
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int) or wait < 1):
+            _bad(
+                problems, "RequestChanges", "max_wait_seconds", wait, "must be None or an int >= 1"
+            )
+        if self.instance_type is not None and not _instance_type_ok(self.instance_type):
+            rule = "must be None or an instance type starting with 'ml.'"
+            _bad(problems, "RequestChanges", "instance_type", self.instance_type, rule)
+        if _flag(problems, "RequestChanges", "on_demand", self.on_demand) and wait is not None:
+            rule = "must be None when on_demand is True (MaxWait is for spot jobs only)"
+            _bad(problems, "RequestChanges", "max_wait_seconds", wait, rule)
+        if problems:
+            raise SpotRequestValidationError(problems)
+
+    def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the next attempt's request: a deep copy of ``request`` with the changes applied.
+
+        ``CheckpointConfig`` is kept as is, so the next attempt resumes from the same S3 prefix.
+        ``TrainingJobName`` is removed: the caller names each attempt, and a forgotten name must
+        fail loudly rather than collide with the previous attempt.
+
+        :param request: the last CreateTrainingJob request (not modified).
+        """
+        new = copy.deepcopy(dict(request))
+        new.pop("TrainingJobName", None)
+        if self.instance_type is not None:
+            resources = new.setdefault("ResourceConfig", {})
+            if resources.get("InstanceGroups"):
+                raise ValueError(
+                    "cannot set ResourceConfig.InstanceType on an InstanceGroups request"
+                )
+            resources["InstanceType"] = self.instance_type
+        if self.on_demand:
+            new["EnableManagedSpotTraining"] = False
+            (new.get("StoppingCondition") or {}).pop("MaxWaitTimeInSeconds", None)
+        elif self.max_wait_seconds is not None:
+            new.setdefault("StoppingCondition", {})["MaxWaitTimeInSeconds"] = self.max_wait_seconds
+        return new
+
+    def describe(self) -> str:
+        """The changes in words, for the task log."""
+        parts = []
+        if self.instance_type is not None:
+            parts.append(f"InstanceType -> {self.instance_type}")
+        if self.max_wait_seconds is not None:
+            parts.append(f"MaxWaitTimeInSeconds -> {self.max_wait_seconds}")
+        if self.on_demand:
+            parts.append("on-demand (EnableManagedSpotTraining False, no MaxWaitTimeInSeconds)")
+        return ", ".join(parts) if parts else "no request changes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resubmit:
+    """Create another attempt.
+
+    :param attempt: number of the attempt to create (attempts so far + 1).
+    :param delay_seconds: how long to wait before creating it.
+    :param changes: what the new request changes relative to the last one.
+    :param reason: why, for the log.
+    """
+
+    attempt: int
+    delay_seconds: float
+    changes: RequestChanges
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GiveUp:
+    """Make no further attempt.
+
+    :param reason: why, for the log and the exception.
+    :param outcome: how the last attempt ended.
+    """
+
+    reason: str
+    outcome: JobOutcome | None
+
+
+Decision: TypeAlias = Resubmit | GiveUp
+
+
+def _is_spot(request: Mapping[str, Any]) -> bool:
+    return bool(request.get("EnableManagedSpotTraining", False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotRetryPolicy:
+    """When to resubmit a training job that ended without its model, and with what changes.
+
+    :param retry_on: outcomes to resubmit on; a subset of :data:`RETRYABLE_OUTCOMES`.
+    :param max_attempts: total attempts, the first included (>= 1).
+    :param backoff_initial_seconds: delay before the first resubmission (>= 0).
+    :param backoff_multiplier: factor applied to the delay per resubmission (>= 1).
+    :param backoff_max_seconds: cap on the delay (>= backoff_initial_seconds).
+    :param backoff_jitter: fraction (0..1) by which the delay varies up or down; derived from a
+        hash of the last job name and the attempt number, so decisions are repeatable.
+    :param max_wait_growth: factor (>= 1) on MaxWaitTimeInSeconds per resubmission, capped at
+        :data:`MAX_WAIT_LIMIT_SECONDS`, never below MaxRuntimeInSeconds.
+    :param instance_type_fallbacks: attempt 2 uses the first type, attempt 3 the second, and so
+        on; later attempts stay on the last one.
+    :param on_demand_fallback: the last allowed attempt runs on on-demand capacity.
+    :param deadline: aware datetime; no attempt is created at or after it.
+    :param allow_without_checkpoints: resubmit a job without ``CheckpointConfig`` (it restarts
+        from zero).
+    """
+
+    retry_on: frozenset[JobOutcome] = frozenset({JobOutcome.MAX_WAIT_EXCEEDED})
+    max_attempts: int = 3
+    backoff_initial_seconds: float = 30.0
+    backoff_multiplier: float = 2.0
+    backoff_max_seconds: float = 600.0
+    backoff_jitter: float = 0.0
+    max_wait_growth: float = 1.0
+    instance_type_fallbacks: tuple[str, ...] = ()
+    on_demand_fallback: bool = False
+    deadline: datetime | None = None
+    allow_without_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        p: list[Violation] = []
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            _bad(p, "SpotRetryPolicy", "max_attempts", attempts, "must be an int >= 1")
+        normal: dict[str, Any] = {
+            name: _real(p, name, getattr(self, name), *bounds) for name, bounds in _RANGES.items()
+        }
+        normal["retry_on"] = _outcomes(p, self.retry_on)
+        normal["instance_type_fallbacks"] = _fallbacks(p, self.instance_type_fallbacks)
+        normal["deadline"] = _deadline(p, self.deadline)
+        for name in ("on_demand_fallback", "allow_without_checkpoints"):
+            normal[name] = _flag(p, "SpotRetryPolicy", name, getattr(self, name))
+        low, high = normal["backoff_initial_seconds"], normal["backoff_max_seconds"]
+        if low is not None and high is not None and high < low:
+            _bad(p, "SpotRetryPolicy", "backoff_max_seconds", high, f"must be >= {low}")
+        if attempts == 1 and (self.on_demand_fallback is True or normal["instance_type_fallbacks"]):
+            rule = "is 1, so the fallbacks configured would never be used"
+            _bad(p, "SpotRetryPolicy", "max_attempts", attempts, rule)
+        if p:
+            raise SpotRequestValidationError(p)
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+
+    def delay_seconds(self, attempt: int, last_job_name: str) -> float:
+        """Backoff before creating ``attempt`` (>= 2): capped exponential, deterministic jitter.
+
+        :param attempt: number of the attempt about to be created.
+        :param last_job_name: job name of the previous attempt (seeds the jitter).
+        """
+        if self.backoff_initial_seconds == 0:
+            base = 0.0
+        else:
+            try:
+                grown = self.backoff_initial_seconds * self.backoff_multiplier ** (attempt - 2)
+            except OverflowError:
+                grown = math.inf
+            base = min(self.backoff_max_seconds, grown)
+        # sha256 rather than hash(): the same in every process, so the decision is repeatable.
+        digest = hashlib.sha256(f"{last_job_name}\x00{attempt}".encode()).digest()
+        unit = int.from_bytes(digest[:8], "big") / 2**64 * 2 - 1  # in [-1, 1)
+        return max(0.0, base * (1 + self.backoff_jitter * unit))
+
+    def decide(
+        self, history: Sequence[SpotJobReport], *, now: datetime, last_request: Mapping[str, Any]
+    ) -> Decision:
+        """Decide whether to create another attempt; pure, and logged at INFO with its reason.
+
+        :param history: the reports of the attempts so far, oldest first; the last one finished.
+        :param now: the current time (aware); only compared with the deadline.
+        :param last_request: the CreateTrainingJob request of the last attempt.
+        :raises ValueError: on an empty history, an unfinished last attempt or a naive ``now``.
+        """
+        if not history:
+            raise ValueError("decide() needs the report of at least one finished attempt")
+        if history[-1].outcome is None:
+            last = history[-1]
+            raise ValueError(
+                f"attempt {len(history)} ({last.job_name}) has not ended: {last.status}"
+            )
+        if now.tzinfo is None:
+            raise ValueError(f"now must be timezone-aware, got {now!r}")
+        decision = self._refusal(history) or self._next(history, now, last_request)
+        log.info("Spot retry decision: %s", decision.reason)
+        return decision
+
+    def _refusal(self, history: Sequence[SpotJobReport]) -> GiveUp | None:
+        """The reasons to stop that do not depend on time or the request."""
+        last, used = history[-1], len(history)
+        outcome = last.outcome
+        head = f"attempt {used} of {self.max_attempts} ({last.job_name}) ended {outcome}"
+        if outcome is JobOutcome.COMPLETED:
+            return GiveUp(reason=f"{head}: completed, nothing to resubmit", outcome=outcome)
+        if outcome not in self.retry_on:
+            covered = ", ".join(sorted(o.value for o in self.retry_on)) or "nothing"
+            reason = f"{head}, which the policy does not retry (retry_on: {covered})"
+            return GiveUp(reason=reason, outcome=outcome)
+        if used >= self.max_attempts:
+            reason = f"{head}: budget of {self.max_attempts} attempt(s) used"
+            return GiveUp(reason=reason, outcome=outcome)
+        return None
+
+    def _next(
+        self, history: Sequence[SpotJobReport], now: datetime, request: Mapping[str, Any]
+    ) -> Decision:
+        last, attempt = history[-1], len(history) + 1
+        head = (
+            f"attempt {attempt - 1} of {self.max_attempts} ({last.job_name}) ended {last.outcome}"
+        )
+        delay = self.delay_seconds(attempt, last.job_name)
+        if self.deadline is not None and (self.deadline - now).total_seconds() <= delay:
+            reason = (
+                f"{head}: attempt {attempt} would start after a {delay:.1f} s backoff from"
+                f" {now.isoformat()}, at or after the deadline {self.deadline.isoformat()}"
+            )
+            return GiveUp(reason=reason, outcome=last.outcome)
+        checkpoint = (request.get("CheckpointConfig") or {}).get("S3Uri")
+        if not checkpoint and not self.allow_without_checkpoints:
+            reason = (
+                f"{head}: the request has no CheckpointConfig.S3Uri, so attempt {attempt} would"
+                " restart from zero; set allow_without_checkpoints=True to allow"
+            )
+            return GiveUp(reason=reason, outcome=last.outcome)
+        changes, note = self._changes(attempt, request)
+        resume = (
+            f"resumes from {checkpoint}" if checkpoint else "restarts from zero (no checkpoints)"
+        )
+        reason = (
+            f"{head}: resubmitting as attempt {attempt} of {self.max_attempts} in {delay:.1f} s;"
+            f" {changes.describe()}{note}; {resume}"
+        )
+        return Resubmit(attempt=attempt, delay_seconds=delay, changes=changes, reason=reason)
+
+    def _changes(self, attempt: int, request: Mapping[str, Any]) -> tuple[RequestChanges, str]:
+        """The changes for ``attempt``, and a note for the reason when a fallback is skipped."""
+        on_demand = self.on_demand_fallback and attempt == self.max_attempts and _is_spot(request)
+        instance_type, note = None, ""
+        resources = request.get("ResourceConfig") or {}
+        if self.instance_type_fallbacks and resources.get("InstanceGroups"):
+            note = " (instance type fallback skipped: the request uses InstanceGroups)"
+        elif self.instance_type_fallbacks:
+            index = min(attempt - 2, len(self.instance_type_fallbacks) - 1)
+            wanted = self.instance_type_fallbacks[index]
+            instance_type = None if resources.get("InstanceType") == wanted else wanted
+        max_wait = None if on_demand else self._grown_max_wait(request)
+        changes = RequestChanges(
+            max_wait_seconds=max_wait, instance_type=instance_type, on_demand=on_demand
+        )
+        return changes, note
+
+    def _grown_max_wait(self, request: Mapping[str, Any]) -> int | None:
+        """MaxWait grown once, within [MaxRuntime, limit]; never below the last accepted value."""
+        stopping = request.get("StoppingCondition") or {}
+        raw = stopping.get("MaxWaitTimeInSeconds")
+        if raw is None or not _is_spot(request):
+            return None
+        current = int(raw)
+        runtime = int(stopping.get("MaxRuntimeInSeconds") or DEFAULT_MAX_RUNTIME_SECONDS)
+        grown = math.ceil(min(current * self.max_wait_growth, MAX_WAIT_LIMIT_SECONDS))
+        new = max(runtime, current, grown)
+        return None if new == current else new
+
+    def apply(self, changes: RequestChanges, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Same as :meth:`RequestChanges.apply`.
+
+        :param changes: the changes of a :class:`Resubmit`.
+        :param request: the last request (not modified).
+        """
+        return changes.apply(request)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (ISO-8601 deadline); :meth:`from_json` gives back an equal policy."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["retry_on"] = sorted(o.value for o in self.retry_on)
+        data["instance_type_fallbacks"] = list(self.instance_type_fallbacks)
+        data["deadline"] = self.deadline.isoformat() if self.deadline else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SpotRetryPolicy:
+        """Inverse of :meth:`to_json`; missing keys take their defaults, unknown keys are refused.
+
+        :param data: a dict made by :meth:`to_json` (or written by hand).
+        """
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SpotRequestValidationError(
+                [Violation(f"SpotRetryPolicy.{k}", data[k], "unknown field") for k in unknown]
+            )
+        return cls(**data)
