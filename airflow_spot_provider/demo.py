@@ -1,85 +1,125 @@
-"""``make demo``: the spot lifecycle report of the four lifecycles of the SageMaker guide.
+"""``make demo``: ``example_retry_on_stopped`` end to end on the embedded backend.
 
-Each scenario is built as the DescribeTrainingJob response SageMaker gives at its end, then read
-by :class:`~airflow_spot_provider.lifecycle.SpotJobReport`, the same parser the operator uses.
+The demo starts the embedded SageMaker spot backend, then runs the example DAG with
+``airflow dags test`` while a small chaos controller plays the spot market through the
+backend's admin API: the first attempt is interrupted after two seconds of training and spot
+capacity then stays away until SageMaker stops the job with ``MaxWaitTimeExceeded``. The DAG's
+sensor resubmits the job; the second attempt restores the checkpoint from S3 and completes. The
+demo prints each attempt's lifecycle and the savings, then stops the backend.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
-from airflow_spot_provider.lifecycle import SecondaryStatus as S
-from airflow_spot_provider.lifecycle import SpotJobReport, TrainingJobStatus
+from airflow_spot_provider.lifecycle import SecondaryStatus, SpotJobReport
+from airflow_spot_provider.summary import format_summary_table, summarize_attempts
 
-_FIRST_RUN = (S.STARTING, S.DOWNLOADING, S.TRAINING)
-_ENDING = (S.STOPPING, S.MAX_WAIT_TIME_EXCEEDED)
-# (final TrainingJobStatus, SecondaryStatus sequence, training seconds, billable seconds)
-SEED_SCENARIOS: dict[str, tuple[TrainingJobStatus, tuple[S, ...], int | None, int | None]] = {
-    "no-interruption": (
-        TrainingJobStatus.COMPLETED,
-        (*_FIRST_RUN, S.UPLOADING, S.COMPLETED),
-        500,
-        100,
-    ),
-    "one-interruption": (
-        TrainingJobStatus.COMPLETED,
-        (*_FIRST_RUN, S.INTERRUPTED, *_FIRST_RUN, S.UPLOADING, S.COMPLETED),
-        620,
-        190,
-    ),
-    "two-interruptions-max-wait": (
-        TrainingJobStatus.STOPPED,
-        (*_FIRST_RUN, S.INTERRUPTED, *_FIRST_RUN, S.INTERRUPTED, *_FIRST_RUN[1:], *_ENDING),
-        410,
-        125,
-    ),
-    "never-launched": (
-        TrainingJobStatus.STOPPED,
-        (S.STARTING, *_ENDING),
-        None,
-        None,
-    ),
-}
+DAG_ID = "example_retry_on_stopped"
+JOB_BASE = "retry-on-stopped"
+INSTANCE_TYPE = "ml.m5.xlarge"
+# Short stopping conditions so that MaxWait passes within seconds (AWS would use hours).
+RUN_CONF = {"steps": 80, "step_sleep": 0.1, "max_run_seconds": 15, "max_wait_seconds": 15}
+SCENARIO = {"events": [{"interrupt": {"job": f"{JOB_BASE}-*-a1", "at_training_second": 2.0}}]}
 
 
-def describe_response(name: str) -> dict[str, Any]:
-    """The DescribeTrainingJob response at the end of one seed scenario.
+def _jobs(sm: Any) -> list[dict[str, Any]]:
+    summaries = sm.list_training_jobs(NameContains=JOB_BASE, MaxResults=100)
+    names = [s["TrainingJobName"] for s in summaries["TrainingJobSummaries"]]
+    described = [sm.describe_training_job(TrainingJobName=n) for n in names]
+    return sorted(described, key=lambda d: d["CreationTime"])
 
-    :param name: a key of :data:`SEED_SCENARIOS`.
+
+class ChaosController(threading.Thread):
+    """Keeps spot capacity away from the first attempt after its interruption, then gives it back.
+
+    :param emulator: the running backend.
     """
-    status, sequence, training, billable = SEED_SCENARIOS[name]
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    transitions = []
-    for i, secondary in enumerate(sequence):
-        begin = start + timedelta(minutes=i)
-        item: dict[str, Any] = {"Status": secondary.value, "StartTime": begin}
-        if i + 1 < len(sequence):
-            item["EndTime"] = begin + timedelta(minutes=1)
-        transitions.append(item)
-    response: dict[str, Any] = {
-        "TrainingJobName": f"seed-{name}",
-        "TrainingJobStatus": status.value,
-        "SecondaryStatus": sequence[-1].value,
-        "SecondaryStatusTransitions": transitions,
-        "EnableManagedSpotTraining": True,
-        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
-        "CheckpointConfig": {"S3Uri": f"s3://bucket/checkpoints/{name}/"},
-        "CreationTime": start,
-    }
-    if training is not None:
-        response["TrainingTimeInSeconds"] = training
-        response["BillableTimeInSeconds"] = billable
-    return response
+
+    def __init__(self, emulator: Any) -> None:
+        super().__init__(name="chaos", daemon=True)
+        self.sm = emulator.boto3_client("sagemaker")
+        self.admin = emulator.admin
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        """Capacity off once attempt 1 is interrupted; back once attempt 1 has ended."""
+        capacity_off = False
+        while not self.done.wait(0.2):
+            jobs = _jobs(self.sm)
+            if not jobs:
+                continue
+            first = SpotJobReport.from_describe(jobs[0])
+            if not capacity_off and first.secondary_status is SecondaryStatus.INTERRUPTED:
+                self.admin.set_capacity(INSTANCE_TYPE, False)
+                print(f"[chaos] no more {INSTANCE_TYPE} spot capacity", flush=True)
+                capacity_off = True
+            elif capacity_off and first.is_terminal:
+                self.admin.set_capacity(INSTANCE_TYPE, None)
+                print(f"[chaos] {INSTANCE_TYPE} spot capacity is back", flush=True)
+                return
 
 
-def main() -> None:
-    """Print the report of each seed scenario."""
-    for name in SEED_SCENARIOS:
-        report = SpotJobReport.from_describe(describe_response(name))
-        print(report.summary_line())
-        print("   ", " -> ".join(t.status.value for t in report.transitions))
+def _airflow(env: dict[str, str], *args: str, log: Path) -> int:
+    with log.open("a") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=env, stdout=out, stderr=out, check=False
+        ).returncode
+
+
+def _print_report(sm: Any) -> None:
+    reports = [SpotJobReport.from_describe(d) for d in _jobs(sm)]
+    print("\nEach attempt's lifecycle (DescribeTrainingJob):")
+    for number, report in enumerate(reports, start=1):
+        sequence = " -> ".join(t.status.value for t in report.transitions)
+        print(f"  attempt {number} {report.job_name}\n    {sequence}")
+    print("\n" + format_summary_table(summarize_attempts(reports)))
+
+
+def main() -> int:
+    """Run the demo; the exit code is the DAG run's (0 on success)."""
+    from airflow_spot_provider.emulator import SpotEmulator
+
+    repo = Path.cwd()
+    root = repo / ".demo"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    log = root / "airflow.log"
+    started = time.monotonic()
+    with SpotEmulator(data_dir=root / "emulator", scenario=SCENARIO) as emulator:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+            "AIRFLOW_CONN_AWS_DEFAULT": emulator.airflow_connection(),
+            "SPOT_EXAMPLES_POLL_INTERVAL": "1",
+        }
+        print("Preparing the Airflow database...", flush=True)
+        if _airflow(env, "db", "migrate", log=log) != 0:
+            print(f"airflow db migrate failed: see {log}")
+            return 1
+        chaos = ChaosController(emulator)
+        chaos.start()
+        print(f"Running {DAG_ID} with airflow dags test (full log: {log})...", flush=True)
+        code = _airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(RUN_CONF), log=log)
+        chaos.done.set()
+        _print_report(emulator.boto3_client("sagemaker"))
+    for line in log.read_text().splitlines():
+        if "resumed from checkpoint" in line:  # the trainer's own words, from CloudWatch Logs
+            print("\nThe second attempt's log:", line.split("] ", 1)[-1].split(" [")[0])
+    verdict = "succeeded" if code == 0 else f"failed (exit {code}, see {log})"
+    print(f"\nThe DAG run {verdict} in {time.monotonic() - started:.0f} s.")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

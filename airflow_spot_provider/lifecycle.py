@@ -269,6 +269,20 @@ def to_datetime(value: datetime | str | float | int | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def json_safe(value: Any) -> Any:
+    """A copy of an API response with datetimes as ISO-8601 strings (plain JSON).
+
+    :param value: the response, or any part of it.
+    """
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 

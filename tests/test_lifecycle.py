@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_spot_provider import lifecycle
-from airflow_spot_provider.demo import SEED_SCENARIOS, describe_response
 from airflow_spot_provider.lifecycle import (
     SPOT_TRANSITIONS,
     JobOutcome,
@@ -24,6 +23,7 @@ from airflow_spot_provider.lifecycle import (
     classify_outcome,
     savings_percent,
 )
+from tests.seed_lifecycles import SEED_SCENARIOS, describe_response
 
 
 def _model_enum(shape: str) -> set[str]:

@@ -1,0 +1,244 @@
+"""CloudWatch Logs for training jobs: ``DescribeLogStreams`` and ``GetLogEvents``.
+
+Log group ``/aws/sagemaker/TrainingJobs``; one stream per host, named as SageMaker names it,
+``<job>/algo-1-<epoch seconds of the first start>``. The stream is kept across spot restarts so
+that a reader following it (the Amazon provider reads one stream per instance) sees every line.
+
+Tokens follow CloudWatch's contract as botocore's users rely on it: ``nextForwardToken`` points
+after the last event returned, ``nextBackwardToken`` before the first; at the end of the stream a
+forward read returns the token it was given, which is how readers know to stop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_spot_provider.emulator.errors import (
+    LogsInvalidParameterError,
+    LogsResourceNotFoundError,
+)
+from airflow_spot_provider.emulator.store import EventRow, Store
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# CloudWatch's event size limit is 256 KiB including 26 bytes of overhead.
+MAX_MESSAGE_BYTES = 256 * 1024 - 26
+DEFAULT_EVENTS_LIMIT = 10_000
+DEFAULT_STREAMS_LIMIT = 50
+
+
+@dataclass
+class _Stream:
+    group: str
+    name: str
+    created_ms: int
+    loaded: bool = True
+    ts: list[int] = field(default_factory=list)
+    ingested: list[int] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def _token(direction: str, index: int) -> str:
+    return f"{direction}/{index:020d}/s"
+
+
+def _parse_token(token: str) -> tuple[str, int]:
+    parts = token.split("/")
+    if len(parts) != 3 or parts[0] not in ("f", "b") or not parts[1].isdigit():
+        raise LogsInvalidParameterError("The specified nextToken is invalid.")
+    return parts[0], int(parts[1])
+
+
+def _clip(message: str) -> str:
+    raw = message.encode("utf-8")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    return raw[:MAX_MESSAGE_BYTES].decode("utf-8", errors="ignore")
+
+
+class LogStore:
+    """Log streams in memory, persisted in the :class:`Store`; loaded lazily per stream.
+
+    :param store: the SQLite store.
+    :param region: AWS region for stream ARNs.
+    :param account: AWS account for stream ARNs.
+    """
+
+    def __init__(self, store: Store, region: str, account: str) -> None:
+        self._store = store
+        self._arn_prefix = f"arn:aws:logs:{region}:{account}:log-group:"
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._pending: list[EventRow] = []
+        self._lock = threading.Lock()  # log sinks may be called from worker threads
+        for group, name, created in store.load_streams():
+            self._streams[(group, name)] = _Stream(group, name, created, loaded=False)
+
+    def create_stream(self, name: str, group: str = LOG_GROUP) -> None:
+        """Create a stream if it does not exist.
+
+        :param name: the stream name.
+        :param group: the log group.
+        """
+        with self._lock:
+            if (group, name) not in self._streams:
+                now = int(time.time() * 1000)
+                self._streams[(group, name)] = _Stream(group, name, now)
+                self._store.add_stream(group, name, now)
+
+    def append(self, stream: str, message: str, group: str = LOG_GROUP) -> None:
+        """Append one event stamped now (never before the stream's last event).
+
+        :param stream: the stream name (created if missing).
+        :param message: the line, without its newline.
+        :param group: the log group.
+        """
+        self.create_stream(stream, group)
+        with self._lock:
+            target = self._loaded(group, stream)
+            now = int(time.time() * 1000)
+            stamp = max(now, target.ts[-1]) if target.ts else now
+            seq = len(target.ts)
+            text = _clip(message)
+            target.ts.append(stamp)
+            target.ingested.append(now)
+            target.messages.append(text)
+            self._pending.append((group, stream, seq, stamp, now, text))
+
+    def flush(self) -> None:
+        """Hand the events appended since the last flush to the store (committed with it)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            self._store.add_events(pending)
+
+    def _loaded(self, group: str, name: str) -> _Stream:
+        stream = self._streams[(group, name)]
+        if not stream.loaded:
+            for ts, ingested, message in self._store.load_events(group, name):
+                stream.ts.append(ts)
+                stream.ingested.append(ingested)
+                stream.messages.append(message)
+            stream.loaded = True
+        return stream
+
+    def _group_name(self, params: Mapping[str, Any]) -> str:
+        group = params.get("logGroupName") or params.get("logGroupIdentifier")
+        if not group:
+            raise LogsInvalidParameterError(
+                "Either logGroupName or logGroupIdentifier is required."
+            )
+        group = str(group)
+        if group.startswith(self._arn_prefix):
+            group = group[len(self._arn_prefix) :].removesuffix(":*")
+        if not any(g == group for g, _ in self._streams):
+            raise LogsResourceNotFoundError("The specified log group does not exist.")
+        return group
+
+    def describe_log_streams(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``DescribeLogStreams``.
+
+        :param params: the request (logGroupName, logStreamNamePrefix, orderBy, descending,
+            nextToken, limit).
+        """
+        with self._lock:
+            group = self._group_name(params)
+            prefix = str(params.get("logStreamNamePrefix") or "")
+            order_by = params.get("orderBy") or "LogStreamName"
+            if order_by == "LastEventTime" and prefix:
+                raise LogsInvalidParameterError(
+                    "Cannot order by LastEventTime with a logStreamNamePrefix."
+                )
+            streams = [
+                self._loaded(g, n) for g, n in self._streams if g == group and n.startswith(prefix)
+            ]
+            if order_by == "LastEventTime":
+                streams.sort(key=lambda s: (s.ts[-1] if s.ts else 0, s.name))
+            else:
+                streams.sort(key=lambda s: s.name)
+            if params.get("descending"):
+                streams.reverse()
+            start = _decode_offset(params.get("nextToken"))
+            limit = int(params.get("limit") or DEFAULT_STREAMS_LIMIT)
+            page = streams[start : start + limit]
+            result: dict[str, Any] = {"logStreams": [self._describe(s) for s in page]}
+            if start + limit < len(streams):
+                result["nextToken"] = _encode_offset(start + limit)
+            return result
+
+    def _describe(self, stream: _Stream) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "logStreamName": stream.name,
+            "creationTime": stream.created_ms,
+            "arn": f"{self._arn_prefix}{stream.group}:log-stream:{stream.name}",
+            "storedBytes": 0,  # deprecated by AWS, always 0
+        }
+        if stream.ts:
+            item["firstEventTimestamp"] = stream.ts[0]
+            item["lastEventTimestamp"] = stream.ts[-1]
+            item["lastIngestionTime"] = stream.ingested[-1]
+        return item
+
+    def get_log_events(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``GetLogEvents``.
+
+        :param params: the request (logGroupName, logStreamName, startTime, endTime, nextToken,
+            limit, startFromHead).
+        """
+        with self._lock:
+            group = self._group_name(params)
+            name = str(params.get("logStreamName") or "")
+            if (group, name) not in self._streams:
+                raise LogsResourceNotFoundError("The specified log stream does not exist.")
+            stream = self._loaded(group, name)
+            low = bisect.bisect_left(stream.ts, int(params.get("startTime") or 0))
+            end = params.get("endTime")
+            high = len(stream.ts) if end is None else bisect.bisect_left(stream.ts, int(end))
+            high = max(low, high)
+            limit = int(params.get("limit") or DEFAULT_EVENTS_LIMIT)
+            token = params.get("nextToken")
+            if token:
+                direction, index = _parse_token(str(token))
+            else:
+                direction, index = ("f", low) if params.get("startFromHead") else ("b", high)
+            if direction == "f":
+                first = min(max(index, low), high)
+                last = min(first + limit, high)
+            else:
+                last = max(min(index, high), low)
+                first = max(last - limit, low)
+            events = [
+                {
+                    "timestamp": stream.ts[i],
+                    "message": stream.messages[i],
+                    "ingestionTime": stream.ingested[i],
+                }
+                for i in range(first, last)
+            ]
+            forward = token if (token and direction == "f" and not events) else _token("f", last)
+            return {
+                "events": events,
+                "nextForwardToken": forward,
+                "nextBackwardToken": _token("b", first),
+            }
+
+
+def _encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"streams:{offset}".encode()).decode()
+
+
+def _decode_offset(token: Any) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, offset = base64.urlsafe_b64decode(str(token).encode()).decode().partition(":")
+        if kind == "streams" and offset.isdigit():
+            return int(offset)
+    except (binascii.Error, UnicodeDecodeError):
+        pass
+    raise LogsInvalidParameterError("The specified nextToken is invalid.")

@@ -1,0 +1,337 @@
+"""The job state machine: one asyncio loop ticks every live job, in real time.
+
+Each tick looks at every live job and moves it when its phase's work is done or the market, a
+deadline or a request says so. Every move is checked against
+:data:`~airflow_spot_provider.lifecycle.SPOT_TRANSITIONS`, recorded (transition, event log) and
+persisted. The lifecycle, as the SageMaker developer guide draws it::
+
+    Starting -> Downloading -> Training -> Uploading -> Completed
+    Training -> Interrupted -> Starting -> Downloading -> ...     (first interruption)
+    Training -> Interrupted -> Downloading -> ...                 (second and later ones)
+    any live phase -> Stopping -> Stopped | MaxWaitTimeExceeded | MaxRuntimeExceeded
+    any live phase -> Failed (AlgorithmError, CapacityError, InternalServerError, ClientError)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from airflow_spot_provider.emulator.config import EmulatorConfig
+from airflow_spot_provider.emulator.events import EventLog
+from airflow_spot_provider.emulator.jobs import (
+    STATUS_MESSAGES,
+    Job,
+    JobState,
+    clip_reason,
+    wall_clock,
+)
+from airflow_spot_provider.emulator.logs import LogStore
+from airflow_spot_provider.emulator.market import SpotMarket
+from airflow_spot_provider.emulator.phases import INTERNAL_ERROR, Phases
+from airflow_spot_provider.emulator.store import Store
+from airflow_spot_provider.emulator.work import After, Runtime
+from airflow_spot_provider.lifecycle import (
+    BILLABLE_SECONDARY,
+    SPOT_TRANSITIONS,
+    SecondaryStatus,
+    TrainingJobStatus,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+_S = SecondaryStatus
+HEARTBEAT_SECONDS = 1.0
+
+
+class IllegalTransitionError(AssertionError):
+    """The state machine tried a move SPOT_TRANSITIONS does not allow (a bug)."""
+
+
+class Machine:
+    """All jobs, and the clock that moves the live ones.
+
+    :param config: the configuration.
+    :param market: the spot market.
+    :param store: the SQLite store.
+    :param logs: the CloudWatch log store.
+    :param events: the event log.
+    :param s3: the S3 client the phases use.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: EmulatorConfig,
+        market: SpotMarket,
+        store: Store,
+        logs: LogStore,
+        events: EventLog,
+        s3: S3Client,
+    ) -> None:
+        self.config = config
+        self.market = market
+        self.store = store
+        self.logs = logs
+        self.events = events
+        self.s3 = s3
+        self.jobs: dict[str, Job] = {}
+        self.live: dict[str, tuple[Job, Runtime]] = {}
+        self._heartbeat = 0.0
+        self.phases = Phases(self)
+
+    # -- creation, persistence, restart -------------------------------------------------------
+
+    def arn(self, name: str) -> str:
+        """The ARN of a training job.
+
+        :param name: the job name.
+        """
+        return f"arn:aws:sagemaker:{self.config.region}:{self.config.account}:training-job/{name}"
+
+    def create(self, request: dict[str, object], now: float) -> Job:
+        """Register a new job in Starting and persist it before the API answers.
+
+        :param request: the validated request.
+        :param now: epoch seconds.
+        """
+        name = str(request["TrainingJobName"])
+        state = JobState(
+            status=TrainingJobStatus.IN_PROGRESS,
+            secondary=_S.STARTING,
+            last_modified=now,
+            phase_since=now,
+        )
+        job = Job(request, now, state, self.arn(name))
+        job.record_transition(_S.STARTING, now, STATUS_MESSAGES[_S.STARTING])
+        self.jobs[name] = job
+        self.live[name] = (job, Runtime(ready_at=self.capacity_time(job, now, attempt=1)))
+        self.store.save_job((name, now, _dumps(request), state.to_json()))
+        self.store.commit()
+        self.events.record("created", job=name, spot=job.spot, instance_type=job.instance_type)
+        return job
+
+    def restore(self, now: float) -> None:
+        """Load every job; a job that had instances when the emulator went down was interrupted.
+
+        :param now: epoch seconds.
+        """
+        heartbeat = float(self.store.get_meta("heartbeat") or now)
+        for name, created, request, state_text in self.store.load_jobs():
+            job = Job(_loads(request), created, JobState.from_json(state_text), self.arn(name))
+            self.jobs[name] = job
+            if job.state.status.is_terminal:
+                continue
+            rt = Runtime(ready_at=now + self.config.durations.restart_delay_seconds)
+            self.live[name] = (job, rt)
+            if job.state.secondary in BILLABLE_SECONDARY:
+                # The instances went with the emulator, at its last heartbeat at the latest.
+                when = min(max(heartbeat, job.state.last_modified), now)
+                self.phases.interrupt_done(job, rt, when)
+                self.events.record("interrupt", job=name, source="restart", start=job.state.starts)
+                rt.ready_at = max(rt.ready_at, now + self.config.durations.restart_delay_seconds)
+            elif job.state.secondary is _S.STARTING:
+                rt.ready_at = self.capacity_time(job, now, attempt=job.state.starts + 1)
+        self.store.commit()
+
+    def save(self, job: Job) -> None:
+        """Persist a job's state (committed at the end of the tick).
+
+        :param job: the job.
+        """
+        self.store.save_job((job.name, job.created, "", job.state.to_json()))
+
+    # -- the clock ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every live job every ``tick_seconds`` until cancelled."""
+        while True:
+            try:
+                self.tick(wall_clock())
+            except Exception:  # the store failed...: log, keep the clock going
+                log.exception("tick failed")
+            await asyncio.sleep(self.config.tick_seconds)
+
+    def tick(self, now: float) -> None:
+        """Move every live job that has somewhere to go; then persist.
+
+        :param now: epoch seconds.
+        """
+        for job, rt in list(self.live.values()):
+            try:
+                self._tick_job(job, rt, now)
+            except Exception as err:  # a bug in one job's handling must not stop the others
+                self._abort(job, rt, err, now)
+        self.logs.flush()
+        if now - self._heartbeat >= HEARTBEAT_SECONDS:
+            self._heartbeat = now
+            self.store.set_meta("heartbeat", repr(now))
+        self.store.commit()
+
+    def _abort(self, job: Job, rt: Runtime, err: Exception, now: float) -> None:
+        log.error("job %s: emulator bug, job ended: %r", job.name, err, exc_info=err)
+        self.events.record("bug", job=job.name, error=repr(err))
+        rt.cancel()
+        if isinstance(err, IllegalTransitionError):
+            self.finish(job, rt)  # frozen where it stood: the event log shows the bug
+        elif job.state.secondary is _S.STOPPING:
+            self.move(job, job.state.stop_reason or _S.STOPPED, now, TrainingJobStatus.STOPPED)
+            self.finish(job, rt)
+        else:
+            self.fail(job, rt, INTERNAL_ERROR, now)
+
+    def _tick_job(self, job: Job, rt: Runtime, now: float) -> None:
+        if rt.teardown is not None:
+            self.phases.tearing_down(job, rt, now)
+            return
+        if job.state.secondary is not _S.STOPPING:
+            reason = self.stop_reason(job, now)
+            if reason is not None:
+                self.stop(job, reason, now)
+                return
+        self.phases.handlers[job.state.secondary](job, rt, now)
+
+    def stop_reason(self, job: Job, now: float) -> SecondaryStatus | None:
+        """Why a live job must stop now: MaxWait passed, or MaxRuntime used up; else None.
+
+        :param job: a live job.
+        :param now: epoch seconds.
+        """
+        if job.max_wait is not None and now - job.created >= job.max_wait:
+            return _S.MAX_WAIT_TIME_EXCEEDED
+        in_run = job.state.secondary in (_S.DOWNLOADING, _S.TRAINING)
+        if in_run and job.billable_seconds(now) >= job.max_runtime:
+            return _S.MAX_RUNTIME_EXCEEDED
+        return None
+
+    # -- moves --------------------------------------------------------------------------------
+
+    def move(
+        self,
+        job: Job,
+        secondary: SecondaryStatus,
+        now: float,
+        status: TrainingJobStatus | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Make one SecondaryStatus move, refusing any that SPOT_TRANSITIONS does not allow.
+
+        :param job: the job.
+        :param secondary: the new SecondaryStatus.
+        :param now: epoch seconds.
+        :param status: the new TrainingJobStatus, when it changes.
+        :param message: the StatusMessage (default: SageMaker's for that status).
+        :raises IllegalTransitionError: the move is not legal (a bug of the emulator).
+        """
+        previous = job.state.secondary
+        if secondary not in SPOT_TRANSITIONS.get(previous, frozenset()):
+            raise IllegalTransitionError(f"{job.name}: {previous.value} -> {secondary.value}")
+        job.record_transition(secondary, now, message or STATUS_MESSAGES.get(secondary, ""))
+        if status is not None:
+            job.state.status = status
+        if secondary.is_terminal:
+            job.state.training_end = now
+        self.events.record(
+            "transition",
+            job=job.name,
+            status=job.state.status.value,
+            secondary=secondary.value,
+            previous=previous.value,
+        )
+        self.save(job)
+
+    def finish(self, job: Job, rt: Runtime) -> None:
+        """Forget a job that ended: it leaves the live set, its tasks are cancelled.
+
+        :param job: the job.
+        :param rt: its runtime.
+        """
+        rt.cancel()
+        self.live.pop(job.name, None)
+        self.market.forget(job.name)
+
+    def fail(self, job: Job, rt: Runtime, reason: str, now: float) -> None:
+        """End a job ``Failed`` with a FailureReason.
+
+        :param job: the job.
+        :param rt: its runtime.
+        :param reason: ``<Kind>Error: <detail>``.
+        :param now: epoch seconds.
+        """
+        job.state.failure_reason = clip_reason(reason)
+        self.move(job, _S.FAILED, now, TrainingJobStatus.FAILED)
+        self.events.record("failed", job=job.name, reason=job.state.failure_reason)
+        self.finish(job, rt)
+
+    def capacity_time(self, job: Job, now: float, attempt: int) -> float:
+        """When instances can be up for an attempt starting now (launch time + market delay).
+
+        :param job: the job.
+        :param now: epoch seconds.
+        :param attempt: the start number the instances are for.
+        """
+        delay = self.market.plan(job.name, attempt, job.instance_type).capacity_delay
+        return now + self.config.durations.starting_seconds + (delay if job.spot else 0.0)
+
+    def has_capacity(self, job: Job, rt: Runtime, now: float) -> bool:
+        """Whether the job gets its instances now.
+
+        :param job: a job waiting in Starting or Interrupted.
+        :param rt: its runtime (``ready_at`` is pushed back while there is no capacity).
+        :param now: epoch seconds.
+        """
+        if self.market.capacity_available(job.instance_type, now):
+            return now >= rt.ready_at
+        # Launching takes its time again once capacity is back.
+        rt.ready_at = max(rt.ready_at, now + self.config.durations.starting_seconds)
+        return False
+
+    def stop(self, job: Job, reason: SecondaryStatus, now: float) -> None:
+        """Move a live job to Stopping now; it ends ``Stopped/<reason>`` after the teardown.
+
+        :param job: a job in status InProgress.
+        :param reason: ``Stopped``, ``MaxWaitTimeExceeded`` or ``MaxRuntimeExceeded``.
+        :param now: epoch seconds.
+        """
+        _job, rt = self.live[job.name]
+        job.state.stop_reason = reason
+        self.move(job, _S.STOPPING, now, TrainingJobStatus.STOPPING)
+        self.events.record("stop", job=job.name, reason=reason.value)
+        # A teardown already running (interruption, failure) goes on; Stopped follows it.
+        rt.start_teardown(After.STOP, self.config.durations.interruption_notice_seconds)
+
+    async def shutdown(self) -> None:
+        """Stop every process (with the notice), sync checkpoints; jobs stay as they are.
+
+        A job that was running is found with instances by :meth:`restore`, which records the
+        interruption.
+        """
+        notice = self.config.durations.interruption_notice_seconds
+        pending = []
+        for _job, rt in self.live.values():
+            if rt.teardown is None and rt.work is not None:
+                rt.start_teardown(After.INTERRUPTED, notice)
+            if rt.teardown is not None:
+                pending.append(rt.teardown)
+        await asyncio.gather(*pending, return_exceptions=True)
+        for _job, rt in self.live.values():
+            rt.cancel()
+        self.logs.flush()
+        self.store.set_meta("heartbeat", repr(time.time()))
+        self.store.commit()
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value)
+
+
+def _loads(text: str) -> dict[str, object]:
+    data = json.loads(text)
+    assert isinstance(data, dict)
+    return data

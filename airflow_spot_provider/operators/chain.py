@@ -1,0 +1,95 @@
+"""Following a chain of attempts from a task: in the worker, or deferred to the triggerer.
+
+Shared by :class:`SageMakerSpotTrainingOperator` and :class:`SageMakerSpotTrainingSensor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from airflow_spot_provider.operators.driver import SpotTrainingDriver
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SpotChainMixin:
+    """Drive a :class:`SpotTrainingDriver` to the end of its chain.
+
+    The host class (an operator) provides ``_driver(context)``, ``_stop_job()``, ``deferrable``,
+    ``poll_interval``, ``aws_conn_id`` and ``region_name``.
+    """
+
+    deferrable: bool
+    poll_interval: float
+    aws_conn_id: str | None
+    region_name: str | None
+    wait_for_completion: bool = True
+    _current_job: str | None = None
+
+    def _driver(self, context: Context) -> SpotTrainingDriver:
+        raise NotImplementedError
+
+    def _drive(self, driver: SpotTrainingDriver) -> dict[str, Any]:
+        while True:
+            step = driver.advance()
+            self._current_job = step.job_name
+            if step.summary is not None:
+                self._current_job = None
+                driver.forget_positions()
+                return step.summary
+            if not self.wait_for_completion:
+                return driver.created_summary(step.job_name)
+            if step.wait_seconds > 0:
+                if self.deferrable:
+                    self._defer_wait(step.wait_seconds)
+                driver.sleep(step.wait_seconds)
+                continue
+            if self.deferrable:
+                self._defer_follow(step.job_name, driver)
+            driver.follow(step.job_name, self.poll_interval)
+
+    def _defer_follow(self, job_name: str, driver: SpotTrainingDriver) -> None:
+        from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
+
+        cast(Any, self).defer(
+            trigger=SageMakerSpotTrainingTrigger(
+                job_name=job_name,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                poll_interval=self.poll_interval,
+                follow=driver.follow_state(job_name).to_json(),
+            ),
+            method_name="execute_complete",
+        )
+
+    def _defer_wait(self, seconds: float) -> None:
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        cast(Any, self).defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=seconds)),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after a trigger fired: take the job's end, then carry on with the chain.
+
+        :param context: the task context.
+        :param event: the follow trigger's event (None or a timestamp after a backoff wait).
+        """
+        driver = self._driver(context)
+        if isinstance(event, Mapping):
+            driver.take_event(event)
+        return self._drive(driver)
+
+    def on_kill(self) -> None:
+        """Stop the running job so that a killed task leaves nothing billing."""
+        if self._current_job:
+            self._stop_job(self._current_job)
+
+    def _stop_job(self, job_name: str) -> None:
+        raise NotImplementedError

@@ -1,0 +1,154 @@
+"""``SageMakerSpotTrainingOperator``: launch a managed spot training job, follow it, resubmit it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
+from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
+from airflow_spot_provider.operators.chain import SpotChainMixin
+from airflow_spot_provider.operators.driver import SpotTrainingDriver
+from airflow_spot_provider.request import (
+    attempt_job_name,
+    build_spot_request,
+    task_job_base_name,
+)
+from airflow_spot_provider.retry import SpotRetryPolicy
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _is_static(value: Any) -> bool:
+    """Whether a value is known at parse time (no Jinja template, no XComArg)."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=_not_json)
+    except TypeError:
+        return False
+    return "{{" not in text and "{%" not in text
+
+
+def _not_json(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(type(value).__name__)
+
+
+class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpotHook]):
+    """Launch a SageMaker managed spot training job with checkpoints and follow it to the end.
+
+    When the job ends with an outcome the retry policy covers (by default
+    ``Stopped``/``MaxWaitTimeExceeded``), the next attempt is created with the same
+    ``CheckpointConfig.S3Uri`` so that it resumes from the last checkpoint. Job names are
+    deterministic per task instance and attempt: an Airflow retry re-attaches to the jobs it
+    started instead of creating duplicates.
+
+    :param config: the CreateTrainingJob request (dict or JSON), without ``TrainingJobName``.
+    :param checkpoint_s3_uri: ``CheckpointConfig.S3Uri``; overrides the config's.
+    :param checkpoint_local_path: ``CheckpointConfig.LocalPath``; overrides the config's.
+    :param max_run: ``MaxRuntimeInSeconds`` (seconds or timedelta); overrides the config's.
+    :param max_wait: ``MaxWaitTimeInSeconds`` (seconds or timedelta); overrides the config's.
+    :param job_name: readable base of the job names; the task id if None.
+    :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
+        ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
+    :param wait_for_completion: follow the job to its end (False: return once it is created).
+    :param deferrable: follow the job in the triggerer (``[operators] default_deferrable``).
+    :param poll_interval: seconds between two DescribeTrainingJob calls.
+    :param print_log: log the training job's CloudWatch lines (worker mode).
+    """
+
+    aws_hook_class = SageMakerSpotHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "config",
+        "job_name",
+        "checkpoint_s3_uri",
+        "checkpoint_local_path",
+        "max_run",
+        "max_wait",
+    )
+    template_fields_renderers = {"config": "json"}
+    operator_extra_links = (SageMakerSpotTrainingJobLink(),)
+    ui_color = "#f2d6a2"
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any] | str,
+        checkpoint_s3_uri: str | None = None,
+        checkpoint_local_path: str | None = None,
+        max_run: int | str | timedelta | None = None,
+        max_wait: int | str | timedelta | None = None,
+        job_name: str | None = None,
+        spot_retry_policy: SpotRetryPolicy | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        print_log: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.checkpoint_s3_uri = checkpoint_s3_uri
+        self.checkpoint_local_path = checkpoint_local_path
+        self.max_run = max_run
+        self.max_wait = max_wait
+        self.job_name = job_name
+        self.spot_retry_policy = spot_retry_policy or SpotRetryPolicy()
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.print_log = print_log
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll_interval={poll_interval!r}: must be > 0 seconds")
+        if _is_static([config, checkpoint_s3_uri, checkpoint_local_path, max_run, max_wait]):
+            # Fail at DAG parse time where the values are already known.
+            self._spot_request()
+
+    def _spot_request(self) -> dict[str, Any]:
+        return build_spot_request(
+            self.config,
+            checkpoint_s3_uri=self.checkpoint_s3_uri,
+            checkpoint_local_path=self.checkpoint_local_path,
+            max_run=self.max_run,
+            max_wait=self.max_wait,
+        )
+
+    def _first_job_name(self, context: Context) -> str:
+        ti = context["ti"]
+        map_index = -1 if ti.map_index is None else ti.map_index
+        base = task_job_base_name(ti.dag_id, ti.task_id, ti.run_id, map_index, prefix=self.job_name)
+        return attempt_job_name(base, 1)
+
+    def _driver(self, context: Context) -> SpotTrainingDriver:
+        return SpotTrainingDriver(
+            hook=self.hook,
+            policy=self.spot_retry_policy,
+            first_name=self._first_job_name(context),
+            base_request=self._spot_request(),
+            log=self.log,
+            print_log=self.print_log,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Create (or re-attach to) the job chain and follow it to its end."""
+        driver = self._driver(context)
+        SageMakerSpotTrainingJobLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_name=driver.first_name,
+        )
+        # The chain's identity, for a sensor in another task: ``launch.output["job_name"]``.
+        context["ti"].xcom_push(key="job_name", value=driver.first_name)
+        return self._drive(driver)
+
+    def _stop_job(self, job_name: str) -> None:
+        self.hook.stop_job(job_name)

@@ -1,0 +1,87 @@
+"""``SageMakerSpotTrainingSensor``: wait on a spot training job by name, resubmitting it if due."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk.bases.sensor import PokeReturnValue
+
+from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
+from airflow_spot_provider.operators.chain import SpotChainMixin
+from airflow_spot_provider.operators.driver import SpotTrainingDriver
+from airflow_spot_provider.position import load_position, save_position
+from airflow_spot_provider.retry import SpotRetryPolicy
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHook]):
+    """Wait for a spot training job (and the attempts resubmitted after it) to complete.
+
+    With a launch task and this sensor as two tasks, the sensor logs the lifecycle and, when the
+    job ends with an outcome its retry policy covers, resubmits it from its own description so
+    that it resumes from the same checkpoint. The log position is kept in an Airflow Variable,
+    so ``mode="reschedule"`` logs each transition once.
+
+    :param job_name: the first job of the chain (templated, e.g. from the launch task's XCom).
+    :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
+        ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
+    :param deferrable: wait in the triggerer (``[operators] default_deferrable``).
+    :param poll_interval: seconds between two checks in deferrable mode.
+    :param print_log: log the training job's CloudWatch lines.
+    """
+
+    aws_hook_class = SageMakerSpotHook
+    template_fields: Sequence[str] = aws_template_fields("job_name")
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        spot_retry_policy: SpotRetryPolicy | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        print_log: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.spot_retry_policy = spot_retry_policy or SpotRetryPolicy()
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.print_log = print_log
+
+    def _driver(self, context: Context) -> SpotTrainingDriver:
+        return SpotTrainingDriver(
+            hook=self.hook,
+            policy=self.spot_retry_policy,
+            first_name=self.job_name,
+            base_request=None,
+            log=self.log,
+            print_log=self.print_log,
+        )
+
+    def execute(self, context: Context) -> Any:
+        """Deferrable: follow in the triggerer; otherwise poke as any sensor does."""
+        if self.deferrable:
+            return self._drive(self._driver(context))
+        return super().execute(context)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One look at the chain: log what is new, resubmit if due, done when completed."""
+        driver = self._driver(context)
+        driver.position_loader = load_position
+        step = driver.advance()
+        if step.summary is not None:
+            driver.forget_positions()
+            return PokeReturnValue(is_done=True, xcom_value=step.summary)
+        save_position(driver.follow_state(step.job_name))
+        return PokeReturnValue(is_done=False)
+
+    def _stop_job(self, job_name: str) -> None:
+        self.hook.stop_job(job_name)

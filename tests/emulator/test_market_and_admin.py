@@ -1,0 +1,132 @@
+"""The spot market's seeded model, scenarios, the admin API's refusals and the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_spot_provider.emulator import Durations, EmulatorConfig, InstanceMarket
+from airflow_spot_provider.emulator.admin import AdminApiError, AdminClient
+from airflow_spot_provider.emulator.market import SpotMarket
+from airflow_spot_provider.emulator.scenario import Scenario, ScenarioError, parse_events
+from airflow_spot_provider.emulator.testing import (
+    secondary_statuses,
+    synthetic_request,
+    wait_for_job,
+)
+from airflow_spot_provider.lifecycle import SecondaryStatus as S
+
+
+def _market(seed: int, tmp_path: Path) -> SpotMarket:
+    flaky = InstanceMarket(
+        interruption_rate_per_hour=7200, capacity_availability=0.5, mean_capacity_wait_seconds=3
+    )
+    config = EmulatorConfig(data_dir=tmp_path, seed=seed, markets={"ml.m5.large": flaky})
+    return SpotMarket(config, Scenario())
+
+
+def test_same_seed_same_market_events(tmp_path: Path) -> None:
+    def draws(seed: int) -> list[tuple[float, float]]:
+        market = _market(seed, tmp_path)
+        # Asked in a different order each time: the draws do not depend on it.
+        keys = [(f"job-{j}", a) for j in range(20) for a in (1, 2, 3)]
+        for key in reversed(keys):
+            market.plan(*key, "ml.m5.large")
+        return [
+            (p.capacity_delay, p.interrupt_after)
+            for p in (market.plan(j, a, "ml.m5.large") for j, a in keys)
+        ]
+
+    first, again, other = draws(7), draws(7), draws(8)
+    assert first == again
+    assert first != other
+    assert any(delay > 0 for delay, _ in first) and any(delay == 0 for delay, _ in first)
+    # 7200 interruptions per hour: about one every half training second.
+    mean_after = sum(after for _, after in first) / len(first)
+    assert 0.2 < mean_after < 1.0
+
+
+def test_scenario_validation() -> None:
+    assert parse_events({"events": []}, 0.0) == []
+    bad_events: list[Any] = [
+        [{"explode": {"job": "x"}}],
+        [{"interrupt": {"job": "x"}}],
+        [{"interrupt": {"job": "x", "at_training_second": -1}}],
+        [{"no_capacity": {"instance_type": "ml.*", "from": 5, "until": 1}}],
+        [{"throttle": {"operation": "ListTrainingJobs", "rate": 1, "count": 2}}],
+        [{"fail_start": {"job": "x", "start": 0}}],
+        [{"interrupt": {}, "extra": {}}],
+        "not a list",
+    ]
+    for spec in bad_events:
+        with pytest.raises(ScenarioError):
+            parse_events(spec, 0.0)
+
+
+def test_scripted_capacity_gap(sm: Any, bucket: str, job_name: str, admin: AdminClient) -> None:
+    instance_type = "ml.g5.2xlarge"
+    admin.load_scenario([{"no_capacity": {"instance_type": "ml.g5.*", "from": 0, "until": 0.6}}])
+    sm.create_training_job(
+        **synthetic_request(job_name, bucket, instance_type=instance_type, train_seconds=0.1)
+    )
+    final = wait_for_job(sm, job_name)
+    transitions = final["SecondaryStatusTransitions"]
+    assert secondary_statuses(final)[:2] == [S.STARTING, S.DOWNLOADING]
+    waited = (transitions[0]["EndTime"] - transitions[0]["StartTime"]).total_seconds()
+    assert waited >= 0.5  # Starting lasted until capacity came back
+
+
+def test_admin_refusals(sm: Any, bucket: str, job_name: str, admin: AdminClient) -> None:
+    with pytest.raises(AdminApiError) as raised:
+        admin.interrupt("no-such-job")
+    assert raised.value.status == 404
+    with pytest.raises(AdminApiError) as raised:
+        admin.load_scenario([{"interrupt": {"job": "x"}}])
+    assert raised.value.status == 400 and "at_training_second" in raised.value.message
+    with pytest.raises(AdminApiError) as raised:
+        admin.set_capacity("m5.large", False)
+    assert raised.value.status == 400
+
+    admin.set_capacity("ml.p4d.24xlarge", False)
+    try:
+        request = synthetic_request(job_name, bucket, instance_type="ml.p4d.24xlarge")
+        sm.create_training_job(**request)
+        with pytest.raises(AdminApiError) as raised:
+            admin.interrupt(job_name)  # still Starting: no instances to take away
+        assert raised.value.status == 409
+        sm.stop_training_job(TrainingJobName=job_name)
+        wait_for_job(sm, job_name)
+    finally:
+        admin.set_capacity("ml.p4d.24xlarge", None)
+    with pytest.raises(AdminApiError) as raised:
+        admin.interrupt(job_name)
+    assert raised.value.status == 409  # ended
+    health = admin.health()
+    assert health["status"] == "ok" and health["jobs"] >= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"port": 70000},
+        {"tick_seconds": 0},
+        {"region": "moon-1"},
+        {"account": "12"},
+        {"quotas": {"ml.m5.large": -1}},
+        {"throttle_rates": {"ListTrainingJobs": 0}},
+        {"durations": "fast"},
+    ],
+)
+def test_config_is_validated(tmp_path: Path, kwargs: dict[str, Any]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        EmulatorConfig(data_dir=tmp_path, **kwargs)
+
+
+def test_durations_and_markets_are_validated() -> None:
+    with pytest.raises(ValueError, match="starting_seconds"):
+        Durations(starting_seconds=-1)
+    with pytest.raises(ValueError, match="spot_discount"):
+        InstanceMarket(spot_discount=1.5)
+    assert InstanceMarket(on_demand_price=2.0, spot_discount=0.75).spot_price == 0.5

@@ -1,0 +1,472 @@
+"""The training runner: real script-mode processes and synthetic tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_spot_provider.emulator.checkpoints import CheckpointSync
+from airflow_spot_provider.emulator.images import UnknownImageError
+from airflow_spot_provider.emulator.runner import TrainingRun, command_args, start_run
+from airflow_spot_provider.emulator.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SKLEARN = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+SYNTHETIC = "spot-emulator/synthetic:latest"
+TRAINER_DIR = Path(__file__).resolve().parents[2] / "dags" / "training"
+
+REPORT_SCRIPT = """
+    import json, os, sys
+    from helper import GREETING
+    print(GREETING)
+    print("a warning", file=sys.stderr)
+    report = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "report.json"), "w") as handle:
+        json.dump(report, handle)
+    print("done")
+"""
+FAIL_SCRIPT = """
+    import sys
+    for i in range(200):
+        print(f"noise line {i}", file=sys.stderr)
+    print("ValueError: the real reason", file=sys.stderr)
+    sys.exit(3)
+"""
+TERM_SCRIPT = """
+    import os, signal, subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
+        handle.write(str(child.pid))
+    def on_term(signum, frame):
+        print("got SIGTERM", flush=True)
+        sys.exit(143)
+    graceful = os.environ["SM_HP_MODE"] == "graceful"
+    signal.signal(signal.SIGTERM, on_term if graceful else signal.SIG_IGN)
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture(scope="module")
+def s3(standalone_s3: S3Client) -> S3Client:
+    """S3 without the emulator: these modules test its parts on their own."""
+    standalone_s3.create_bucket(Bucket="runner")
+    return standalone_s3
+
+
+def _source(tmp_path: Path, script: str) -> Path:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "train.py").write_text(textwrap.dedent(script))
+    (source / "helper.py").write_text('GREETING = "hello from the helper"\n')
+    return source
+
+
+def _script_request(submit: str, **hps: str) -> dict[str, Any]:
+    return {
+        "AlgorithmSpecification": {"TrainingImage": SKLEARN, "TrainingInputMode": "File"},
+        "HyperParameters": {
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": json.dumps(submit),
+            **hps,
+        },
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/t"}},
+            }
+        ],
+        "Environment": {"MY_SETTING": "on", "AWS_SECRET_ACCESS_KEY": "leak", "AWS_REGION": "r"},
+    }
+
+
+class Lines:
+    """A log sink that remembers lines and wakes waiters when enough lines start with a prefix."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._waiters: list[tuple[str, int, asyncio.Event]] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        for prefix, count, event in self._waiters:
+            if self.count(prefix) >= count:
+                event.set()
+
+    def count(self, prefix: str) -> int:
+        return sum(line.startswith(prefix) for line in self.lines)
+
+    async def wait_for(self, prefix: str, count: int = 1, timeout: float = 10.0) -> None:
+        if self.count(prefix) >= count:
+            return
+        event = asyncio.Event()
+        self._waiters.append((prefix, count, event))
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+async def _start(box: Sandbox, request: dict[str, Any], s3: S3Client, sink: Lines) -> TrainingRun:
+    return await start_run(sandbox=box, request=request, job_name="job-1", s3=s3, log_sink=sink)
+
+
+def test_script_mode_runs_under_the_container_contract(
+    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "parent-key")
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", "secret")
+    source = _source(tmp_path, REPORT_SCRIPT)
+    request = _script_request(str(source), epochs="3", lr="0.5", name='"abc"')
+    request["CheckpointConfig"] = {"S3Uri": "s3://b/c", "LocalPath": "/opt/ml/ckpt"}
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        run = await _start(box, request, s3, sink)
+        return await run.wait()
+
+    assert asyncio.run(scenario()) == 0
+    assert sink.lines[0] == "hello from the helper"
+    assert set(sink.lines) == {"hello from the helper", "a warning", "done"}
+    report = json.loads((box.model_dir / "report.json").read_text())
+    assert report["argv"] == ["--epochs", "3", "--lr", "0.5", "--name", "abc"]
+    assert report["cwd"] == str(box.code_dir)
+    env = report["env"]
+    assert env["SM_MODEL_DIR"] == str(box.model_dir)
+    assert env["SM_OUTPUT_DATA_DIR"] == str(box.output_data_dir)
+    assert env["SM_CHANNEL_TRAIN"] == str(box.channel_dir("train"))
+    assert json.loads(env["SM_CHANNELS"]) == ["train"]
+    assert json.loads(env["SM_HPS"]) == {"epochs": 3, "lr": 0.5, "name": "abc"}
+    assert env["SM_HP_EPOCHS"] == "3"
+    assert env["SM_HP_NAME"] == "abc"
+    assert "SM_HP_SAGEMAKER_PROGRAM" not in env
+    assert env["SM_CURRENT_HOST"] == "algo-1"
+    assert json.loads(env["SM_HOSTS"]) == ["algo-1"]
+    assert env["SM_CHECKPOINT_DIR"] == str(box.root / "ckpt")
+    assert env["SM_USER_ENTRY_POINT"] == "train.py"
+    assert env["TRAINING_JOB_NAME"] == "job-1"
+    assert env["HOME"] == str(box.root)
+    assert env["MY_SETTING"] == "on"
+    assert env["AWS_REGION"] == "r"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_AWS_DEFAULT"} & set(env)
+    # The job got a copy: the source is untouched.
+    assert sorted(p.name for p in source.iterdir()) == ["helper.py", "train.py"]
+
+
+def test_script_mode_from_an_s3_sourcedir_tarball(s3: S3Client, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(_source(tmp_path, REPORT_SCRIPT), arcname=".")
+    s3.put_object(Bucket="runner", Key="code/sourcedir.tar.gz", Body=buffer.getvalue())
+    request = _script_request("s3://runner/code/sourcedir.tar.gz")
+    request["HyperParameters"]["sagemaker_program"] = "train.py"  # plain, not JSON-encoded
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    assert asyncio.run(scenario()) == 0
+    assert "done" in sink.lines
+    assert (box.code_dir / "helper.py").is_file()
+
+
+def test_failing_script_reports_exit_code_and_stderr_tail(s3: S3Client, tmp_path: Path) -> None:
+    request = _script_request(str(_source(tmp_path, FAIL_SCRIPT)))
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> tuple[int, TrainingRun]:
+        run = await _start(box, request, s3, sink)
+        return await run.wait(), run
+
+    code, run = asyncio.run(scenario())
+    assert code == 3
+    tail = run.stderr_tail()
+    assert tail.endswith("noise line 199\nValueError: the real reason")
+    assert len(tail) == 512
+    assert run.stderr_tail(22) == "Error: the real reason"
+    assert len(sink.lines) == 201
+
+
+@pytest.mark.parametrize(
+    ("submit", "program", "reason"),
+    [
+        ("/no/such/source", "train.py", "not a directory"),
+        ("SRC", "missing.py", "not found"),
+        ("SRC", "../train.py", "must be a path inside"),
+        ("SRC", "run.sh", "only Python entry points"),
+        ("s3://runner/none.tar.gz", "train.py", "Not Found"),
+    ],
+)
+def test_unstartable_script_ends_at_once_with_exit_1(
+    s3: S3Client, tmp_path: Path, submit: str, program: str, reason: str
+) -> None:
+    source = _source(tmp_path, REPORT_SCRIPT)
+    request = _script_request(submit.replace("SRC", str(source)))
+    request["HyperParameters"]["sagemaker_program"] = program
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> tuple[int, TrainingRun]:
+        run = await _start(box, request, s3, sink)
+        await run.terminate(1.0)  # nothing runs: a no-op
+        return await run.wait(), run
+
+    code, run = asyncio.run(scenario())
+    assert code == 1
+    assert reason in run.stderr_tail()
+    assert sink.lines == [run.stderr_tail(10_000)]
+
+
+def test_unknown_image_raises(s3: S3Client, tmp_path: Path) -> None:
+    request = {"AlgorithmSpecification": {"TrainingImage": "python:3.11"}}
+    box = Sandbox.create(tmp_path, "job-1", request)
+    with pytest.raises(UnknownImageError):
+        asyncio.run(_start(box, request, s3, Lines()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("graceful", 143), ("stubborn", 137)])
+def test_terminate_sigterm_then_sigkill_of_the_whole_group(
+    s3: S3Client, tmp_path: Path, mode: str, expected: int
+) -> None:
+    request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode)
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> tuple[int, float]:
+        run = await _start(box, request, s3, sink)
+        await sink.wait_for("ready")
+        started = time.monotonic()
+        await asyncio.gather(run.terminate(0.5), run.terminate(0.5))  # idempotent
+        elapsed = time.monotonic() - started
+        await run.terminate(0.5)  # after the end: a no-op
+        return await run.wait(), elapsed
+
+    code, elapsed = asyncio.run(scenario())
+    assert code == expected
+    if mode == "graceful":
+        assert "got SIGTERM" in sink.lines
+        assert elapsed < 0.5
+    else:
+        assert 0.5 <= elapsed < 3.0
+    child = int((box.model_dir / "child.pid").read_text())
+    deadline = time.monotonic() + 3
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child)
+
+
+def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) -> None:
+    script = """
+        import os, subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
+            handle.write(str(child.pid))
+        print("main done", flush=True)
+    """
+    request = _script_request(str(_source(tmp_path, script)))
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    started = time.monotonic()
+    assert asyncio.run(scenario()) == 0
+    assert time.monotonic() - started < 1.5
+    assert sink.lines == ["main done"]
+    child = int((box.model_dir / "child.pid").read_text())
+    deadline = time.monotonic() + 3
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child)
+
+
+def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
+    request = _script_request(str(_source(tmp_path, REPORT_SCRIPT)))
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+
+    async def scenario() -> tuple[int, TrainingRun]:
+        run = await start_run(
+            sandbox=box,
+            request=request,
+            job_name="job-1",
+            s3=s3,
+            log_sink=_discard,
+            python=str(tmp_path / "no-python"),
+        )
+        return await run.wait(), run
+
+    code, run = asyncio.run(scenario())
+    assert code == 1
+    assert "no-python" in run.stderr_tail()
+
+
+def test_a_very_long_line_is_cut_not_fatal(s3: S3Client, tmp_path: Path) -> None:
+    script = "import sys\nsys.stdout.write('x' * 200_000 + '\\nend\\n')\n"
+    request = _script_request(str(_source(tmp_path, script)))
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    assert asyncio.run(scenario()) == 0
+    assert "".join(sink.lines[:-1]) == "x" * 200_000
+    assert all(len(line) <= 64 * 1024 for line in sink.lines)
+    assert sink.lines[-1] == "end"
+
+
+def test_command_args_follow_the_training_toolkit() -> None:
+    request = {"HyperParameters": {"b": "2", "a": '"x"', "c": '{"k": 1}', "sagemaker_region": "r"}}
+    assert command_args(request) == ["--a", "x", "--b", "2", "--c", '{"k": 1}']
+
+
+def _discard(line: str) -> None:
+    del line
+
+
+def _synthetic(**hps: str) -> dict[str, Any]:
+    return {"AlgorithmSpecification": {"TrainingImage": SYNTHETIC}, "HyperParameters": hps}
+
+
+def test_synthetic_trains_checkpoints_and_resumes(s3: S3Client, tmp_path: Path) -> None:
+    request = _synthetic(train_seconds="0.5", step_seconds="0.1")
+    box = Sandbox.create(tmp_path, "job-1", request)
+    (box.checkpoint_dir / "step.json").write_text('{"step": 3, "steps": 5}')
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    started = time.monotonic()
+    assert asyncio.run(scenario()) == 0
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert sink.lines == ["resumed from checkpoint at step 3", "step 4/5", "step 5/5"]
+    assert json.loads((box.checkpoint_dir / "step.json").read_text()) == {"step": 5, "steps": 5}
+    assert json.loads((box.model_dir / "model.json").read_text()) == {"job": "job-1", "steps": 5}
+
+
+def test_synthetic_terminate_keeps_the_last_step(s3: S3Client, tmp_path: Path) -> None:
+    request = _synthetic(train_seconds="10", step_seconds="0.05")
+    box = Sandbox.create(tmp_path, "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> tuple[int, TrainingRun]:
+        run = await _start(box, request, s3, sink)
+        await sink.wait_for("step 3/")
+        await asyncio.gather(run.terminate(2.0), run.terminate(2.0))
+        return await run.wait(), run
+
+    code, run = asyncio.run(scenario())
+    assert code == 143
+    assert json.loads((box.checkpoint_dir / "step.json").read_text())["step"] == 3
+    assert not (box.model_dir / "model.json").exists()
+    assert "SIGTERM" in run.stderr_tail()
+
+
+@pytest.mark.parametrize(
+    ("hps", "reason"),
+    [
+        ({"train_seconds": "1", "step_seconds": "0.05", "fail_at_step": "2"}, "at step 2"),
+        ({"train_seconds": "abc"}, "invalid hyperparameter"),
+        ({"step_seconds": "0"}, "step_seconds > 0"),
+    ],
+)
+def test_synthetic_failures(s3: S3Client, tmp_path: Path, hps: dict[str, str], reason: str) -> None:
+    request = _synthetic(**hps)
+    box = Sandbox.create(tmp_path, "job-1", request)
+
+    async def scenario() -> tuple[int, TrainingRun]:
+        run = await _start(box, request, s3, Lines())
+        return await run.wait(), run
+
+    code, run = asyncio.run(scenario())
+    assert code == 1
+    assert reason in run.stderr_tail()
+
+
+def test_a_thousand_synthetic_runs_need_no_thread(s3: S3Client, tmp_path: Path) -> None:
+    request = _synthetic(train_seconds="0.3", step_seconds="0.1")
+    boxes = [Sandbox.create(tmp_path, f"job-{i}", request) for i in range(1000)]
+    threads_before = threading.active_count()
+
+    async def scenario() -> tuple[list[int], int]:
+        runs = [
+            await start_run(sandbox=b, request=request, job_name="j", s3=s3, log_sink=_discard)
+            for b in boxes
+        ]
+        await asyncio.sleep(0.15)
+        during = threading.active_count()
+        return list(await asyncio.gather(*(r.wait() for r in runs))), during
+
+    started = time.monotonic()
+    codes, threads_during = asyncio.run(scenario())
+    assert codes == [0] * 1000
+    assert threads_during == threads_before
+    assert time.monotonic() - started < 5
+    assert all((b.model_dir / "model.json").is_file() for b in boxes)
+
+
+def test_interrupted_trainer_resumes_from_synced_checkpoints_to_the_same_model(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    hps = {"total_steps": "40", "step_sleep": "0.01", "checkpoint_every": "7", "seed": "5"}
+    request = _script_request(str(TRAINER_DIR), **hps)
+    request["CheckpointConfig"] = {"S3Uri": "s3://runner/trainer-ckpt"}
+
+    async def run_once(box: Sandbox, interrupt_after: int | None) -> int:
+        sync = CheckpointSync(s3, request["CheckpointConfig"]["S3Uri"], box.checkpoint_dir)
+        await asyncio.to_thread(sync.restore)
+        syncing = asyncio.create_task(sync.run(interval=0.05))
+        sink = Lines()
+        run = await _start(box, request, s3, sink)
+        if interrupt_after:
+            await sink.wait_for("step=", interrupt_after)
+            await run.terminate(5.0)
+        code = await run.wait()
+        syncing.cancel()
+        await asyncio.gather(syncing, return_exceptions=True)
+        await asyncio.to_thread(sync.sync_once)
+        return code
+
+    reference = Sandbox.create(tmp_path / "ref", "job-1", _script_request(str(TRAINER_DIR)))
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+
+    async def scenario() -> list[int]:
+        reference_request = dict(request, CheckpointConfig={"S3Uri": "s3://runner/ref-ckpt"})
+        ref_run = await _start(reference, reference_request, s3, Lines())
+        codes = [await ref_run.wait()]
+        for interrupt_after in (9, 12, None):  # step lines seen before the SIGTERM
+            codes.append(await run_once(box, interrupt_after))
+            if interrupt_after:
+                box.reset_for_restart()  # a new instance: only S3 keeps the checkpoints
+        return codes
+
+    assert asyncio.run(scenario()) == [0, 143, 143, 0]
+    for name in ("model.npy", "metrics.json"):
+        assert (box.model_dir / name).read_bytes() == (reference.model_dir / name).read_bytes()
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket="runner", Prefix="trainer-ckpt/")["Contents"]
+    ]
+    assert len(keys) <= 2  # the trainer prunes, and the deletions reached S3
+    assert "trainer-ckpt/ckpt-000000040.json" in keys

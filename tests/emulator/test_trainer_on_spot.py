@@ -1,0 +1,124 @@
+"""The example trainer (script mode) on the emulator: interrupted twice, it resumes from its
+checkpoints and ends with a model bit-identical to an uninterrupted run's."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from airflow_spot_provider.emulator.admin import AdminClient
+from airflow_spot_provider.emulator.testing import script_request, secondary_statuses, wait_for_job
+from airflow_spot_provider.lifecycle import SecondaryStatus as S
+from airflow_spot_provider.lifecycle import TrainingJobStatus
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+HYPERPARAMETERS = {
+    "total_steps": 150,
+    "step_sleep": 0.01,
+    "checkpoint_every": 7,
+    "learning_rate": 0.2,
+}
+
+
+def _model_files(s3: Any, uri: str) -> dict[str, bytes]:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    blob = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def _log_lines(logs: Any, job: str) -> list[str]:
+    (stream,) = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")[
+        "logStreams"
+    ]
+    lines: list[str] = []
+    kwargs: dict[str, Any] = {
+        "logGroupName": LOG_GROUP,
+        "logStreamName": stream["logStreamName"],
+        "startFromHead": True,
+    }
+    while True:
+        page = logs.get_log_events(**kwargs)
+        lines += [e["message"] for e in page["events"]]
+        if page["nextForwardToken"] == kwargs.get("nextToken"):
+            return lines
+        kwargs["nextToken"] = page["nextForwardToken"]
+
+
+def test_interrupted_trainer_ends_bit_identical(
+    sm: Any,
+    s3: Any,
+    logs: Any,
+    bucket: str,
+    job_name: str,
+    admin: AdminClient,
+    trainer_dir: Path,
+) -> None:
+    # A training channel, so that Downloading has inputs to copy.
+    rows = "\n".join(f"{i % 7 / 7:.3f},{(i * 3) % 11 / 11:.3f},{i % 2}" for i in range(400))
+    s3.put_object(Bucket=bucket, Key=f"data/{job_name}/train.csv", Body=rows.encode())
+    channel = {
+        "ChannelName": "train",
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/{job_name}/"}
+        },
+    }
+    reference, chaos = job_name + "-ref", job_name + "-chaos"
+    admin.load_scenario(
+        [
+            {"interrupt": {"job": chaos, "at_training_second": 0.8, "attempt": 1}},
+            {"interrupt": {"job": chaos, "at_training_second": 0.6, "attempt": 2}},
+        ]
+    )
+    for name in (reference, chaos):
+        request = script_request(name, bucket, trainer_dir, "train.py", **HYPERPARAMETERS)
+        request["InputDataConfig"] = [channel]
+        sm.create_training_job(**request)
+    finals = {name: wait_for_job(sm, name, timeout=90) for name in (reference, chaos)}
+
+    assert secondary_statuses(finals[reference]) == [
+        S.STARTING,
+        S.DOWNLOADING,
+        S.TRAINING,
+        S.UPLOADING,
+        S.COMPLETED,
+    ]
+    assert secondary_statuses(finals[chaos]) == [
+        S.STARTING,
+        S.DOWNLOADING,
+        S.TRAINING,
+        S.INTERRUPTED,
+        S.STARTING,
+        S.DOWNLOADING,
+        S.TRAINING,
+        S.INTERRUPTED,
+        S.DOWNLOADING,
+        S.TRAINING,
+        S.UPLOADING,
+        S.COMPLETED,
+    ]
+    assert all(f["TrainingJobStatus"] == TrainingJobStatus.COMPLETED for f in finals.values())
+
+    expected = _model_files(s3, finals[reference]["ModelArtifacts"]["S3ModelArtifacts"])
+    got = _model_files(s3, finals[chaos]["ModelArtifacts"]["S3ModelArtifacts"])
+    assert set(expected) == {"model.npy", "metrics.json"}
+    assert got == expected  # bit for bit
+
+    # Each restart restored the checkpoints synced before the interruption (SIGTERM, notice,
+    # final sync) and went on from there.
+    lines = _log_lines(logs, chaos)
+    assert sum(line.startswith("SIGTERM: checkpoint saved") for line in lines) == 2
+    resumed = [line for line in lines if line.startswith("resumed from checkpoint step=")]
+    assert len(resumed) == 2
+    steps = [int(line.rsplit("=", 1)[1]) for line in resumed]
+    assert 0 < steps[0] < steps[1] < HYPERPARAMETERS["total_steps"]
+    assert lines[-1].startswith("done: step=150")
+    # The newest checkpoints stay in S3 (the trainer keeps two; deletions were synced).
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"checkpoints/{chaos}/")
+    assert len(listed["Contents"]) == 2
