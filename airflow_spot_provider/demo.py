@@ -1,9 +1,10 @@
 """``make demo``: ``example_retry_on_stopped`` end to end on the embedded backend.
 
 The demo starts the embedded SageMaker spot backend, then runs the example DAG with
-``airflow dags test`` while a small chaos controller plays the spot market through the
-backend's admin API: the first attempt is interrupted after two seconds of training and spot
-capacity then stays away until SageMaker stops the job with ``MaxWaitTimeExceeded``. The DAG's
+``airflow dags test`` while :class:`~airflow_spot_provider.emulator.chaos.CapacityGap` plays the
+spot market through the backend's admin API: the first attempt is interrupted after two seconds
+of training and spot capacity then stays away until SageMaker stops the job with
+``MaxWaitTimeExceeded``. The DAG's
 sensor resubmits the job; the second attempt restores the checkpoint from S3 and completes. The
 demo prints each attempt's lifecycle and the savings, then stops the backend.
 """
@@ -15,12 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from airflow_spot_provider.lifecycle import SecondaryStatus, SpotJobReport
+from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.summary import format_summary_table, summarize_attempts
 
 DAG_ID = "example_retry_on_stopped"
@@ -38,34 +38,8 @@ def _jobs(sm: Any) -> list[dict[str, Any]]:
     return sorted(described, key=lambda d: d["CreationTime"])
 
 
-class ChaosController(threading.Thread):
-    """Keeps spot capacity away from the first attempt after its interruption, then gives it back.
-
-    :param emulator: the running backend.
-    """
-
-    def __init__(self, emulator: Any) -> None:
-        super().__init__(name="chaos", daemon=True)
-        self.sm = emulator.boto3_client("sagemaker")
-        self.admin = emulator.admin
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        """Capacity off once attempt 1 is interrupted; back once attempt 1 has ended."""
-        capacity_off = False
-        while not self.done.wait(0.2):
-            jobs = _jobs(self.sm)
-            if not jobs:
-                continue
-            first = SpotJobReport.from_describe(jobs[0])
-            if not capacity_off and first.secondary_status is SecondaryStatus.INTERRUPTED:
-                self.admin.set_capacity(INSTANCE_TYPE, False)
-                print(f"[chaos] no more {INSTANCE_TYPE} spot capacity", flush=True)
-                capacity_off = True
-            elif capacity_off and first.is_terminal:
-                self.admin.set_capacity(INSTANCE_TYPE, None)
-                print(f"[chaos] {INSTANCE_TYPE} spot capacity is back", flush=True)
-                return
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _airflow(env: dict[str, str], *args: str, log: Path) -> int:
@@ -87,6 +61,7 @@ def _print_report(sm: Any) -> None:
 def main() -> int:
     """Run the demo; the exit code is the DAG run's (0 on success)."""
     from airflow_spot_provider.emulator import SpotEmulator
+    from airflow_spot_provider.emulator.chaos import CapacityGap
 
     repo = Path.cwd()
     root = repo / ".demo"
@@ -107,11 +82,11 @@ def main() -> int:
         if _airflow(env, "db", "migrate", log=log) != 0:
             print(f"airflow db migrate failed: see {log}")
             return 1
-        chaos = ChaosController(emulator)
-        chaos.start()
         print(f"Running {DAG_ID} with airflow dags test (full log: {log})...", flush=True)
-        code = _airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(RUN_CONF), log=log)
-        chaos.done.set()
+        # The first attempt's interruption is scripted (SCENARIO); the gap in capacity that
+        # follows it lasts until SageMaker stops that attempt with MaxWaitTimeExceeded.
+        with CapacityGap(emulator, INSTANCE_TYPE, JOB_BASE, say=_say):
+            code = _airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(RUN_CONF), log=log)
         _print_report(emulator.boto3_client("sagemaker"))
     for line in log.read_text().splitlines():
         if "resumed from checkpoint" in line:  # the trainer's own words, from CloudWatch Logs

@@ -7,6 +7,11 @@ from typing import Any
 from airflow_spot_provider import __version__
 
 PACKAGE_NAME = "airflow-spot-provider"
+INTEGRATION = "Amazon SageMaker Managed Spot Training"
+_OPERATORS = "airflow_spot_provider.operators.spot_training"
+_SENSORS = "airflow_spot_provider.sensors.spot_training"
+_HOOKS = "airflow_spot_provider.hooks.spot_training"
+_TRIGGERS = "airflow_spot_provider.triggers.spot_training"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -21,11 +26,16 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "integrations": [
             {
-                "integration-name": "Amazon SageMaker Managed Spot Training",
+                "integration-name": INTEGRATION,
                 "external-doc-url": (
                     "https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html"
                 ),
                 "tags": ["aws"],
             }
         ],
+        "operators": [{"integration-name": INTEGRATION, "python-modules": [_OPERATORS]}],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": [_SENSORS]}],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": [_HOOKS]}],
+        "triggers": [{"integration-name": INTEGRATION, "python-modules": [_TRIGGERS]}],
+        "extra-links": ["airflow_spot_provider.links.SageMakerSpotTrainingJobLink"],
     }

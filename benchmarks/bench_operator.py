@@ -147,32 +147,10 @@ def _one_run(
 
 
 def _run_with_capacity_gap(emulator: Any, dag: Any, conf: dict[str, Any], name: str) -> Any:
-    import threading
+    from airflow_spot_provider.emulator.chaos import CapacityGap
 
-    sm = emulator.boto3_client("sagemaker")
-    stop = threading.Event()
-
-    def chaos() -> None:
-        off = False
-        while not stop.wait(0.2):
-            jobs = sm.list_training_jobs(NameContains=f"{name}")["TrainingJobSummaries"]
-            first = [j for j in jobs if j["TrainingJobName"].endswith("-a1")]
-            if not first:
-                continue
-            status = first[0]["SecondaryStatus"]
-            if not off and status == "Interrupted":
-                emulator.admin.set_capacity("ml.m5.xlarge", False)
-                off = True
-            elif off and first[0]["TrainingJobStatus"] in ("Stopped", "Completed", "Failed"):
-                emulator.admin.set_capacity("ml.m5.xlarge", None)
-                return
-
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    try:
+    with CapacityGap(emulator, "ml.m5.xlarge", name):
         return dag.test(run_conf=conf)
-    finally:
-        stop.set()
 
 
 def _import_cost(runs: int) -> dict[str, float]:

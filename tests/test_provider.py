@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from importlib.metadata import distribution, entry_points
+
+import pytest
 
 import airflow_spot_provider
 from airflow_spot_provider.provider_info import PACKAGE_NAME, get_provider_info
@@ -26,14 +29,34 @@ def test_package_name_equals_distribution_name() -> None:
     assert distribution(PACKAGE_NAME).version == airflow_spot_provider.__version__
 
 
-def test_airflow_lists_the_provider(tmp_path: object) -> None:
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("list", PACKAGE_NAME),
+        ("triggers", "airflow_spot_provider.triggers.spot_training"),
+        ("links", "airflow_spot_provider.links.SageMakerSpotTrainingJobLink"),
+    ],
+)
+def test_airflow_lists_what_the_provider_registers(
+    tmp_path: object, command: str, expected: str
+) -> None:
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PATH": ""}
     out = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "list", "--output", "plain"],
+        [sys.executable, "-m", "airflow", "providers", command, "--output", "plain"],
         capture_output=True,
         text=True,
         env=env,
         check=True,
         timeout=120,
     ).stdout
-    assert PACKAGE_NAME in out
+    assert expected in out
+
+
+def test_registered_modules_import() -> None:
+    info = get_provider_info()
+    for kind in ("operators", "sensors", "hooks", "triggers"):
+        for module in info[kind][0]["python-modules"]:
+            importlib.import_module(module)
+    for link in info["extra-links"]:
+        module, _, name = link.rpartition(".")
+        assert hasattr(importlib.import_module(module), name)

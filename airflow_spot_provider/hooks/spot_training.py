@@ -136,18 +136,47 @@ class SageMakerSpotHook(AwsBaseHook):
     @staticmethod
     def _stream_lines(logs: Any, stream: str, tokens: dict[str, str]) -> Iterator[tuple[str, str]]:
         while True:
-            kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream}
-            if stream in tokens:
-                kwargs["nextToken"] = tokens[stream]
-            else:
-                kwargs["startFromHead"] = True
-            page = logs.get_log_events(**kwargs)
+            page = logs.get_log_events(**log_page_args(stream, tokens))
             events = page.get("events", [])
             for event in events:
-                yield stream, str(event.get("message", "")).rstrip("\n")
-            token = page.get("nextForwardToken")
-            if token is None or token == tokens.get(stream) or not events:
-                if token is not None:
-                    tokens[stream] = token
+                yield stream, event_line(event)
+            if not advance_token(tokens, stream, page.get("nextForwardToken"), bool(events)):
                 return
-            tokens[stream] = token
+
+
+def log_page_args(stream: str, tokens: Mapping[str, str]) -> dict[str, Any]:
+    """GetLogEvents arguments for the next page of a stream.
+
+    :param stream: the log stream.
+    :param tokens: stream -> next forward token (none yet: from the stream's head).
+    """
+    args: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream}
+    if stream in tokens:
+        args["nextToken"] = tokens[stream]
+    else:
+        args["startFromHead"] = True
+    return args
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """The text of one CloudWatch log event.
+
+    :param event: an item of GetLogEvents' ``events``.
+    """
+    return str(event.get("message", "")).rstrip("\n")
+
+
+def advance_token(tokens: dict[str, str], stream: str, token: str | None, had_events: bool) -> bool:
+    """Record a stream's next forward token; True while more pages may follow.
+
+    CloudWatch returns the same token again at the end of a stream.
+
+    :param tokens: stream -> next forward token, updated in place.
+    :param stream: the log stream.
+    :param token: ``nextForwardToken`` of the page just read.
+    :param had_events: whether that page held events.
+    """
+    previous = tokens.get(stream)
+    if token is not None:
+        tokens[stream] = token
+    return token is not None and token != previous and had_events

@@ -61,6 +61,7 @@ class SpotChainMixin:
                 region_name=self.region_name,
                 poll_interval=self.poll_interval,
                 follow=driver.follow_state(job_name).to_json(),
+                print_log=driver.print_log,
             ),
             method_name="execute_complete",
         )

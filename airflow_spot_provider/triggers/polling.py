@@ -15,6 +15,12 @@ from asgiref.sync import sync_to_async
 
 from airflow_spot_provider.attempts import FollowState
 from airflow_spot_provider.hooks.errors import classify_api_error
+from airflow_spot_provider.hooks.spot_training import (
+    LOG_GROUP,
+    advance_token,
+    event_line,
+    log_page_args,
+)
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import furthest, load_position, save_position
 
@@ -39,6 +45,9 @@ class JobPoller(Protocol):
     async def stop(self, job_name: str) -> bool:
         """Stop the job if it runs; True if a stop was requested."""
 
+    async def log_lines(self, job_name: str, tokens: dict[str, str]) -> list[tuple[str, str]]:
+        """CloudWatch lines written since ``tokens`` (updated in place); raises ApiCallError."""
+
     async def resume_position(self, state: FollowState) -> FollowState:
         """The furthest position saved for this job (after a triggerer restart)."""
 
@@ -58,6 +67,8 @@ class DescribePoller:
         self.region_name = region_name
         self._client_cm: Any = None
         self._client: Any = None
+        self._logs_cm: Any = None
+        self._logs: Any = None
 
     async def __aenter__(self) -> Self:
         from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
@@ -73,9 +84,11 @@ class DescribePoller:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._logs_cm is not None:
+            await self._logs_cm.__aexit__(exc_type, exc, tb)
         if self._client_cm is not None:
             await self._client_cm.__aexit__(exc_type, exc, tb)
-        self._client_cm = self._client = None
+        self._client_cm = self._client = self._logs_cm = self._logs = None
 
     async def describe(self, job_name: str) -> dict[str, Any]:
         """DescribeTrainingJob.
@@ -103,6 +116,45 @@ class DescribePoller:
         except Exception as error:
             raise classify_api_error(error) from error
         return True
+
+    async def log_lines(self, job_name: str, tokens: dict[str, str]) -> list[tuple[str, str]]:
+        """The job's CloudWatch lines written since the positions in ``tokens``.
+
+        :param job_name: the training job (streams ``<job>/algo-N-<epoch>``).
+        :param tokens: stream -> next forward token; updated in place.
+        """
+        try:
+            logs = await self._logs_client()
+            found = await logs.describe_log_streams(
+                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
+            )
+            lines: list[tuple[str, str]] = []
+            for stream in sorted(s["logStreamName"] for s in found.get("logStreams", [])):
+                lines.extend(await self._stream_lines(logs, stream, tokens))
+        except Exception as error:
+            raise classify_api_error(error) from error
+        return lines
+
+    async def _logs_client(self) -> Any:
+        if self._logs is None:
+            from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
+            hook = AwsLogsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+            self._logs_cm = await hook.get_async_conn()  # type: ignore[no-untyped-call]
+            self._logs = await self._logs_cm.__aenter__()
+        return self._logs
+
+    @staticmethod
+    async def _stream_lines(
+        logs: Any, stream: str, tokens: dict[str, str]
+    ) -> list[tuple[str, str]]:
+        lines: list[tuple[str, str]] = []
+        while True:
+            page = await logs.get_log_events(**log_page_args(stream, tokens))
+            events = page.get("events", [])
+            lines.extend((stream, event_line(e)) for e in events)
+            if not advance_token(tokens, stream, page.get("nextForwardToken"), bool(events)):
+                return lines
 
     async def resume_position(self, state: FollowState) -> FollowState:
         """Merge the position saved in an Airflow Variable by an earlier trigger of this job.

@@ -38,6 +38,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     :param follow: the :class:`FollowState` JSON of what was logged before deferring.
     :param max_error_polls: consecutive non-transient API errors before giving up.
     :param stop_on_kill: stop the job when a user kills the deferred task.
+    :param print_log: also log the training job's CloudWatch lines.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         follow: dict[str, Any] | None = None,
         max_error_polls: int = 5,
         stop_on_kill: bool = True,
+        print_log: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # Validated here: these values cross a serialization boundary into another process.
@@ -66,6 +68,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         self.follow = FollowState.from_json(follow or {"job_name": job_name}).to_json()
         self.max_error_polls = max_error_polls
         self.stop_on_kill = stop_on_kill
+        self.print_log = print_log
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and kwargs, enough to re-create the trigger after a restart."""
@@ -79,6 +82,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "follow": self.follow,
                 "max_error_polls": self.max_error_polls,
                 "stop_on_kill": self.stop_on_kill,
+                "print_log": self.print_log,
             },
         )
 
@@ -106,7 +110,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 new = state.take_new(report)
                 for transition in new:
                     self.log.info(transition_line(self.job_name, transition))
-                if new:
+                if await self._print_log_lines(poller, state) or new:
                     await poller.save_position(state)
                 if report.is_terminal:
                     yield TriggerEvent(  # type: ignore[no-untyped-call]
@@ -121,6 +125,19 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                     )
                     return
                 await asyncio.sleep(self.poll_interval)
+
+    async def _print_log_lines(self, poller: JobPoller, state: FollowState) -> bool:
+        """Log the training job's new CloudWatch lines; True if there were any."""
+        if not self.print_log:
+            return False
+        try:
+            lines = await poller.log_lines(self.job_name, state.log_tokens)
+        except ApiCallError as error:  # the log is a nicety: the job's status is what matters
+            self.log.warning("Could not read the training log of %s: %s", self.job_name, error)
+            return False
+        for stream, line in lines:
+            self.log.info("[%s] %s", stream.rsplit("/", 1)[-1], line)
+        return bool(lines)
 
     def _error_event(self, error: ApiCallError) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog.testing
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
@@ -21,6 +22,7 @@ from airflow.utils.state import DagRunState, TaskInstanceState
 from sqlalchemy import select
 
 from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from tests.conftest import DAGS_FOLDER, E2E_DAGS_FOLDER
@@ -192,13 +194,10 @@ def test_max_wait_is_resubmitted_and_resumes_from_checkpoint(
     config = trainer_config()
     config["ResourceConfig"]["InstanceType"] = instance
     emulator.admin.load_scenario(
-        [
-            {"interrupt": {"job": f"{name}-*a1", "at_training_second": 1.0}},
-            {"no_capacity": {"instance_type": instance, "from": 1.0, "until": 9}},
-        ],
-        replace=True,
+        [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 1.0}}], replace=True
     )
-    run = run_dag(f"e2e_retry_{mode}", spot_conf(name, config, 6, 7))
+    with CapacityGap(emulator, instance, name):  # until attempt 1 has hit MaxWait
+        run = run_dag(f"e2e_retry_{mode}", spot_conf(name, config, 6, 7))
     assert run.state == DagRunState.SUCCESS
     summary = xcom(run, "train")
     outcomes = [a["outcome"] for a in summary["attempts"]]
@@ -265,14 +264,18 @@ def test_throttling_fails_no_task(emulator: SpotEmulator, name: str, mode: str) 
 def test_sensor_in_reschedule_mode_resubmits(emulator: SpotEmulator, sm: Any, name: str) -> None:
     config = synthetic_config(1.0)
     config["ResourceConfig"]["InstanceType"] = "ml.p3.2xlarge"
-    emulator.admin.load_scenario(
-        [{"no_capacity": {"instance_type": "ml.p3.2xlarge", "from": 0, "until": 4}}], replace=True
-    )
-    run = run_dag("e2e_launch_and_sensor", spot_conf(name, config, 2, 2))
+    gap = CapacityGap(emulator, "ml.p3.2xlarge", name, after_interruption=False)
+    with structlog.testing.capture_logs() as captured, gap:  # attempt 1 never launches
+        run = run_dag("e2e_launch_and_sensor", spot_conf(name, config, 2, 2))
     assert run.state == DagRunState.SUCCESS
     summary = xcom(run, "wait")
     assert [a["outcome"] for a in summary["attempts"]][-1] == "COMPLETED"
-    assert len(jobs_named(sm, name)) == summary["totals"]["attempts"] >= 2
+    jobs = jobs_named(sm, name)
+    assert len(jobs) == summary["totals"]["attempts"] >= 2
+    # Each poke runs in a new task run; the saved position keeps each transition to one line.
+    lines = [str(e.get("event", "")) for e in captured if str(e.get("event", "")).startswith(name)]
+    expected = sum(len(j["SecondaryStatusTransitions"]) for j in jobs)
+    assert len(lines) == len(set(lines)) == expected
 
 
 # --- killing the task ----------------------------------------------------------------------------
@@ -310,3 +313,12 @@ def test_killed_worker_task_stops_its_job(emulator: SpotEmulator, sm: Any, name:
     (job,) = jobs_named(sm, name)
     assert job["TrainingJobStatus"] in (TrainingJobStatus.STOPPING, TrainingJobStatus.STOPPED)
     _wait_for(lambda: jobs_named(sm, name)[0]["SecondaryStatus"] == S.STOPPED)
+
+
+def test_task_group_under_mapping(emulator: SpotEmulator, sm: Any, name: str) -> None:
+    run = run_dag("e2e_mapped_group", spot_conf(name, synthetic_config(0.5)))
+    assert run.state == DagRunState.SUCCESS
+    reports = [xcom(run, "_one_chain.spot.report", map_index=i) for i in (0, 1)]
+    assert all(r["outcome"] == "COMPLETED" for r in reports)
+    assert reports[0]["job_name"] != reports[1]["job_name"]  # one chain per mapped instance
+    assert len(jobs_named(sm, name)) == 2

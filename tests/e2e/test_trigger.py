@@ -170,3 +170,15 @@ def test_lasting_error_ends_in_an_error_event_with_the_code(emulator: SpotEmulat
         event = asyncio.run(first_event(trigger_for("no-such-job", max_error_polls=2)))
     assert event["status"] == "error"
     assert event["code"] == "ValidationException"
+
+
+def test_print_log_relays_the_training_log_once(emulator: SpotEmulator, sm: Any, name: str) -> None:
+    create_job(sm, name, train_seconds=1.5)
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        event = asyncio.run(first_event(trigger_for(name, print_log=True)))
+    assert event["status"] == "done"
+    lines = [str(e.get("event", "")) for e in captured]
+    log_lines = [line for line in lines if line.startswith("[algo-1-")]
+    assert log_lines, "no training log line relayed"
+    assert len(log_lines) == len(set(log_lines))  # each line once
+    assert event["follow"]["log_tokens"]  # the position travels with the event

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task, task_group
 
+from airflow_spot_provider.groups import spot_training_group
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
@@ -102,3 +103,39 @@ with DAG(
         retry_delay=timedelta(seconds=0),
         poll_interval=POLL,
     )
+
+
+@task
+def _two_configs(conf: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The run's config twice, with different seeds."""
+    assert conf is not None
+    configs = []
+    for seed in (1, 2):
+        config = dict(conf["config"])
+        config["HyperParameters"] = {**config["HyperParameters"], "seed": str(seed)}
+        configs.append(config)
+    return configs
+
+
+@task_group
+def _one_chain(config: dict[str, Any]) -> None:
+    spot_training_group(
+        group_id="spot",
+        config=config,
+        max_run=60,
+        max_wait=120,
+        job_name="{{ dag_run.conf['name'] }}",
+        spot_retry_policy=POLICIES["retry"],
+        deferrable=True,
+        poll_interval=POLL,
+    )
+
+
+with DAG(
+    dag_id="e2e_mapped_group",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    render_template_as_native_obj=True,
+    tags=["e2e"],
+) as e2e_mapped_group:
+    _one_chain.expand(config=_two_configs(conf="{{ dag_run.conf }}"))

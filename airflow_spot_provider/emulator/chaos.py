@@ -1,0 +1,89 @@
+"""A capacity gap that follows a job chain: the way to make MaxWaitTimeExceeded happen on cue.
+
+Scenario windows are relative to the time they are loaded, which a DAG run's start-up makes
+unpredictable. :class:`CapacityGap` watches the chain through the public API instead: it takes
+an instance type's spot capacity away (at once, or when the chain's first job is interrupted)
+and gives it back once that first job has ended, so the next attempt finds capacity.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+from airflow_spot_provider.lifecycle import SecondaryStatus, SpotJobReport
+
+
+class CapacityGap(threading.Thread):
+    """Take ``instance_type`` away from the first job of a chain until that job has ended.
+
+    Use as a context manager around the DAG run.
+
+    :param emulator: the running :class:`~airflow_spot_provider.emulator.SpotEmulator`.
+    :param instance_type: the instance type to take away.
+    :param name_contains: a part of the chain's job names (its base).
+    :param after_interruption: cut capacity only once the first job is interrupted (else at once).
+    :param say: called with a line on each change (e.g. ``print``), or None.
+    """
+
+    def __init__(
+        self,
+        emulator: Any,
+        instance_type: str,
+        name_contains: str,
+        *,
+        after_interruption: bool = True,
+        say: Any = None,
+    ) -> None:
+        super().__init__(name="capacity-gap", daemon=True)
+        self.sm = emulator.boto3_client("sagemaker")
+        self.admin = emulator.admin
+        self.instance_type = instance_type
+        self.name_contains = name_contains
+        self.after_interruption = after_interruption
+        self.say = say or (lambda line: None)
+        self._done = threading.Event()
+
+    def _first_job(self) -> SpotJobReport | None:
+        found = self.sm.list_training_jobs(NameContains=self.name_contains, MaxResults=100)
+        summaries = sorted(found["TrainingJobSummaries"], key=lambda s: s["CreationTime"])
+        if not summaries:
+            return None
+        name = summaries[0]["TrainingJobName"]
+        return SpotJobReport.from_describe(self.sm.describe_training_job(TrainingJobName=name))
+
+    def _cut(self) -> None:
+        self.admin.set_capacity(self.instance_type, False)
+        self.say(f"[chaos] no more {self.instance_type} spot capacity")
+
+    def run(self) -> None:
+        """Cut, wait for the first job's end, restore."""
+        cut = not self.after_interruption
+        if cut:
+            self._cut()
+        while not self._done.wait(0.2):
+            first = self._first_job()
+            if first is None:
+                continue
+            if not cut and first.secondary_status is SecondaryStatus.INTERRUPTED:
+                self._cut()
+                cut = True
+            elif cut and first.is_terminal:
+                break
+        if cut:
+            self.admin.set_capacity(self.instance_type, None)
+            self.say(f"[chaos] {self.instance_type} spot capacity is back")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self.join(timeout=10)
