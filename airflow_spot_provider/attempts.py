@@ -9,6 +9,7 @@ sensor in reschedule mode finds the jobs it started instead of creating duplicat
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,29 +18,6 @@ from typing import Any
 from airflow_spot_provider.lifecycle import SpotJobReport, Transition
 
 _ATTEMPT_SUFFIX = re.compile(r"^(?P<base>.+)-a(?P<n>[1-9][0-9]*)$")
-# Fields of DescribeTrainingJob that echo the CreateTrainingJob request (Tags are not echoed).
-_ECHOED_REQUEST_FIELDS = (
-    "TrainingJobName",
-    "HyperParameters",
-    "AlgorithmSpecification",
-    "RoleArn",
-    "InputDataConfig",
-    "OutputDataConfig",
-    "ResourceConfig",
-    "VpcConfig",
-    "StoppingCondition",
-    "EnableNetworkIsolation",
-    "EnableInterContainerTrafficEncryption",
-    "EnableManagedSpotTraining",
-    "CheckpointConfig",
-    "DebugHookConfig",
-    "ExperimentConfig",
-    "TensorBoardOutputConfig",
-    "Environment",
-    "RetryStrategy",
-    "RemoteDebugConfig",
-    "InfraCheckConfig",
-)
 
 
 def chain_base(first_name: str) -> str:
@@ -80,15 +58,36 @@ def attempts_in(names: Iterable[str], first_name: str) -> list[str]:
     return chain
 
 
+@functools.cache
+def _echoed_request_fields() -> tuple[str, ...]:
+    """The CreateTrainingJob request members that DescribeTrainingJob echoes, in request order.
+
+    Derived from botocore's model, so a field botocore learns is carried over without a code
+    change. Loaded on first use (the model is a few MB of JSON); Tags are never carried over.
+    """
+    import botocore.session
+    from botocore.model import StructureShape
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    request = model.operation_model("CreateTrainingJob").input_shape
+    response = model.operation_model("DescribeTrainingJob").output_shape
+    # An empty list would silently drop the whole request on resubmission: fail loudly instead.
+    if not isinstance(request, StructureShape) or not isinstance(response, StructureShape):
+        raise RuntimeError("botocore's SageMaker model lacks the CreateTrainingJob shapes")
+    echoed = set(response.members) - {"Tags"}
+    return tuple(name for name in request.members if name in echoed)
+
+
 def request_from_describe(describe: Mapping[str, Any]) -> dict[str, Any]:
     """Rebuild a CreateTrainingJob request from a DescribeTrainingJob response.
 
-    Used where only a job name is known (the sensor) to resubmit the same job.
+    Used where only a job name is known (the sensor) to resubmit the same job. The fields kept
+    are the request's members that the response also has (from botocore's model), deep-copied;
     Tags are not echoed by SageMaker and are therefore not carried over.
 
-    :param describe: the response.
+    :param describe: the response (not modified).
     """
-    return {k: copy.deepcopy(describe[k]) for k in _ECHOED_REQUEST_FIELDS if k in describe}
+    return {k: copy.deepcopy(describe[k]) for k in _echoed_request_fields() if k in describe}
 
 
 @dataclass
@@ -98,19 +97,28 @@ class FollowState:
     :param job_name: the job followed.
     :param transitions: how many ``SecondaryStatusTransitions`` were logged.
     :param log_tokens: CloudWatch stream -> next forward token.
+    :param message: the message of the last transition as logged; SageMaker rewrites the open
+        transition's message (e.g. "Insufficient capacity error from EC2 while launching
+        instances, retrying!" on ``Starting``), and such a change is logged too.
     """
 
     job_name: str
     transitions: int = 0
     log_tokens: dict[str, str] = field(default_factory=dict)
+    message: str = ""
 
     def take_new(self, report: SpotJobReport) -> list[Transition]:
-        """The transitions not logged yet, and mark them logged.
+        """The transitions to log (new ones, or the open one whose message changed).
 
         :param report: the job's latest report.
         """
+        seen = report.transitions[: self.transitions]
         new = list(report.transitions[self.transitions :])
+        if not new and seen and seen[-1].message != self.message:
+            new = [seen[-1]]
         self.transitions = len(report.transitions)
+        if report.transitions:
+            self.message = report.transitions[-1].message
         return new
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +127,7 @@ class FollowState:
             "job_name": self.job_name,
             "transitions": self.transitions,
             "log_tokens": dict(self.log_tokens),
+            "message": self.message,
         }
 
     @classmethod
@@ -131,6 +140,7 @@ class FollowState:
             job_name=str(data["job_name"]),
             transitions=int(data.get("transitions", 0)),
             log_tokens={str(k): str(v) for k, v in (data.get("log_tokens") or {}).items()},
+            message=str(data.get("message") or ""),
         )
 
 

@@ -36,6 +36,7 @@ def spot_training_group(
     spot_retry_policy: SpotRetryPolicy | None = None,
     deferrable: bool | None = None,
     poll_interval: float = 30.0,
+    mode: str = "poke",
     print_log: bool = True,
     aws_conn_id: str | None = "aws_default",
     region_name: str | None = None,
@@ -55,6 +56,7 @@ def spot_training_group(
     :param spot_retry_policy: the sensor's resubmission policy.
     :param deferrable: wait in the triggerer (None: ``[operators] default_deferrable``).
     :param poll_interval: seconds between two checks.
+    :param mode: the sensor's mode when not deferrable (``poke`` or ``reschedule``).
     :param print_log: log the training job's CloudWatch lines.
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: AWS region.
@@ -69,6 +71,7 @@ def spot_training_group(
             max_run=max_run,
             max_wait=max_wait,
             job_name=job_name,
+            spot_retry_policy=spot_retry_policy,
             wait_for_completion=False,
             aws_conn_id=aws_conn_id,
             region_name=region_name,
@@ -79,6 +82,7 @@ def spot_training_group(
             spot_retry_policy=spot_retry_policy,
             poll_interval=poll_interval,
             poke_interval=poll_interval,
+            mode=mode,
             print_log=print_log,
             aws_conn_id=aws_conn_id,
             region_name=region_name,

@@ -50,7 +50,12 @@ def attempt_job_name(base: str, attempt: int) -> str:
 
 
 def task_job_base_name(
-    dag_id: str, task_id: str, run_id: str, map_index: int = -1, prefix: str | None = None
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int = -1,
+    prefix: str | None = None,
+    clear_number: int = 0,
 ) -> str:
     """The base job name of one task instance: the same on every retry, distinct between runs.
 
@@ -59,7 +64,12 @@ def task_job_base_name(
     :param run_id: the DAG run id.
     :param map_index: the map index of a mapped task (-1 when not mapped).
     :param prefix: a readable prefix instead of the task id.
+    :param clear_number: the DAG run's ``clear_number``: a retry keeps it, a clear (a user asking
+        for a new run of the task) increments it and so starts a new chain of jobs.
     """
     readable = _name_part(prefix or task_id)[:_BASE_PREFIX_CHARS].rstrip("-") or "job"
-    identity = json.dumps([dag_id, task_id, run_id, map_index])
+    key: list[object] = [dag_id, task_id, run_id, map_index]
+    if clear_number:  # names of never-cleared runs stay what they always were
+        key.append(clear_number)
+    identity = json.dumps(key)
     return f"{readable}-{_digest(identity, _BASE_HASH_CHARS)}"

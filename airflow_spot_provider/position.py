@@ -16,6 +16,15 @@ from airflow_spot_provider.attempts import FollowState
 log = logging.getLogger(__name__)
 
 VARIABLE_PREFIX = "airflow_spot_provider.follow."
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    """Say once per process that positions do not work here (transitions may then repeat)."""
+    global _warned  # noqa: PLW0603  (one flag per process is the point)
+    if not _warned:
+        _warned = True
+        log.warning("%s; transitions may be logged again after a restart.", message)
 
 
 def load_position(job_name: str) -> FollowState | None:
@@ -27,10 +36,10 @@ def load_position(job_name: str) -> FollowState | None:
 
     try:
         raw = Variable.get(VARIABLE_PREFIX + job_name, default=None)
+        return FollowState.from_json(json.loads(raw)) if raw else None
     except Exception as error:  # a position is a nicety: never fail a task over it
-        log.debug("No saved log position for %s: %s", job_name, error)
+        _warn_once(f"Could not read the saved log position of {job_name}: {error}")
         return None
-    return FollowState.from_json(json.loads(raw)) if raw else None
 
 
 def save_position(state: FollowState) -> None:
@@ -43,7 +52,7 @@ def save_position(state: FollowState) -> None:
     try:
         Variable.set(VARIABLE_PREFIX + state.job_name, json.dumps(state.to_json()))
     except Exception as error:
-        log.debug("Could not save the log position of %s: %s", state.job_name, error)
+        _warn_once(f"Could not save the log position of {state.job_name}: {error}")
 
 
 def delete_position(job_name: str) -> None:
@@ -56,7 +65,7 @@ def delete_position(job_name: str) -> None:
     try:
         Variable.delete(VARIABLE_PREFIX + job_name)
     except Exception as error:
-        log.debug("Could not delete the log position of %s: %s", job_name, error)
+        _warn_once(f"Could not delete the log position of {job_name}: {error}")
 
 
 def furthest(state: FollowState, saved: FollowState | None) -> FollowState:

@@ -15,19 +15,32 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeAlias
 
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport
+from airflow_spot_provider.request_rules import (
+    DEFAULT_MAX_RUNTIME_SECONDS,
+    SAGEMAKER_MAX_RUNTIME_SECONDS,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RUNTIME_SECONDS",
+    "MAX_WAIT_LIMIT_SECONDS",
+    "RETRYABLE_OUTCOMES",
+    "Decision",
+    "GiveUp",
+    "RequestChanges",
+    "Resubmit",
+    "SpotRetryPolicy",
+]
 
 log = logging.getLogger(__name__)
 
 # The API model gives MaxWaitTimeInSeconds a minimum only. *Unverified*: we assume it cannot
 # usefully exceed MaxRuntimeInSeconds' documented maximum of 28 days, so growth stops there.
-MAX_WAIT_LIMIT_SECONDS = 2_419_200
-# SageMaker's MaxRuntimeInSeconds when a request gives none (1 day): MaxWait may not be below it.
-DEFAULT_MAX_RUNTIME_SECONDS = 86_400
+MAX_WAIT_LIMIT_SECONDS: Final = SAGEMAKER_MAX_RUNTIME_SECONDS
 # Outcomes a resubmission can help with. STOPPED is a user's decision and FAILED an algorithm or
 # internal error (SageMaker's own RetryStrategy covers the latter): resubmitting would not help.
 RETRYABLE_OUTCOMES: frozenset[JobOutcome] = frozenset(
@@ -220,6 +233,22 @@ def _is_spot(request: Mapping[str, Any]) -> bool:
     return bool(request.get("EnableManagedSpotTraining", False))
 
 
+def _ended(report: SpotJobReport, now: datetime) -> datetime:
+    """When the backoff before the next attempt starts: the end of ``report``'s job.
+
+    Its creation time stands in when SageMaker gave no end time, ``now`` when it gave neither.
+    """
+    return report.end_time or report.creation_time or now
+
+
+def _start_text(now: datetime, ended: datetime, delay: float) -> str:
+    """``max(now, ended + delay)`` in ISO-8601, for a reason; words when it is past year 9999."""
+    try:
+        return max(now, ended + timedelta(seconds=delay)).isoformat()
+    except OverflowError:
+        return f"{delay:.1f} s after {ended.isoformat()}, beyond the datetime range"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SpotRetryPolicy:
     """When to resubmit a training job that ended without its model, and with what changes.
@@ -302,9 +331,12 @@ class SpotRetryPolicy:
         """Decide whether to create another attempt; pure, and logged at INFO with its reason.
 
         :param history: the reports of the attempts so far, oldest first; the last one finished.
-        :param now: the current time (aware); only compared with the deadline.
+        :param now: the current time (aware). The next attempt would start at
+            ``max(now, end of the last attempt + backoff)``; only that moment is compared with the
+            deadline, so deciding again part-way through the backoff gives the same answer.
         :param last_request: the CreateTrainingJob request of the last attempt.
-        :raises ValueError: on an empty history, an unfinished last attempt or a naive ``now``.
+        :raises ValueError: on an empty history, an unfinished last attempt, or a naive ``now``
+            or end time.
         """
         if not history:
             raise ValueError("decide() needs the report of at least one finished attempt")
@@ -315,6 +347,9 @@ class SpotRetryPolicy:
             )
         if now.tzinfo is None:
             raise ValueError(f"now must be timezone-aware, got {now!r}")
+        ended = _ended(history[-1], now)
+        if ended.tzinfo is None:
+            raise ValueError(f"the end time of {history[-1].job_name} is naive: {ended!r}")
         decision = self._refusal(history) or self._next(history, now, last_request)
         log.info("Spot retry decision: %s", decision.reason)
         return decision
@@ -343,10 +378,18 @@ class SpotRetryPolicy:
             f"attempt {attempt - 1} of {self.max_attempts} ({last.job_name}) ended {last.outcome}"
         )
         delay = self.delay_seconds(attempt, last.job_name)
-        if self.deadline is not None and (self.deadline - now).total_seconds() <= delay:
+        ended = _ended(last, now)
+        # The backoff counts from the end of the last attempt (the driver waits only what is left
+        # of it), so the attempt starts at max(now, ended + delay). Compared in seconds: a huge
+        # delay may not fit in a timedelta or a datetime.
+        deadline = self.deadline
+        if deadline is not None and (
+            now >= deadline or (deadline - ended).total_seconds() <= delay
+        ):
             reason = (
-                f"{head}: attempt {attempt} would start after a {delay:.1f} s backoff from"
-                f" {now.isoformat()}, at or after the deadline {self.deadline.isoformat()}"
+                f"{head} at {ended.isoformat()}: attempt {attempt} would start at"
+                f" {_start_text(now, ended, delay)} after a {delay:.1f} s backoff,"
+                f" at or after the deadline {deadline.isoformat()}"
             )
             return GiveUp(reason=reason, outcome=last.outcome)
         checkpoint = (request.get("CheckpointConfig") or {}).get("S3Uri")
@@ -394,14 +437,6 @@ class SpotRetryPolicy:
         grown = math.ceil(min(current * self.max_wait_growth, MAX_WAIT_LIMIT_SECONDS))
         new = max(runtime, current, grown)
         return None if new == current else new
-
-    def apply(self, changes: RequestChanges, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Same as :meth:`RequestChanges.apply`.
-
-        :param changes: the changes of a :class:`Resubmit`.
-        :param request: the last request (not modified).
-        """
-        return changes.apply(request)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (ISO-8601 deadline); :meth:`from_json` gives back an equal policy."""

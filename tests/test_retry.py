@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import logging
+import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -21,6 +25,10 @@ from airflow_spot_provider.lifecycle import (
     SpotJobReport,
     TrainingJobStatus,
 )
+from airflow_spot_provider.request_rules import (
+    DEFAULT_MAX_RUNTIME_SECONDS as RULES_DEFAULT_MAX_RUNTIME,
+)
+from airflow_spot_provider.request_rules import SAGEMAKER_MAX_RUNTIME_SECONDS
 from airflow_spot_provider.retry import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     MAX_WAIT_LIMIT_SECONDS,
@@ -63,8 +71,12 @@ def describe(
     instance_type: str = "ml.m5.xlarge",
     instance_count: int = 1,
     spot: bool = True,
+    ended: datetime | None = None,
 ) -> dict[str, Any]:
-    """A DescribeTrainingJob response (boto3 shape) for a job that ended with ``outcome``."""
+    """A DescribeTrainingJob response (boto3 shape) for a job that ended with ``outcome``.
+
+    Without ``ended`` the response has no TrainingEndTime, so the policy counts from CreationTime.
+    """
     status, final, failure = _ENDINGS[outcome]
     path = [S.STARTING, S.DOWNLOADING, S.TRAINING]
     for _ in range(interruptions):
@@ -105,6 +117,8 @@ def describe(
         response["TrainingTimeInSeconds"] = training
     if billable is not None:
         response["BillableTimeInSeconds"] = billable
+    if ended is not None:
+        response["TrainingEndTime"] = ended
     return response
 
 
@@ -271,16 +285,86 @@ def test_every_decision_is_logged_with_its_reason(caplog: pytest.LogCaptureFixtu
 # --- deadline and checkpoints ---------------------------------------------------------------------
 
 
-def test_deadline_counts_the_backoff() -> None:
-    history = history_of(JobOutcome.MAX_WAIT_EXCEEDED)
+def test_deadline_counts_the_backoff_from_the_end_of_the_last_attempt() -> None:
+    history = [report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED, ended=NOW)]
     on_time = SpotRetryPolicy(deadline=NOW + timedelta(seconds=30.001))
     assert as_resubmit(on_time.decide(history, now=NOW, last_request=request())).delay_seconds == 30
     exactly = SpotRetryPolicy(deadline=NOW + timedelta(seconds=30))
     reason = as_give_up(exactly.decide(history, now=NOW, last_request=request())).reason
-    assert "30.0 s backoff" in reason
-    assert "at or after the deadline 2025-03-01T12:00:30+00:00" in reason
+    assert reason == (
+        "attempt 1 of 3 (train-a-1) ended MAX_WAIT_EXCEEDED at 2025-03-01T12:00:00+00:00:"
+        " attempt 2 would start at 2025-03-01T12:00:30+00:00 after a 30.0 s backoff,"
+        " at or after the deadline 2025-03-01T12:00:30+00:00"
+    )
     passed = SpotRetryPolicy(deadline=NOW - timedelta(hours=1))
     assert isinstance(passed.decide(history, now=NOW, last_request=request()), GiveUp)
+
+
+def _slow_backoff(deadline_after_end: float) -> SpotRetryPolicy:
+    """A 600 s backoff, the deadline ``deadline_after_end`` seconds after NOW (the end)."""
+    return SpotRetryPolicy(
+        backoff_initial_seconds=600,
+        backoff_max_seconds=600,
+        deadline=NOW + timedelta(seconds=deadline_after_end),
+    )
+
+
+def test_deciding_again_after_waiting_the_backoff_still_resubmits() -> None:
+    # The driver decides, waits what is left of the backoff, then decides again: the attempt
+    # starts 600 s after the end both times, before the deadline at 700 s.
+    history = [report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED, ended=NOW)]
+    policy = _slow_backoff(700)
+    for waited in (0, 10, 599.5, 600):
+        now = NOW + timedelta(seconds=waited)
+        decision = as_resubmit(policy.decide(history, now=now, last_request=request()))
+        assert decision.delay_seconds == 600, waited
+        assert decision.attempt == 2
+
+
+def test_backoff_past_the_deadline_gives_up_whenever_asked() -> None:
+    history = [report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED, ended=NOW)]
+    early = _slow_backoff(500)
+    for waited in (10, 499, 500, 600):
+        now = NOW + timedelta(seconds=waited)
+        reason = as_give_up(early.decide(history, now=now, last_request=request())).reason
+        assert "would start at 2025-03-01T12:10:00+00:00" in reason, waited
+    # A backoff that would fit, but now is already at or past the deadline.
+    late = _slow_backoff(700)
+    for waited in (700, 701, 86_400):
+        now = NOW + timedelta(seconds=waited)
+        decision = as_give_up(late.decide(history, now=now, last_request=request()))
+        assert decision.outcome is JobOutcome.MAX_WAIT_EXCEEDED
+        assert "at or after the deadline 2025-03-01T12:11:40+00:00" in decision.reason
+
+
+def test_backoff_counts_from_creation_then_now_when_the_end_is_unknown() -> None:
+    policy = _slow_backoff(700)
+    created = report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED)  # CreationTime T0, no end
+    assert created.end_time is None and created.creation_time == T0
+    # The backoff ended long ago (T0 + 600 s): the attempt would start now, before the deadline.
+    assert isinstance(policy.decide([created], now=NOW, last_request=request()), Resubmit)
+    unknown = dataclasses.replace(created, creation_time=None)
+    assert unknown.end_time is None and unknown.creation_time is None
+    # Neither time: the backoff counts from now, 600 s, and 600 s fit in 700 s but not in 500 s.
+    assert isinstance(policy.decide([unknown], now=NOW, last_request=request()), Resubmit)
+    early = _slow_backoff(500)
+    assert isinstance(early.decide([unknown], now=NOW, last_request=request()), GiveUp)
+
+
+def test_deadline_with_a_backoff_beyond_the_datetime_range() -> None:
+    policy = SpotRetryPolicy(
+        backoff_initial_seconds=1e300, backoff_max_seconds=1e300, deadline=NOW + timedelta(days=1)
+    )
+    history = [report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED, ended=NOW)]
+    reason = as_give_up(policy.decide(history, now=NOW, last_request=request())).reason
+    assert "beyond the datetime range" in reason
+
+
+def test_naive_end_time_is_refused() -> None:
+    aware = report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED)
+    naive = dataclasses.replace(aware, end_time=datetime(2025, 3, 1, 12, 0))
+    with pytest.raises(ValueError, match="naive"):
+        SpotRetryPolicy().decide([naive], now=NOW, last_request=request())
 
 
 def test_deadline_in_another_zone_is_kept_as_utc() -> None:
@@ -289,9 +373,8 @@ def test_deadline_in_another_zone_is_kept_as_utc() -> None:
     assert policy.deadline == NOW + timedelta(seconds=10)
     assert policy.deadline is not None
     assert policy.deadline.utcoffset() == timedelta(0)
-    decision = policy.decide(
-        history_of(JobOutcome.MAX_WAIT_EXCEEDED), now=NOW, last_request=request()
-    )
+    history = [report("train-a-1", JobOutcome.MAX_WAIT_EXCEEDED, ended=NOW)]
+    decision = policy.decide(history, now=NOW, last_request=request())
     assert isinstance(decision, GiveUp)  # 30 s of backoff does not fit in 10 s
 
 
@@ -318,6 +401,18 @@ def test_rule_order_budget_before_deadline_before_checkpoints() -> None:
     assert "budget" in policy.decide(two, now=NOW, last_request=bare).reason
     one = history_of(JobOutcome.MAX_WAIT_EXCEEDED)
     assert "deadline" in policy.decide(one, now=NOW, last_request=bare).reason
+
+
+def test_limits_come_from_the_request_rules_without_loading_botocore() -> None:
+    assert MAX_WAIT_LIMIT_SECONDS == SAGEMAKER_MAX_RUNTIME_SECONDS == 28 * 86_400
+    assert DEFAULT_MAX_RUNTIME_SECONDS == RULES_DEFAULT_MAX_RUNTIME == 86_400
+    # botocore's model is several MB: importing the policy (DAG parsing does) must not load it.
+    code = (
+        "import sys, airflow_spot_provider.retry;"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'boto3')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # --- backoff and jitter ---------------------------------------------------------------------------
@@ -472,7 +567,7 @@ def test_apply_copies_deeply_keeps_checkpoints_and_drops_the_name() -> None:
     original = request()
     snapshot = copy.deepcopy(original)
     changes = RequestChanges(instance_type="ml.c5.xlarge", on_demand=True)
-    new = SpotRetryPolicy().apply(changes, original)
+    new = changes.apply(original)
     assert original == snapshot
     assert "TrainingJobName" not in new
     assert new["CheckpointConfig"] == original["CheckpointConfig"]
@@ -786,20 +881,38 @@ def test_decide_properties(
     history = history_of(
         *data.draw(st.lists(st.sampled_from(OUTCOMES), min_size=used, max_size=used))
     )
+    delay = policy.delay_seconds(used + 1, history[-1].job_name)
+    # Times within a few backoffs of each other too, or the deadline rarely matters.
+    in_backoffs = st.floats(min_value=-2, max_value=2).map(lambda k: timedelta(seconds=delay * k))
+    ended = data.draw(st.none() | aware_datetimes | in_backoffs.map(lambda d: now + d))
+    history[-1] = dataclasses.replace(history[-1], end_time=ended)
+    anchor = data.draw(st.sampled_from([now, ended or T0]))
+    deadline = data.draw(st.none() | aware_datetimes | in_backoffs.map(lambda d: anchor + d))
+    policy = dataclasses.replace(policy, deadline=deadline)
     snapshot = copy.deepcopy(last)
     decision = policy.decide(history, now=now, last_request=last)
     assert decision == policy.decide(history, now=now, last_request=last)  # pure, repeatable
     assert last == snapshot
+    # The rules as a model: the next attempt would start at max(now, end + backoff), the end
+    # being TrainingEndTime, else CreationTime (T0 here); it must start before the deadline.
+    backoff_from = ended or T0
+    fits = policy.deadline is None or (
+        now < policy.deadline and (policy.deadline - backoff_from).total_seconds() > delay
+    )
+    checkpoint = last.get("CheckpointConfig", {}).get("S3Uri")
+    expected = (
+        history[-1].outcome in policy.retry_on
+        and used < policy.max_attempts
+        and fits
+        and bool(checkpoint or policy.allow_without_checkpoints)
+    )
+    assert isinstance(decision, Resubmit) is expected, (delay, decision)
     if isinstance(decision, GiveUp):
         assert decision.outcome is history[-1].outcome
         return
-    assert history[-1].outcome in policy.retry_on
     assert decision.attempt == len(history) + 1 <= policy.max_attempts
+    assert decision.delay_seconds == delay
     assert 0 <= decision.delay_seconds <= policy.backoff_max_seconds * (1 + policy.backoff_jitter)
-    if policy.deadline is not None:
-        assert now + timedelta(seconds=decision.delay_seconds) < policy.deadline
-    checkpoint = last.get("CheckpointConfig", {}).get("S3Uri")
-    assert checkpoint or policy.allow_without_checkpoints
     assert not decision.changes.on_demand or decision.attempt == policy.max_attempts
     new = decision.changes.apply(last)
     assert new.get("CheckpointConfig") == last.get("CheckpointConfig")
@@ -810,6 +923,34 @@ def test_decide_properties(
         assert stopping["MaxWaitTimeInSeconds"] >= last["StoppingCondition"]["MaxWaitTimeInSeconds"]
     else:
         assert "MaxWaitTimeInSeconds" not in new["StoppingCondition"]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    policy=policies(),
+    outcome=st.sampled_from(RETRYING),
+    deadline_in_backoffs=st.floats(min_value=-0.5, max_value=2),
+    waited_fraction=st.floats(min_value=0, max_value=1),
+)
+def test_deciding_again_during_the_backoff_changes_nothing(
+    policy: SpotRetryPolicy,
+    outcome: JobOutcome,
+    deadline_in_backoffs: float,
+    waited_fraction: float,
+) -> None:
+    # What the driver does: decide when the attempt ends, wait part or all of the backoff,
+    # decide again. Both decisions must agree, whatever the deadline.
+    history = [report("train-a-1", outcome, ended=NOW)]
+    delay = policy.delay_seconds(2, "train-a-1")
+    deadline = NOW + timedelta(microseconds=round(delay * deadline_in_backoffs * 1e6))
+    policy = dataclasses.replace(policy, deadline=deadline)
+    # Whole microseconds, rounded down: never past the end of the backoff.
+    later = NOW + timedelta(microseconds=math.floor(delay * waited_fraction * 1e6))
+    first = policy.decide(history, now=NOW, last_request=request())
+    assert policy.decide(history, now=later, last_request=request()) == first
+    if policy.max_attempts > 1 and outcome in policy.retry_on:
+        fits = (deadline - NOW).total_seconds() > delay
+        assert isinstance(first, Resubmit) is fits, (delay, deadline, first)
 
 
 @settings(max_examples=200, deadline=None, database=None)

@@ -84,6 +84,7 @@ class Machine:
         self.jobs: dict[str, Job] = {}
         self.live: dict[str, tuple[Job, Runtime]] = {}
         self._heartbeat = 0.0
+        self._kills: set[asyncio.Future[None]] = set()  # processes of jobs ended by a bug
         self.phases = Phases(self)
 
     # -- creation, persistence, restart -------------------------------------------------------
@@ -175,16 +176,36 @@ class Machine:
         self.store.commit()
 
     def _abort(self, job: Job, rt: Runtime, err: Exception, now: float) -> None:
+        """End a job whose handling raised (an emulator bug), so that no follower waits forever.
+
+        Out of the live set no deadline applies any more, so the job must end here: ``Failed``
+        (InternalServerError), or ``Stopped/<reason>`` when it was Stopping (SPOT_TRANSITIONS
+        allows no other ending from there). The ``bug`` event is what tests look for.
+
+        :param job: the job.
+        :param rt: its runtime.
+        :param err: what its handling raised.
+        :param now: epoch seconds.
+        """
         log.error("job %s: emulator bug, job ended: %r", job.name, err, exc_info=err)
         self.events.record("bug", job=job.name, error=repr(err))
-        rt.cancel()
-        if isinstance(err, IllegalTransitionError):
-            self.finish(job, rt)  # frozen where it stood: the event log shows the bug
-        elif job.state.secondary is _S.STOPPING:
-            self.move(job, job.state.stop_reason or _S.STOPPED, now, TrainingJobStatus.STOPPED)
-            self.finish(job, rt)
-        else:
-            self.fail(job, rt, INTERNAL_ERROR, now)
+        if rt.run is not None:
+            # Its process must not outlive the job; no notice after a bug.
+            kill = asyncio.ensure_future(rt.run.terminate(0.0))
+            self._kills.add(kill)
+            kill.add_done_callback(self._kills.discard)
+        try:
+            if job.state.secondary is _S.STOPPING:
+                reason = job.state.stop_reason or _S.STOPPED
+                self.move(job, reason, now, TrainingJobStatus.STOPPED)
+            elif not job.state.status.is_terminal:  # else it had ended before the bug: kept
+                self.fail(job, rt, INTERNAL_ERROR, now)
+        except IllegalTransitionError:
+            # The bug left the job where no ending is legal: it must end all the same.
+            job.state.failure_reason = INTERNAL_ERROR
+            self.move(job, _S.FAILED, now, TrainingJobStatus.FAILED, checked=False)
+            self.events.record("failed", job=job.name, reason=INTERNAL_ERROR)
+        self.finish(job, rt)
 
     def _tick_job(self, job: Job, rt: Runtime, now: float) -> None:
         if rt.teardown is not None:
@@ -219,6 +240,8 @@ class Machine:
         now: float,
         status: TrainingJobStatus | None = None,
         message: str | None = None,
+        *,
+        checked: bool = True,
     ) -> None:
         """Make one SecondaryStatus move, refusing any that SPOT_TRANSITIONS does not allow.
 
@@ -227,10 +250,11 @@ class Machine:
         :param now: epoch seconds.
         :param status: the new TrainingJobStatus, when it changes.
         :param message: the StatusMessage (default: SageMaker's for that status).
+        :param checked: check the move; False only to end a job a bug left in a dead end.
         :raises IllegalTransitionError: the move is not legal (a bug of the emulator).
         """
         previous = job.state.secondary
-        if secondary not in SPOT_TRANSITIONS.get(previous, frozenset()):
+        if checked and secondary not in SPOT_TRANSITIONS.get(previous, frozenset()):
             raise IllegalTransitionError(f"{job.name}: {previous.value} -> {secondary.value}")
         job.record_transition(secondary, now, message or STATUS_MESSAGES.get(secondary, ""))
         if status is not None:
@@ -319,7 +343,7 @@ class Machine:
                 rt.start_teardown(After.INTERRUPTED, notice)
             if rt.teardown is not None:
                 pending.append(rt.teardown)
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*pending, *self._kills, return_exceptions=True)
         for _job, rt in self.live.values():
             rt.cancel()
         self.logs.flush()

@@ -52,11 +52,13 @@ class Phases:
             return
         if self.m.has_capacity(job, rt, now):
             self._begin_downloading(job, rt, now)
-        elif not self.m.market.capacity_available(job.instance_type, now):
-            current = job.state.transitions[-1]
-            if current.get("StatusMessage") != NO_CAPACITY_MESSAGE:
-                current["StatusMessage"] = NO_CAPACITY_MESSAGE  # a message, not a transition
-                self.m.save(job)
+        elif not rt.capacity_wait_shown and not self.m.market.capacity_available(
+            job.instance_type, now
+        ):
+            rt.capacity_wait_shown = True
+            # A message on the current Starting, not a transition.
+            job.state.transitions[-1]["StatusMessage"] = NO_CAPACITY_MESSAGE
+            self.m.save(job)
 
     def _interrupted(self, job: Job, rt: Runtime, now: float) -> None:
         if not self.m.has_capacity(job, rt, now):
@@ -80,6 +82,7 @@ class Phases:
             job.name, state.starts
         )
         rt.fail_requested = False
+        rt.capacity_wait_shown = False  # the next Starting shows its own wait
         rt.run = rt.sync = None
         rt.work = asyncio.ensure_future(
             work.download(rt, self.m.s3, self.m.config.data_dir, job, restart=state.starts > 1)

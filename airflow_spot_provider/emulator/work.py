@@ -55,6 +55,8 @@ class Runtime:
     fail_requested: bool = False
     inject_failure: bool = False  # this start gets an internal error (scenario / admin)
     failure: str = ""
+    # The current Starting shows that it waits for capacity (set once per Starting).
+    capacity_wait_shown: bool = False
 
     def start_teardown(self, then: After, notice_seconds: float) -> None:
         """Stop the process and sync checkpoints in the background; ``then`` follows.

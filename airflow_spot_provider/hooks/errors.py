@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
 
 # AWS error codes that say "try again later": never a reason to fail a task.
 TRANSIENT_CODES = frozenset(
@@ -23,21 +23,34 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True)
 class ApiCallError(Exception):
     """An AWS API call failed.
 
-    :param code: the AWS error code, or the exception class name for connection errors.
+    :param code: the AWS error code, or the exception class name for other errors.
     :param message: the error message.
     :param transient: whether waiting and retrying is the right answer.
     """
 
-    code: str
-    message: str
-    transient: bool
+    def __init__(self, code: str, message: str, transient: bool) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.transient = transient
 
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the connection, not of the request: waiting is the answer."""
+    from aiohttp import ClientError as AiohttpClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    return (
+        BotoConnectionError,
+        HTTPClientError,
+        AiohttpClientError,
+        asyncio.TimeoutError,
+        ConnectionError,
+    )
 
 
 def classify_api_error(error: BaseException) -> ApiCallError:
@@ -51,8 +64,10 @@ def classify_api_error(error: BaseException) -> ApiCallError:
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         message = str(response["Error"].get("Message", ""))
         return ApiCallError(code, message, code in TRANSIENT_CODES or status >= 500)
-    # Connection refused, timeouts, closed connections: the network, not the request.
-    return ApiCallError(type(error).__name__, str(error), transient=True)
+    # Connection refused, timeouts, closed connections: the network, not the request. Anything
+    # else (no credentials, no region, a bad parameter) will not mend by waiting.
+    transient = isinstance(error, _network_errors())
+    return ApiCallError(type(error).__name__, str(error), transient=transient)
 
 
 class ApiErrorBudget:

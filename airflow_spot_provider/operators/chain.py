@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class SpotChainMixin:
     """Drive a :class:`SpotTrainingDriver` to the end of its chain.
 
-    The host class (an operator) provides ``_driver(context)``, ``_stop_job()``, ``deferrable``,
+    The host class (an operator) provides ``_driver(context)``, ``deferrable``,
     ``poll_interval``, ``aws_conn_id`` and ``region_name``.
     """
 
@@ -27,21 +27,23 @@ class SpotChainMixin:
     aws_conn_id: str | None
     region_name: str | None
     wait_for_completion: bool = True
-    _current_job: str | None = None
+    # The chain this task drives, for on_kill (which gets no context).
+    _active: SpotTrainingDriver | None = None
 
     def _driver(self, context: Context) -> SpotTrainingDriver:
         raise NotImplementedError
 
     def _drive(self, driver: SpotTrainingDriver) -> dict[str, Any]:
+        self._active = driver
+        if not self.wait_for_completion:
+            # Launch only: create the first job if there is none; resubmitting is the
+            # follower's business (it holds the policy), never a launch task's.
+            return driver.created_summary(driver.advance(launch_only=True).job_name)
         while True:
             step = driver.advance()
-            self._current_job = step.job_name
             if step.summary is not None:
-                self._current_job = None
-                driver.forget_positions()
+                self._active = None
                 return step.summary
-            if not self.wait_for_completion:
-                return driver.created_summary(step.job_name)
             if step.wait_seconds > 0:
                 if self.deferrable:
                     self._defer_wait(step.wait_seconds)
@@ -88,9 +90,6 @@ class SpotChainMixin:
         return self._drive(driver)
 
     def on_kill(self) -> None:
-        """Stop the running job so that a killed task leaves nothing billing."""
-        if self._current_job:
-            self._stop_job(self._current_job)
-
-    def _stop_job(self, job_name: str) -> None:
-        raise NotImplementedError
+        """Stop every job of the chain still running, so that a killed task leaves none billing."""
+        if self._active is not None and self.wait_for_completion:
+            self._active.stop_running()

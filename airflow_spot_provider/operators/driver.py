@@ -70,6 +70,9 @@ def _policy_view(base: Mapping[str, Any], describe: Mapping[str, Any]) -> dict[s
     request["EnableManagedSpotTraining"] = bool(describe.get("EnableManagedSpotTraining"))
     request["ResourceConfig"]["InstanceType"] = describe["ResourceConfig"]["InstanceType"]
     request["StoppingCondition"] = copy.deepcopy(describe.get("StoppingCondition", {}))
+    if "CheckpointConfig" in describe:
+        # Resume from where the chain checkpoints, even if a template renders differently now.
+        request["CheckpointConfig"] = copy.deepcopy(describe["CheckpointConfig"])
     return request
 
 
@@ -143,18 +146,27 @@ class SpotTrainingDriver:
 
     def _chain(self) -> list[str]:
         names = self._call(self.first_name, self.hook.list_job_names, chain_base(self.first_name))
+        if self.first_name not in names and self.base_request is None:
+            # A follower of a job made elsewhere: ListTrainingJobs may lag behind a job just
+            # created, so ask for the job itself before calling it missing.
+            self._describe(self.first_name)
+            names = [*names, self.first_name]
         return attempts_in(names, self.first_name)
 
-    def advance(self) -> Step:
-        """Look at the chain and return the next step, creating a job where one is due."""
+    def advance(self, *, launch_only: bool = False) -> Step:
+        """Look at the chain and return the next step, creating a job where one is due.
+
+        :param launch_only: only create the first job if the chain has none (a launch task);
+            never resubmit.
+        """
         chain = self._chain()
         if not chain:
             if self.base_request is None:
-                raise SpotApiError(
-                    "ValidationException", "Requested resource not found.", self.first_name
-                )
+                raise SpotApiError("ValidationException", "no such training job", self.first_name)
             self._create({**self.base_request, "TrainingJobName": self.first_name}, 1)
             return Step(self.first_name, 1)
+        if launch_only:
+            return Step(chain[-1], len(chain))
         describes = [self._describe(name) for name in chain]
         reports = [SpotJobReport.from_describe(d) for d in describes]
         last = reports[-1]
@@ -164,10 +176,12 @@ class SpotTrainingDriver:
             return Step(last.job_name, len(chain))
         self.log.info("Attempt %d ended: %s", len(chain), last.summary_line())
         if last.outcome is JobOutcome.COMPLETED:
+            self.forget_positions(chain)
             return Step(last.job_name, len(chain), summary=self.summary(reports))
         last_request = self._last_request(describes[-1])
         decision = self.policy.decide(reports, now=self.clock(), last_request=last_request)
         if isinstance(decision, GiveUp):
+            self.forget_positions(chain)
             self.log.error(format_summary_table(summarize_attempts(reports)))
             raise SpotTrainingError(last.job_name, last.outcome, decision.reason, reports)
         # The backoff counts from the end of the last attempt: a resumed or rescheduled
@@ -220,12 +234,20 @@ class SpotTrainingDriver:
         for transition in state.take_new(report):
             self.log.info(transition_line(report.job_name, transition))
         if self.print_log:
-            lines = self._call(
-                report.job_name,
-                lambda: list(self.hook.new_log_lines(report.job_name, state.log_tokens)),
-            )
-            for stream, line in lines:
-                self.log.info("[%s] %s", stream.rsplit("/", 1)[-1], line)
+            self._print_log_lines(state)
+
+    def _print_log_lines(self, state: FollowState) -> None:
+        # Read with a copy of the positions: a failure half-way must not skip what was read.
+        tokens = dict(state.log_tokens)
+        try:
+            lines = list(self.hook.new_log_lines(state.job_name, tokens))
+        except (ClientError, BotoCoreError) as raw:
+            # The training log is a nicety: the job's status is what the task follows.
+            self.log.warning("Could not read the training log: %s", classify_api_error(raw))
+            return
+        state.log_tokens = tokens
+        for stream, line in lines:
+            self.log.info("[%s] %s", stream.rsplit("/", 1)[-1], line)
 
     def follow(self, job_name: str, poll_interval: float) -> SpotJobReport:
         """Poll a job in this process until it ends (worker mode).
@@ -257,12 +279,22 @@ class SpotTrainingDriver:
         if describe and SpotJobReport.from_describe(describe).is_terminal:
             self._ended[str(describe["TrainingJobName"])] = dict(describe)
 
-    def forget_positions(self) -> None:
-        """Delete the saved log positions of the chain's jobs (it has ended)."""
+    def forget_positions(self, chain: list[str]) -> None:
+        """Delete the saved log positions of the chain's jobs (it has ended).
+
+        :param chain: the chain's job names.
+        """
         from airflow_spot_provider.position import delete_position
 
-        for job_name in self._follow:
+        for job_name in chain:
             delete_position(job_name)
+
+    def stop_running(self) -> None:
+        """Stop every job of the chain that is still in progress (the task is being killed)."""
+        for job_name in self._chain():
+            stopped = self._call(job_name, self.hook.stop_job, job_name)
+            if stopped:
+                self.log.info("Stopped training job %s: the task was killed.", job_name)
 
     def sleep(self, seconds: float) -> None:
         """Wait in the worker before a resubmission.
@@ -292,7 +324,12 @@ class SpotTrainingDriver:
     def created_summary(self, job_name: str) -> dict[str, Any]:
         """Return value when not waiting for completion.
 
-        :param job_name: the job just created or found.
+        :param job_name: the job just created or found (the chain's latest).
         """
         report = SpotJobReport.from_describe(self._describe(job_name))
-        return {"job_name": job_name, "job_arn": report.job_arn, "outcome": None}
+        return {
+            "job_name": self.first_name,
+            "latest_job_name": job_name,
+            "job_arn": report.job_arn,
+            "outcome": report.outcome.value if report.outcome else None,
+        }

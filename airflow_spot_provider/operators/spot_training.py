@@ -123,7 +123,15 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
     def _first_job_name(self, context: Context) -> str:
         ti = context["ti"]
         map_index = -1 if ti.map_index is None else ti.map_index
-        base = task_job_base_name(ti.dag_id, ti.task_id, ti.run_id, map_index, prefix=self.job_name)
+        dag_run = context.get("dag_run")
+        base = task_job_base_name(
+            ti.dag_id,
+            ti.task_id,
+            ti.run_id,
+            map_index,
+            prefix=self.job_name,
+            clear_number=int(getattr(dag_run, "clear_number", 0) or 0),
+        )
         return attempt_job_name(base, 1)
 
     def _driver(self, context: Context) -> SpotTrainingDriver:
@@ -149,6 +157,3 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         # The chain's identity, for a sensor in another task: ``launch.output["job_name"]``.
         context["ti"].xcom_push(key="job_name", value=driver.first_name)
         return self._drive(driver)
-
-    def _stop_job(self, job_name: str) -> None:
-        self.hook.stop_job(job_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -38,6 +39,8 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
 
     aws_hook_class = SageMakerSpotHook
     template_fields: Sequence[str] = aws_template_fields("job_name")
+    # BaseSensorOperator gives up after 7 days; a spot job may wait up to 28 (MaxWait's limit).
+    DEFAULT_TIMEOUT = timedelta(days=29).total_seconds()
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         print_log: bool = True,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("timeout", self.DEFAULT_TIMEOUT)
         super().__init__(**kwargs)
         self.job_name = job_name
         self.spot_retry_policy = spot_retry_policy or SpotRetryPolicy()
@@ -76,12 +80,9 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         """One look at the chain: log what is new, resubmit if due, done when completed."""
         driver = self._driver(context)
         driver.position_loader = load_position
+        self._active = driver
         step = driver.advance()
         if step.summary is not None:
-            driver.forget_positions()
             return PokeReturnValue(is_done=True, xcom_value=step.summary)
         save_position(driver.follow_state(step.job_name))
         return PokeReturnValue(is_done=False)
-
-    def _stop_job(self, job_name: str) -> None:
-        self.hook.stop_job(job_name)

@@ -7,6 +7,7 @@ ListTrainingJobs call can take its place without touching the trigger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -25,6 +26,8 @@ from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import furthest, load_position, save_position
 
 log = logging.getLogger(__name__)
+# StopTrainingJob tries on a kill; the triggerer gives on_kill a bounded time.
+_STOP_TRIES = 3
 
 
 class JobPoller(Protocol):
@@ -104,18 +107,24 @@ class DescribePoller:
         return response
 
     async def stop(self, job_name: str) -> bool:
-        """Stop the job if it is still in progress.
+        """Stop the job if it is still in progress; transient errors are retried a few times.
 
         :param job_name: the training job.
         """
-        status = TrainingJobStatus((await self.describe(job_name))["TrainingJobStatus"])
-        if status is not TrainingJobStatus.IN_PROGRESS:
-            return False
-        try:
-            await self._client.stop_training_job(TrainingJobName=job_name)
-        except Exception as error:
-            raise classify_api_error(error) from error
-        return True
+        for attempt in range(_STOP_TRIES):
+            status = TrainingJobStatus((await self.describe(job_name))["TrainingJobStatus"])
+            if status is not TrainingJobStatus.IN_PROGRESS:
+                return False  # ended on its own, possibly between two calls
+            try:
+                await self._client.stop_training_job(TrainingJobName=job_name)
+            except Exception as raw:
+                error = classify_api_error(raw)
+                if not error.transient or attempt + 1 == _STOP_TRIES:
+                    raise error from raw
+                await asyncio.sleep(2**attempt)
+            else:
+                return True
+        return False
 
     async def log_lines(self, job_name: str, tokens: dict[str, str]) -> list[tuple[str, str]]:
         """The job's CloudWatch lines written since the positions in ``tokens``.

@@ -8,6 +8,7 @@ import pytest
 from airflow.utils.state import DagRunState
 
 from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from tests.e2e.test_spot_training_dags import jobs_named, run_dag, task_state, xcom
 
@@ -28,13 +29,20 @@ def test_example_spot_training(sm: Any) -> None:
     assert xcom(run, "train")["outcome"] == "COMPLETED"
 
 
-def test_example_retry_on_stopped_task_group(sm: Any) -> None:
-    run = run_dag("example_retry_on_stopped", {"steps": 20, "step_sleep": 0.02, **FAST})
+def test_example_retry_on_stopped_resubmits_after_max_wait(emulator: SpotEmulator, sm: Any) -> None:
+    emulator.admin.load_scenario(
+        [{"interrupt": {"job": "retry-on-stopped-*-a1", "at_training_second": 0.5}}], replace=True
+    )
+    conf = {"steps": 40, "step_sleep": 0.05, "max_run_seconds": 8, "max_wait_seconds": 8}
+    with CapacityGap(emulator, "ml.m5.xlarge", "retry-on-stopped"):
+        run = run_dag("example_retry_on_stopped", conf)
     assert run.state == DagRunState.SUCCESS
     launched = xcom(run, "retry_on_stopped.launch")
     report = xcom(run, "retry_on_stopped.report")
     assert report["outcome"] == "COMPLETED"
     assert report["attempts"][0]["job_name"] == launched["job_name"]
+    assert [a["outcome"] for a in report["attempts"]] == ["MAX_WAIT_EXCEEDED", "COMPLETED"]
+    assert report["totals"]["interruptions"] == 1
 
 
 def test_example_spot_sweep_maps_one_chain_per_config(sm: Any) -> None:

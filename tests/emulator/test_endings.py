@@ -40,7 +40,8 @@ def test_max_runtime_counts_training_time(sm: Any, bucket: str, job_name: str) -
         S.STOPPING,
         S.MAX_RUNTIME_EXCEEDED,
     ]
-    assert final["TrainingTimeInSeconds"] == 1
+    # Stopped once training time reached 1 s, at a tick soon after (slack for a loaded machine).
+    assert 1 <= final["TrainingTimeInSeconds"] <= 1 + 2
     # On-demand: billed as trained.
     assert final["BillableTimeInSeconds"] == final["TrainingTimeInSeconds"]
     assert SpotJobReport.from_describe(final).outcome is JobOutcome.MAX_RUNTIME_EXCEEDED
@@ -197,8 +198,9 @@ def test_internal_error_without_retry_fails(
 def test_admin_interrupt_and_random_market(
     sm: Any, bucket: str, job_name: str, admin: AdminClient, flaky_type: str
 ) -> None:
-    # Live chaos: an interruption requested over the admin API.
-    sm.create_training_job(**synthetic_request(job_name, bucket, train_seconds=0.4))
+    # Live chaos: an interruption requested over the admin API (2 s of training: still
+    # training when the request comes, even on a loaded machine).
+    sm.create_training_job(**synthetic_request(job_name, bucket, train_seconds=2.0))
     wait_for_secondary(sm, job_name, S.TRAINING)
     admin.interrupt(job_name)
     final = wait_for_job(sm, job_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +11,14 @@ import pytest
 
 from airflow_spot_provider.emulator import Durations, EmulatorConfig, InstanceMarket
 from airflow_spot_provider.emulator.admin import AdminApiError, AdminClient
+from airflow_spot_provider.emulator.jobs import NO_CAPACITY_MESSAGE, STATUS_MESSAGES
 from airflow_spot_provider.emulator.market import SpotMarket
 from airflow_spot_provider.emulator.scenario import Scenario, ScenarioError, parse_events
 from airflow_spot_provider.emulator.testing import (
     secondary_statuses,
     synthetic_request,
     wait_for_job,
+    wait_for_secondary,
 )
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 
@@ -67,6 +71,7 @@ def test_scenario_validation() -> None:
 
 def test_scripted_capacity_gap(sm: Any, bucket: str, job_name: str, admin: AdminClient) -> None:
     instance_type = "ml.g5.2xlarge"
+    gap_ends = time.time() + 0.6  # at the earliest: the scenario's clock starts after this
     admin.load_scenario([{"no_capacity": {"instance_type": "ml.g5.*", "from": 0, "until": 0.6}}])
     sm.create_training_job(
         **synthetic_request(job_name, bucket, instance_type=instance_type, train_seconds=0.1)
@@ -74,8 +79,8 @@ def test_scripted_capacity_gap(sm: Any, bucket: str, job_name: str, admin: Admin
     final = wait_for_job(sm, job_name)
     transitions = final["SecondaryStatusTransitions"]
     assert secondary_statuses(final)[:2] == [S.STARTING, S.DOWNLOADING]
-    waited = (transitions[0]["EndTime"] - transitions[0]["StartTime"]).total_seconds()
-    assert waited >= 0.5  # Starting lasted until capacity came back
+    # Starting lasted until capacity came back (however late the job was created in the gap).
+    assert transitions[0]["EndTime"].timestamp() >= gap_ends
 
 
 def test_admin_refusals(sm: Any, bucket: str, job_name: str, admin: AdminClient) -> None:
@@ -130,3 +135,61 @@ def test_durations_and_markets_are_validated() -> None:
     with pytest.raises(ValueError, match="spot_discount"):
         InstanceMarket(spot_discount=1.5)
     assert InstanceMarket(on_demand_price=2.0, spot_discount=0.75).spot_price == 0.5
+
+
+def _wait_until(sm: Any, name: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        described: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
+        if check(described):
+            return described
+        assert time.monotonic() < deadline, f"never true of {name}: {described}"
+        time.sleep(0.02)
+
+
+def _waits_for_capacity(described: dict[str, Any], starting: int) -> bool:
+    """Whether the ``starting``-th Starting is the current phase and tells a capacity wait."""
+    transitions = described["SecondaryStatusTransitions"]
+    starts = [t for t in transitions if t["Status"] == S.STARTING]
+    return (
+        len(starts) == starting
+        and transitions[-1] is starts[-1]
+        and starts[-1]["StatusMessage"] == NO_CAPACITY_MESSAGE
+    )
+
+
+def test_each_starting_tells_its_wait_for_capacity(
+    sm: Any, bucket: str, job_name: str, admin: AdminClient
+) -> None:
+    instance_type = "ml.g5.xlarge"
+    admin.set_capacity(instance_type, False)
+    try:
+        request = synthetic_request(
+            job_name,
+            bucket,
+            instance_type=instance_type,
+            train_seconds=30,
+            RetryStrategy={"MaximumRetryAttempts": 1},
+        )
+        sm.create_training_job(**request)
+        _wait_until(sm, job_name, lambda d: _waits_for_capacity(d, starting=1))
+        admin.set_capacity(instance_type, True)
+        wait_for_secondary(sm, job_name, S.TRAINING)
+        # An internal error is retried from Starting: a second Starting, short of capacity too.
+        admin.set_capacity(instance_type, False)
+        admin.fail(job_name)
+        _wait_until(sm, job_name, lambda d: _waits_for_capacity(d, starting=2))
+        sm.stop_training_job(TrainingJobName=job_name)
+        final = wait_for_job(sm, job_name)
+    finally:
+        admin.set_capacity(instance_type, None)
+
+    shown = [(t["Status"], t["StatusMessage"]) for t in final["SecondaryStatusTransitions"]]
+    assert shown == [
+        (S.STARTING, NO_CAPACITY_MESSAGE),  # a message on the transition, not a new one
+        (S.DOWNLOADING, STATUS_MESSAGES[S.DOWNLOADING]),
+        (S.TRAINING, STATUS_MESSAGES[S.TRAINING]),
+        (S.STARTING, NO_CAPACITY_MESSAGE),
+        (S.STOPPING, STATUS_MESSAGES[S.STOPPING]),
+        (S.STOPPED, STATUS_MESSAGES[S.STOPPED]),
+    ]

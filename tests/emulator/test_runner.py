@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SKLEARN = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 SYNTHETIC = "spot-emulator/synthetic:latest"
 TRAINER_DIR = Path(__file__).resolve().parents[2] / "dags" / "training"
+# Bound of a wait for what takes well under a second: load alone cannot use it up.
+SLACK_SECONDS = 20.0
 
 REPORT_SCRIPT = """
     import json, os, sys
@@ -244,9 +246,21 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("graceful", 143), ("stubborn", 137)])
+def _assert_ends(pid: int) -> None:
+    """The process ends (killed with its group), within a slack that load cannot use up."""
+    deadline = time.monotonic() + SLACK_SECONDS
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+@pytest.mark.parametrize(
+    ("mode", "notice", "expected"),
+    # A long notice for the graceful run: ending well before it shows no SIGKILL was waited for.
+    [("graceful", 20.0, 143), ("stubborn", 0.5, 137)],
+)
 def test_terminate_sigterm_then_sigkill_of_the_whole_group(
-    s3: S3Client, tmp_path: Path, mode: str, expected: int
+    s3: S3Client, tmp_path: Path, mode: str, notice: float, expected: int
 ) -> None:
     request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
@@ -256,23 +270,19 @@ def test_terminate_sigterm_then_sigkill_of_the_whole_group(
         run = await _start(box, request, s3, sink)
         await sink.wait_for("ready")
         started = time.monotonic()
-        await asyncio.gather(run.terminate(0.5), run.terminate(0.5))  # idempotent
+        await asyncio.gather(run.terminate(notice), run.terminate(notice))  # idempotent
         elapsed = time.monotonic() - started
-        await run.terminate(0.5)  # after the end: a no-op
+        await run.terminate(notice)  # after the end: a no-op
         return await run.wait(), elapsed
 
     code, elapsed = asyncio.run(scenario())
     assert code == expected
     if mode == "graceful":
         assert "got SIGTERM" in sink.lines
-        assert elapsed < 0.5
+        assert elapsed < notice / 2
     else:
-        assert 0.5 <= elapsed < 3.0
-    child = int((box.model_dir / "child.pid").read_text())
-    deadline = time.monotonic() + 3
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(child)
+        assert notice <= elapsed < notice + SLACK_SECONDS
+    _assert_ends(int((box.model_dir / "child.pid").read_text()))
 
 
 def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) -> None:
@@ -292,13 +302,9 @@ def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) 
 
     started = time.monotonic()
     assert asyncio.run(scenario()) == 0
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 60 / 2  # the child would hold it 60 s
     assert sink.lines == ["main done"]
-    child = int((box.model_dir / "child.pid").read_text())
-    deadline = time.monotonic() + 3
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(child)
+    _assert_ends(int((box.model_dir / "child.pid").read_text()))
 
 
 def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
@@ -350,9 +356,9 @@ def _synthetic(**hps: str) -> dict[str, Any]:
 
 
 def test_synthetic_trains_checkpoints_and_resumes(s3: S3Client, tmp_path: Path) -> None:
-    request = _synthetic(train_seconds="0.5", step_seconds="0.1")
+    request = _synthetic(train_seconds="10", step_seconds="0.1")
     box = Sandbox.create(tmp_path, "job-1", request)
-    (box.checkpoint_dir / "step.json").write_text('{"step": 3, "steps": 5}')
+    (box.checkpoint_dir / "step.json").write_text('{"step": 98, "steps": 100}')
     sink = Lines()
 
     async def scenario() -> int:
@@ -360,10 +366,14 @@ def test_synthetic_trains_checkpoints_and_resumes(s3: S3Client, tmp_path: Path) 
 
     started = time.monotonic()
     assert asyncio.run(scenario()) == 0
-    assert 0.2 <= time.monotonic() - started < 1.0
-    assert sink.lines == ["resumed from checkpoint at step 3", "step 4/5", "step 5/5"]
-    assert json.loads((box.checkpoint_dir / "step.json").read_text()) == {"step": 5, "steps": 5}
-    assert json.loads((box.model_dir / "model.json").read_text()) == {"job": "job-1", "steps": 5}
+    # The two steps left take 0.2 s; the whole run from step 0 would take 10 s.
+    assert 0.2 <= time.monotonic() - started < 10 / 2
+    assert sink.lines == ["resumed from checkpoint at step 98", "step 99/100", "step 100/100"]
+    assert json.loads((box.checkpoint_dir / "step.json").read_text()) == {
+        "step": 100,
+        "steps": 100,
+    }
+    assert json.loads((box.model_dir / "model.json").read_text()) == {"job": "job-1", "steps": 100}
 
 
 def test_synthetic_terminate_keeps_the_last_step(s3: S3Client, tmp_path: Path) -> None:
@@ -423,7 +433,8 @@ def test_a_thousand_synthetic_runs_need_no_thread(s3: S3Client, tmp_path: Path) 
     codes, threads_during = asyncio.run(scenario())
     assert codes == [0] * 1000
     assert threads_during == threads_before
-    assert time.monotonic() - started < 5
+    # Concurrent: one after the other they would take 300 s (speed is the benchmarks' job).
+    assert time.monotonic() - started < 300 / 5
     assert all((b.model_dir / "model.json").is_file() for b in boxes)
 
 
