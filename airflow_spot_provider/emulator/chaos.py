@@ -12,7 +12,7 @@ import threading
 from types import TracebackType
 from typing import Any, Self
 
-from airflow_spot_provider.lifecycle import SecondaryStatus, SpotJobReport
+from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
 
 
 class CapacityGap(threading.Thread):
@@ -45,13 +45,19 @@ class CapacityGap(threading.Thread):
         self.say = say or (lambda line: None)
         self._done = threading.Event()
 
-    def _first_job(self) -> SpotJobReport | None:
+    def _first_job(self) -> tuple[TrainingJobStatus, SecondaryStatus | None] | None:
+        # ListTrainingJobs' summaries carry both statuses: no DescribeTrainingJob calls, so
+        # that a benchmark counting them counts only the provider's.
         found = self.sm.list_training_jobs(NameContains=self.name_contains, MaxResults=100)
         summaries = sorted(found["TrainingJobSummaries"], key=lambda s: s["CreationTime"])
         if not summaries:
             return None
-        name = summaries[0]["TrainingJobName"]
-        return SpotJobReport.from_describe(self.sm.describe_training_job(TrainingJobName=name))
+        first = summaries[0]
+        secondary = first.get("SecondaryStatus")
+        return (
+            TrainingJobStatus(first["TrainingJobStatus"]),
+            SecondaryStatus(secondary) if secondary else None,
+        )
 
     def _cut(self) -> None:
         self.admin.set_capacity(self.instance_type, False)
@@ -66,10 +72,11 @@ class CapacityGap(threading.Thread):
             first = self._first_job()
             if first is None:
                 continue
-            if not cut and first.secondary_status is SecondaryStatus.INTERRUPTED:
+            status, secondary = first
+            if not cut and secondary is SecondaryStatus.INTERRUPTED:
                 self._cut()
                 cut = True
-            elif cut and first.is_terminal:
+            elif cut and status.is_terminal:
                 break
         if cut:
             self.admin.set_capacity(self.instance_type, None)

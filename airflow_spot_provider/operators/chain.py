@@ -46,14 +46,14 @@ class SpotChainMixin:
                 return step.summary
             if step.wait_seconds > 0:
                 if self.deferrable:
-                    self._defer_wait(step.wait_seconds)
+                    self._defer_wait(step.wait_seconds, driver)
                 driver.sleep(step.wait_seconds)
                 continue
             if self.deferrable:
-                self._defer_follow(step.job_name, driver)
-            driver.follow(step.job_name, self.poll_interval)
+                self._defer_follow(step.job_name, driver, wait_first=step.created)
+            driver.follow(step.job_name, self.poll_interval, wait_first=step.created)
 
-    def _defer_follow(self, job_name: str, driver: SpotTrainingDriver) -> None:
+    def _defer_follow(self, job_name: str, driver: SpotTrainingDriver, *, wait_first: bool) -> None:
         from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
 
         cast(Any, self).defer(
@@ -64,27 +64,36 @@ class SpotChainMixin:
                 poll_interval=self.poll_interval,
                 follow=driver.follow_state(job_name).to_json(),
                 print_log=driver.print_log,
+                wait_first=wait_first,
             ),
             method_name="execute_complete",
+            kwargs={"ended": driver.ended_descriptions()},
         )
 
-    def _defer_wait(self, seconds: float) -> None:
+    def _defer_wait(self, seconds: float, driver: SpotTrainingDriver) -> None:
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
         cast(Any, self).defer(
             trigger=TimeDeltaTrigger(timedelta(seconds=seconds)),
             method_name="execute_complete",
+            kwargs={"ended": driver.ended_descriptions()},
         )
 
     def execute_complete(
-        self, context: Context, event: Mapping[str, Any] | None = None
+        self,
+        context: Context,
+        event: Mapping[str, Any] | None = None,
+        ended: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Resume after a trigger fired: take the job's end, then carry on with the chain.
 
         :param context: the task context.
         :param event: the follow trigger's event (None or a timestamp after a backoff wait).
+        :param ended: descriptions of the chain's ended jobs, carried over the deferral so that
+            they are not described again.
         """
         driver = self._driver(context)
+        driver.remember_ended(ended or {})
         if isinstance(event, Mapping):
             driver.take_event(event)
         return self._drive(driver)

@@ -31,7 +31,7 @@ from airflow_spot_provider.exceptions import (
 )
 from airflow_spot_provider.hooks.errors import ApiErrorBudget, classify_api_error
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
-from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport
+from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport, json_safe
 from airflow_spot_provider.request import validate_training_request
 from airflow_spot_provider.retry import GiveUp, SpotRetryPolicy
 from airflow_spot_provider.summary import format_summary_table, summarize_attempts
@@ -52,12 +52,14 @@ class Step:
     :param attempt: its attempt number (for a wait: the attempt about to be created).
     :param summary: set when the chain completed: the task's return value.
     :param wait_seconds: > 0: wait this long (backoff), then call ``advance()`` again.
+    :param created: the job was created by this step (its first status is known: Starting).
     """
 
     job_name: str
     attempt: int
     summary: dict[str, Any] | None = None
     wait_seconds: float = 0.0
+    created: bool = False
 
 
 def _policy_view(base: Mapping[str, Any], describe: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,7 +166,7 @@ class SpotTrainingDriver:
             if self.base_request is None:
                 raise SpotApiError("ValidationException", "no such training job", self.first_name)
             self._create({**self.base_request, "TrainingJobName": self.first_name}, 1)
-            return Step(self.first_name, 1)
+            return Step(self.first_name, 1, created=True)
         if launch_only:
             return Step(chain[-1], len(chain))
         describes = [self._describe(name) for name in chain]
@@ -194,7 +196,7 @@ class SpotTrainingDriver:
         request = decision.changes.apply(last_request)
         request["TrainingJobName"] = name
         self._create(request, decision.attempt)
-        return Step(name, decision.attempt)
+        return Step(name, decision.attempt, created=True)
 
     def _describe(self, job_name: str) -> dict[str, Any]:
         if job_name in self._ended:
@@ -249,18 +251,36 @@ class SpotTrainingDriver:
         for stream, line in lines:
             self.log.info("[%s] %s", stream.rsplit("/", 1)[-1], line)
 
-    def follow(self, job_name: str, poll_interval: float) -> SpotJobReport:
+    def follow(
+        self, job_name: str, poll_interval: float, wait_first: bool = False
+    ) -> SpotJobReport:
         """Poll a job in this process until it ends (worker mode).
 
         :param job_name: the job.
         :param poll_interval: seconds between two describes.
+        :param wait_first: wait one interval before the first describe (a job just created).
         """
+        if wait_first:
+            time.sleep(poll_interval)
         while True:
             report = SpotJobReport.from_describe(self._describe(job_name))
             self._log_transitions(report)
             if report.is_terminal:
                 return report
             time.sleep(poll_interval)
+
+    def ended_descriptions(self) -> dict[str, Any]:
+        """The descriptions of the chain's ended jobs, as plain JSON (they never change)."""
+        return {name: json_safe(describe) for name, describe in self._ended.items()}
+
+    def remember_ended(self, ended: Mapping[str, Any]) -> None:
+        """Take descriptions made by :meth:`ended_descriptions` in an earlier process.
+
+        :param ended: job name -> description.
+        """
+        for name, describe in ended.items():
+            if SpotJobReport.from_describe(describe).is_terminal:
+                self._ended[name] = dict(describe)
 
     def take_event(self, event: Mapping[str, Any]) -> None:
         """Take a trigger's event: an error ends the task; "done" carries the logged position.
@@ -276,8 +296,8 @@ class SpotTrainingDriver:
             state = FollowState.from_json(follow)
             self._follow[state.job_name] = state
         describe = event.get("describe")
-        if describe and SpotJobReport.from_describe(describe).is_terminal:
-            self._ended[str(describe["TrainingJobName"])] = dict(describe)
+        if describe:
+            self.remember_ended({str(describe["TrainingJobName"]): describe})
 
     def forget_positions(self, chain: list[str]) -> None:
         """Delete the saved log positions of the chain's jobs (it has ended).

@@ -39,6 +39,8 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     :param max_error_polls: consecutive non-transient API errors before giving up.
     :param stop_on_kill: stop the job when a user kills the deferred task.
     :param print_log: also log the training job's CloudWatch lines.
+    :param wait_first: wait one poll interval before the first describe (a job just created):
+        one DescribeTrainingJob per poll interval, not one more per attempt.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         max_error_polls: int = 5,
         stop_on_kill: bool = True,
         print_log: bool = False,
+        wait_first: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # Validated here: these values cross a serialization boundary into another process.
@@ -69,6 +72,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         self.max_error_polls = max_error_polls
         self.stop_on_kill = stop_on_kill
         self.print_log = print_log
+        self.wait_first = wait_first
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and kwargs, enough to re-create the trigger after a restart."""
@@ -83,6 +87,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "max_error_polls": self.max_error_polls,
                 "stop_on_kill": self.stop_on_kill,
                 "print_log": self.print_log,
+                "wait_first": self.wait_first,
             },
         )
 
@@ -95,6 +100,8 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         budget = ApiErrorBudget(max_errors=self.max_error_polls)
         async with self._poller() as poller:
             state = await poller.resume_position(state)
+            if self.wait_first and state.transitions == 0:
+                await asyncio.sleep(self.poll_interval)
             while True:
                 try:
                     describe = await poller.describe(self.job_name)
