@@ -22,6 +22,7 @@ from airflow_spot_provider.attempts import (
     attempt_name,
     attempts_in,
     chain_base,
+    request_from_describe,
     transition_line,
 )
 from airflow_spot_provider.exceptions import (
@@ -209,8 +210,6 @@ class SpotTrainingDriver:
     def _last_request(self, describe: Mapping[str, Any]) -> dict[str, Any]:
         if self.base_request is not None:
             return _policy_view(self.base_request, describe)
-        from airflow_spot_provider.attempts import request_from_describe
-
         request = request_from_describe(describe)
         request.pop("TrainingJobName", None)
         return request

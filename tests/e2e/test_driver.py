@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ from airflow_spot_provider.operators.driver import SpotTrainingDriver
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
 from tests.e2e.conftest import BUCKET, synthetic_config
 from tests.e2e.test_spot_training_dags import jobs_named
 
@@ -104,3 +106,22 @@ def test_a_clear_starts_a_new_chain_and_a_retry_does_not() -> None:
     first = task_job_base_name("dag", "train", "run-1", -1, clear_number=0)
     assert task_job_base_name("dag", "train", "run-1", -1) == first  # a retry
     assert task_job_base_name("dag", "train", "run-1", -1, clear_number=1) != first  # a clear
+
+
+def test_ended_descriptions_travel_and_are_not_described_again(
+    emulator: SpotEmulator, name: str
+) -> None:
+    first = driver(name, SpotRetryPolicy(), synthetic_config(0.5))
+    drive(first)
+    carried = json.loads(json.dumps(first.ended_descriptions()))  # as deferral kwargs are
+    resumed = driver(name, SpotRetryPolicy(), synthetic_config(0.5))
+    resumed.remember_ended(carried)
+    before = emulator.admin.stats()["api_calls"].get("SageMaker.DescribeTrainingJob", 0)
+    step = resumed.advance()
+    assert step.summary is not None and step.summary["outcome"] == JobOutcome.COMPLETED
+    assert emulator.admin.stats()["api_calls"].get("SageMaker.DescribeTrainingJob", 0) == before
+
+
+def test_sensor_waits_past_the_seven_day_default() -> None:
+    sensor = SageMakerSpotTrainingSensor(task_id="wait", job_name="job-a1")
+    assert sensor.timeout >= 28 * 24 * 3600  # MaxWait's own limit

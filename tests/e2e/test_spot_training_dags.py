@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog.testing
 from airflow.dag_processing.dagbag import DagBag
+from airflow.models.variable import Variable
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState, TaskInstanceState
@@ -25,6 +26,7 @@ from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.position import VARIABLE_PREFIX
 from tests.conftest import DAGS_FOLDER, E2E_DAGS_FOLDER
 from tests.e2e.conftest import BUCKET, synthetic_config, trainer_config
 
@@ -276,6 +278,9 @@ def test_sensor_in_reschedule_mode_resubmits(emulator: SpotEmulator, sm: Any, na
     lines = [str(e.get("event", "")) for e in captured if str(e.get("event", "")).startswith(name)]
     expected = sum(len(j["SecondaryStatusTransitions"]) for j in jobs)
     assert len(lines) == len(set(lines)) == expected
+    with create_session() as session:  # the saved positions went with the chain's end
+        keys = session.scalars(select(Variable.key)).all()
+    assert not [k for k in keys if k.startswith(VARIABLE_PREFIX) and name in k]
 
 
 # --- killing the task ----------------------------------------------------------------------------
