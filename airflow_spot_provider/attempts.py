@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from airflow_spot_provider.lifecycle import SpotJobReport, Transition
+from airflow_spot_provider.job_names import attempt_job_name
 
+# Chains longer than this are not found by one listing (no policy comes near it).
+_LONGEST_CHAIN: Final = 10**6
 _ATTEMPT_SUFFIX = re.compile(r"^(?P<base>.+)-a(?P<n>[1-9][0-9]*)$")
 
 
@@ -32,15 +34,25 @@ def chain_base(first_name: str) -> str:
 def attempt_name(first_name: str, attempt: int) -> str:
     """The job name of attempt ``attempt`` (1-based) of the chain started by ``first_name``.
 
+    The one job-name function (:func:`~airflow_spot_provider.job_names.attempt_job_name`) on the
+    chain's base: never raises on a long name, it hashes instead.
+
     :param first_name: the name of the chain's first job.
     :param attempt: the attempt number.
     """
-    if attempt == 1:
-        return first_name
-    name = f"{chain_base(first_name)}-a{attempt}"
-    if len(name) > 63:
-        raise ValueError(f"attempt name {name!r} is longer than 63 characters")
-    return name
+    return first_name if attempt == 1 else attempt_job_name(chain_base(first_name), attempt)
+
+
+def chain_filter(first_name: str) -> str:
+    """A ``NameContains`` filter that every job of the chain matches (attempts up to 10**6).
+
+    Long names are hashed (:func:`attempt_job_name`), keeping a shorter readable prefix: the
+    filter is the part the first name and a long attempt name share.
+
+    :param first_name: the name of the chain's first job.
+    """
+    names = [attempt_name(first_name, n) for n in (1, 2, _LONGEST_CHAIN)]
+    return os.path.commonprefix(names)  # noqa: RUF071  (names, not paths)
 
 
 def attempts_in(names: Iterable[str], first_name: str) -> list[str]:
@@ -88,68 +100,3 @@ def request_from_describe(describe: Mapping[str, Any]) -> dict[str, Any]:
     :param describe: the response (not modified).
     """
     return {k: copy.deepcopy(describe[k]) for k in _echoed_request_fields() if k in describe}
-
-
-@dataclass
-class FollowState:
-    """What has been logged of one job: transitions and CloudWatch positions.
-
-    :param job_name: the job followed.
-    :param transitions: how many ``SecondaryStatusTransitions`` were logged.
-    :param log_tokens: CloudWatch stream -> next forward token.
-    :param message: the message of the last transition as logged; SageMaker rewrites the open
-        transition's message (e.g. "Insufficient capacity error from EC2 while launching
-        instances, retrying!" on ``Starting``), and such a change is logged too.
-    """
-
-    job_name: str
-    transitions: int = 0
-    log_tokens: dict[str, str] = field(default_factory=dict)
-    message: str = ""
-
-    def take_new(self, report: SpotJobReport) -> list[Transition]:
-        """The transitions to log (new ones, or the open one whose message changed).
-
-        :param report: the job's latest report.
-        """
-        seen = report.transitions[: self.transitions]
-        new = list(report.transitions[self.transitions :])
-        if not new and seen and seen[-1].message != self.message:
-            new = [seen[-1]]
-        self.transitions = len(report.transitions)
-        if report.transitions:
-            self.message = report.transitions[-1].message
-        return new
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON."""
-        return {
-            "job_name": self.job_name,
-            "transitions": self.transitions,
-            "log_tokens": dict(self.log_tokens),
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FollowState:
-        """Inverse of :meth:`to_json`.
-
-        :param data: a dict made by :meth:`to_json`.
-        """
-        return cls(
-            job_name=str(data["job_name"]),
-            transitions=int(data.get("transitions", 0)),
-            log_tokens={str(k): str(v) for k, v in (data.get("log_tokens") or {}).items()},
-            message=str(data.get("message") or ""),
-        )
-
-
-def transition_line(job_name: str, transition: Transition) -> str:
-    """One log line for a transition: job, status, start time, SageMaker's message.
-
-    :param job_name: the job.
-    :param transition: the transition.
-    """
-    start = transition.start.isoformat() if transition.start else "-"
-    message = f" - {transition.message}" if transition.message else ""
-    return f"{job_name}: {transition.status.value} at {start}{message}"

@@ -1,79 +1,125 @@
-"""Where a follower remembers what it has logged of a job, across processes.
+"""What a follower has logged of one job: a value object whose merge takes the later of each part.
 
-A re-created trigger (triggerer restart) and a sensor in ``mode="reschedule"`` run in a new
-process each time; without a saved position they would log the same transitions again. The
-position lives in an Airflow Variable named after the job (job names are unique per account and
-region) and is deleted when the chain ends.
+A job's position has two independent parts:
+
+- its **transitions**: how many ``SecondaryStatusTransitions`` were logged, plus the message of
+  the open (last) one as logged and how many times that message changed (SageMaker rewrites the
+  open transition's message, e.g. "Insufficient capacity error from EC2 while launching
+  instances, retrying!" on ``Starting``); ``ended`` says that the job's end was logged;
+- its **CloudWatch streams**: for each stream, the next forward token and how many events were
+  read through it. AWS tokens are opaque strings (never parsed here): of two positions of one
+  stream, the later is the one that has read more events.
+
+Two copies of a position meet after a triggerer restart (the kwargs the trigger was created with,
+and what the first trigger saved as it went): :meth:`Position.merge` takes the later of each part
+independently, so no line is logged twice and none is skipped.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-
-from airflow_spot_provider.attempts import FollowState
-
-log = logging.getLogger(__name__)
-
-VARIABLE_PREFIX = "airflow_spot_provider.follow."
-_warned = False
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 
-def _warn_once(message: str) -> None:
-    """Say once per process that positions do not work here (transitions may then repeat)."""
-    global _warned  # noqa: PLW0603  (one flag per process is the point)
-    if not _warned:
-        _warned = True
-        log.warning("%s; transitions may be logged again after a restart.", message)
+@dataclass(frozen=True)
+class StreamMark:
+    """Where a CloudWatch stream was read up to.
 
-
-def load_position(job_name: str) -> FollowState | None:
-    """The saved position of a job, if any.
-
-    :param job_name: the training job.
+    :param token: the next forward token (opaque).
+    :param events: how many events were read through this stream so far.
     """
-    from airflow.sdk import Variable
 
-    try:
-        raw = Variable.get(VARIABLE_PREFIX + job_name, default=None)
-        return FollowState.from_json(json.loads(raw)) if raw else None
-    except Exception as error:  # a position is a nicety: never fail a task over it
-        _warn_once(f"Could not read the saved log position of {job_name}: {error}")
-        return None
+    token: str
+    events: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {"token": self.token, "events": self.events}
+
+    @classmethod
+    def from_json(cls, data: Any) -> StreamMark:
+        """Inverse of :meth:`to_json`.
+
+        :param data: a dict made by :meth:`to_json`.
+        """
+        return cls(token=str(data["token"]), events=int(data.get("events", 0)))
 
 
-def save_position(state: FollowState) -> None:
-    """Save a job's position.
+@dataclass(frozen=True)
+class Position:
+    """What has been logged of one job.
 
-    :param state: what has been logged.
+    :param job_name: the job.
+    :param transitions: how many transitions were logged.
+    :param revision: how many changed messages of the open transition were logged since it opened.
+    :param message: the open transition's message as last logged.
+    :param streams: CloudWatch stream -> where it was read up to.
+    :param ended: the job's end was logged.
     """
-    from airflow.sdk import Variable
 
-    try:
-        Variable.set(VARIABLE_PREFIX + state.job_name, json.dumps(state.to_json()))
-    except Exception as error:
-        _warn_once(f"Could not save the log position of {state.job_name}: {error}")
+    job_name: str
+    transitions: int = 0
+    revision: int = 0
+    message: str = ""
+    streams: Mapping[str, StreamMark] = field(default_factory=dict)
+    ended: bool = False
 
+    def _transition_key(self) -> tuple[bool, int, int]:
+        return (self.ended, self.transitions, self.revision)
 
-def delete_position(job_name: str) -> None:
-    """Forget a job's position once its chain has ended.
+    def merge(self, other: Position | None) -> Position:
+        """The later of each part of two positions of the same job.
 
-    :param job_name: the training job.
-    """
-    from airflow.sdk import Variable
+        :param other: another position of the job (e.g. saved by an earlier trigger), or None.
+        :raises ValueError: if ``other`` is of another job.
+        """
+        if other is None:
+            return self
+        if other.job_name != self.job_name:
+            raise ValueError(f"cannot merge positions of {self.job_name} and {other.job_name}")
+        later = other if other._transition_key() > self._transition_key() else self
+        streams = dict(self.streams)
+        for stream, mark in other.streams.items():
+            mine = streams.get(stream)
+            if mine is None or mark.events > mine.events:
+                streams[stream] = mark
+        return replace(later, streams=streams)
 
-    try:
-        Variable.delete(VARIABLE_PREFIX + job_name)
-    except Exception as error:
-        _warn_once(f"Could not delete the log position of {job_name}: {error}")
+    def with_stream(self, stream: str, token: str, read: int) -> Position:
+        """This position with one stream moved on.
 
+        :param stream: the stream.
+        :param token: its new next forward token.
+        :param read: how many events were read since the last mark.
+        """
+        before = self.streams.get(stream)
+        events = (before.events if before else 0) + read
+        return replace(self, streams={**self.streams, stream: StreamMark(token, events)})
 
-def furthest(state: FollowState, saved: FollowState | None) -> FollowState:
-    """The further of two positions of the same job.
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {
+            "job_name": self.job_name,
+            "transitions": self.transitions,
+            "revision": self.revision,
+            "message": self.message,
+            "streams": {name: mark.to_json() for name, mark in self.streams.items()},
+            "ended": self.ended,
+        }
 
-    :param state: the position at hand.
-    :param saved: the saved one, if any.
-    """
-    if saved is not None and saved.transitions > state.transitions:
-        return saved
-    return state
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Position:
+        """Inverse of :meth:`to_json`.
+
+        :param data: a dict made by :meth:`to_json`.
+        """
+        streams = data.get("streams") or {}
+        return cls(
+            job_name=str(data["job_name"]),
+            transitions=int(data.get("transitions", 0)),
+            revision=int(data.get("revision", 0)),
+            message=str(data.get("message") or ""),
+            streams={str(k): StreamMark.from_json(v) for k, v in streams.items()},
+            ended=bool(data.get("ended", False)),
+        )

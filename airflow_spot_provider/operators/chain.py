@@ -1,24 +1,77 @@
-"""Following a chain of attempts from a task: in the worker, or deferred to the triggerer.
+"""The per-mode part of following a chain: the worker, deferred, poke by poke.
 
-Shared by :class:`SageMakerSpotTrainingOperator` and :class:`SageMakerSpotTrainingSensor`.
+Shared by :class:`SageMakerSpotTrainingOperator` and :class:`SageMakerSpotTrainingSensor`; the
+chain itself is :class:`~airflow_spot_provider.runner.ChainRunner`'s business.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow_spot_provider.operators.driver import SpotTrainingDriver
+from airflow_spot_provider.events import ChainState, event_from_json
+from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class SpotChainMixin:
-    """Drive a :class:`SpotTrainingDriver` to the end of its chain.
+class WorkerMode:
+    """Follow and wait in the worker process."""
 
-    The host class (an operator) provides ``_driver(context)``, ``deferrable``,
+    def follow(self, runner: ChainRunner, job_name: str, *, just_created: bool) -> None:
+        """Poll the job here until it ends."""
+        runner.follow_here(job_name, just_created=just_created)
+
+    def wait(self, runner: ChainRunner, seconds: float) -> None:
+        """Sleep the backoff."""
+        time.sleep(seconds)
+
+
+class DeferredMode:
+    """Follow in the triggerer, wait on a TimeDeltaTrigger; the chain's state travels along.
+
+    :param task: the operator (it defers).
+    """
+
+    def __init__(self, task: SpotChainMixin) -> None:
+        self.task = task
+
+    def follow(self, runner: ChainRunner, job_name: str, *, just_created: bool) -> None:
+        """Defer to :class:`SageMakerSpotTrainingTrigger`."""
+        from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
+
+        trigger = SageMakerSpotTrainingTrigger(
+            job_name=job_name,
+            aws_conn_id=self.task.aws_conn_id,
+            region_name=self.task.region_name,
+            poll_interval=self.task.poll_interval,
+            position=runner.state.position(job_name).to_json(),
+            print_log=runner.print_log,
+            wait_first=just_created,
+        )
+        self._defer(trigger, runner)
+
+    def wait(self, runner: ChainRunner, seconds: float) -> None:
+        """Defer on the backoff."""
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self._defer(TimeDeltaTrigger(timedelta(seconds=seconds)), runner)
+
+    def _defer(self, trigger: Any, runner: ChainRunner) -> None:
+        cast(Any, self.task).defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs={"state": runner.state.to_json()},
+        )
+
+
+class SpotChainMixin:
+    """Run a :class:`ChainRunner` to the end of its chain, in the worker or deferred.
+
+    The host class (an operator) provides ``_runner(context, state)``, ``deferrable``,
     ``poll_interval``, ``aws_conn_id`` and ``region_name``.
     """
 
@@ -27,76 +80,38 @@ class SpotChainMixin:
     aws_conn_id: str | None
     region_name: str | None
     wait_for_completion: bool = True
-    # The chain this task drives, for on_kill (which gets no context).
-    _active: SpotTrainingDriver | None = None
+    # The chain this task runs, for on_kill (which gets no context).
+    _active: ChainRunner | None = None
 
-    def _driver(self, context: Context) -> SpotTrainingDriver:
+    def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
         raise NotImplementedError
 
-    def _drive(self, driver: SpotTrainingDriver) -> dict[str, Any]:
-        self._active = driver
+    def _run_chain(self, runner: ChainRunner) -> dict[str, Any]:
+        self._active = runner
         if not self.wait_for_completion:
-            # Launch only: create the first job if there is none; resubmitting is the
-            # follower's business (it holds the policy), never a launch task's.
-            return driver.created_summary(driver.advance(launch_only=True).job_name)
-        while True:
-            step = driver.advance()
-            if step.summary is not None:
-                self._active = None
-                return step.summary
-            if step.wait_seconds > 0:
-                if self.deferrable:
-                    self._defer_wait(step.wait_seconds, driver)
-                driver.sleep(step.wait_seconds)
-                continue
-            if self.deferrable:
-                self._defer_follow(step.job_name, driver, wait_first=step.created)
-            driver.follow(step.job_name, self.poll_interval, wait_first=step.created)
-
-    def _defer_follow(self, job_name: str, driver: SpotTrainingDriver, *, wait_first: bool) -> None:
-        from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
-
-        cast(Any, self).defer(
-            trigger=SageMakerSpotTrainingTrigger(
-                job_name=job_name,
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                poll_interval=self.poll_interval,
-                follow=driver.follow_state(job_name).to_json(),
-                print_log=driver.print_log,
-                wait_first=wait_first,
-            ),
-            method_name="execute_complete",
-            kwargs={"ended": driver.ended_descriptions()},
-        )
-
-    def _defer_wait(self, seconds: float, driver: SpotTrainingDriver) -> None:
-        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-
-        cast(Any, self).defer(
-            trigger=TimeDeltaTrigger(timedelta(seconds=seconds)),
-            method_name="execute_complete",
-            kwargs={"ended": driver.ended_descriptions()},
-        )
+            # Launch only: resubmitting is the follower's business (it holds the policy).
+            return runner.launch()
+        mode = DeferredMode(self) if self.deferrable else WorkerMode()
+        result = runner.run(mode)
+        self._active = None
+        return result
 
     def execute_complete(
         self,
         context: Context,
         event: Mapping[str, Any] | None = None,
-        ended: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Resume after a trigger fired: take the job's end, then carry on with the chain.
 
         :param context: the task context.
-        :param event: the follow trigger's event (None or a timestamp after a backoff wait).
-        :param ended: descriptions of the chain's ended jobs, carried over the deferral so that
-            they are not described again.
+        :param event: the follow trigger's event (a timestamp after a backoff wait).
+        :param state: the chain's state when the task deferred.
         """
-        driver = self._driver(context)
-        driver.remember_ended(ended or {})
+        runner = self._runner(context, ChainState.from_json(state))
         if isinstance(event, Mapping):
-            driver.take_event(event)
-        return self._drive(driver)
+            runner.take_event(event_from_json(event))
+        return self._run_chain(runner)
 
     def on_kill(self) -> None:
         """Stop every job of the chain still running, so that a killed task leaves none billing."""

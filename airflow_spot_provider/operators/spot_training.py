@@ -11,16 +11,17 @@ from airflow.configuration import conf
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
 from airflow_spot_provider.operators.chain import SpotChainMixin
-from airflow_spot_provider.operators.driver import SpotTrainingDriver
 from airflow_spot_provider.request import (
     attempt_job_name,
     build_spot_request,
     task_job_base_name,
 )
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -134,26 +135,33 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         )
         return attempt_job_name(base, 1)
 
-    def _driver(self, context: Context) -> SpotTrainingDriver:
-        return SpotTrainingDriver(
-            hook=self.hook,
+    def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
+        return ChainRunner(
+            jobs=self.hook.jobs(self.log, self.poll_interval),
             policy=self.spot_retry_policy,
             first_name=self._first_job_name(context),
             base_request=self._spot_request(),
             log=self.log,
             print_log=self.print_log,
+            poll_interval=self.poll_interval,
+            state=state,
+            on_attempt=lambda job_name: self._link(context, job_name),
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        """Create (or re-attach to) the job chain and follow it to its end."""
-        driver = self._driver(context)
+    def _link(self, context: Context, job_name: str) -> None:
+        """Point the console link at the chain's latest job (created or attached to)."""
         SageMakerSpotTrainingJobLink.persist(
             context=context,
             operator=self,
             region_name=self.hook.conn_region_name,
             aws_partition=self.hook.conn_partition,
-            job_name=driver.first_name,
+            job_name=job_name,
         )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Create (or re-attach to) the job chain and follow it to its end."""
+        runner = self._runner(context)
+        self._link(context, runner.first_name)
         # The chain's identity, for a sensor in another task: ``launch.output["job_name"]``.
-        context["ti"].xcom_push(key="job_name", value=driver.first_name)
-        return self._drive(driver)
+        context["ti"].xcom_push(key="job_name", value=runner.first_name)
+        return self._run_chain(runner)

@@ -11,14 +11,31 @@ from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.bases.sensor import PokeReturnValue
 
+from airflow_spot_provider import position_store
+from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.operators.chain import SpotChainMixin
-from airflow_spot_provider.operators.driver import SpotTrainingDriver
-from airflow_spot_provider.position import load_position, save_position
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+class _NotYet(Exception):  # noqa: N818  (not an error: control flow of a poke)
+    """The chain goes on: this poke is over."""
+
+
+class PokeMode:
+    """One look per poke: following and waiting end the poke; the next poke looks again."""
+
+    def follow(self, runner: ChainRunner, job_name: str, *, just_created: bool) -> None:
+        """End the poke."""
+        raise _NotYet
+
+    def wait(self, runner: ChainRunner, seconds: float) -> None:
+        """End the poke."""
+        raise _NotYet
 
 
 class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHook]):
@@ -26,15 +43,16 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
 
     With a launch task and this sensor as two tasks, the sensor logs the lifecycle and, when the
     job ends with an outcome its retry policy covers, resubmits it from its own description so
-    that it resumes from the same checkpoint. The log position is kept in an Airflow Variable,
-    so ``mode="reschedule"`` logs each transition once.
+    that it resumes from the same checkpoint. Between pokes, the chain's state (what was logged,
+    a decided resubmission) is kept in an Airflow Variable, so ``mode="reschedule"`` logs each
+    transition once.
 
     :param job_name: the first job of the chain (templated, e.g. from the launch task's XCom).
     :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
         ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
     :param deferrable: wait in the triggerer (``[operators] default_deferrable``).
     :param poll_interval: seconds between two checks in deferrable mode.
-    :param print_log: log the training job's CloudWatch lines.
+    :param print_log: log the training job's CloudWatch lines (deferrable mode).
     """
 
     aws_hook_class = SageMakerSpotHook
@@ -60,29 +78,36 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         self.poll_interval = float(poll_interval)
         self.print_log = print_log
 
-    def _driver(self, context: Context) -> SpotTrainingDriver:
-        return SpotTrainingDriver(
-            hook=self.hook,
+    def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
+        return ChainRunner(
+            jobs=self.hook.jobs(self.log, self.poll_interval),
             policy=self.spot_retry_policy,
             first_name=self.job_name,
             base_request=None,
             log=self.log,
             print_log=self.print_log,
+            poll_interval=self.poll_interval,
+            state=state,
         )
 
     def execute(self, context: Context) -> Any:
         """Deferrable: follow in the triggerer; otherwise poke as any sensor does."""
         if self.deferrable:
-            return self._drive(self._driver(context))
+            return self._run_chain(self._runner(context))
         return super().execute(context)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One look at the chain: log what is new, resubmit if due, done when completed."""
-        driver = self._driver(context)
-        driver.position_loader = load_position
-        self._active = driver
-        step = driver.advance()
-        if step.summary is not None:
-            return PokeReturnValue(is_done=True, xcom_value=step.summary)
-        save_position(driver.follow_state(step.job_name))
-        return PokeReturnValue(is_done=False)
+        key = position_store.CHAIN_PREFIX + self.job_name
+        runner = self._active
+        if runner is None or runner.first_name != self.job_name:
+            # A new process each poke in reschedule mode: take the chain's state from the last.
+            runner = self._runner(context, ChainState.from_json(position_store.load(key)))
+            self._active = runner
+        try:
+            summary = runner.run(PokeMode())
+        except _NotYet:
+            if self.reschedule:
+                position_store.save(key, runner.state.to_json())
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=summary)

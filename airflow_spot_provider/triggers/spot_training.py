@@ -3,44 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_spot_provider.attempts import FollowState, transition_line
-from airflow_spot_provider.hooks.errors import ApiCallError, ApiErrorBudget
-from airflow_spot_provider.lifecycle import SpotJobReport, json_safe
-from airflow_spot_provider.triggers.polling import DescribePoller, JobPoller
-
-log = logging.getLogger(__name__)
-
-EVENT_DONE = "done"
-EVENT_ERROR = "error"
+from airflow_spot_provider import position_store
+from airflow_spot_provider.events import FollowFailed, JobEnded
+from airflow_spot_provider.exceptions import SpotApiError
+from airflow_spot_provider.follower import follow_job, live_line
+from airflow_spot_provider.hooks.errors import ApiRetryRule
+from airflow_spot_provider.hooks.job_calls import stop_job
+from airflow_spot_provider.hooks.jobs import AsyncJobs
+from airflow_spot_provider.position import Position
 
 
 class SageMakerSpotTrainingTrigger(BaseTrigger):
-    """Follow a training job until it ends; log every new SecondaryStatus transition once.
+    """Follow a training job until it ends, showing its progress as it happens.
 
-    Fires one event: ``{"status": "done", "report": <SpotJobReport JSON>, "follow": ...}`` when the
-    job reaches a terminal status, or ``{"status": "error", "code": ..., "message": ...}`` when the
-    API kept failing with a non-transient error. Transient errors (throttling, 5xx, connection)
-    are retried with backoff for as long as they last: the job's own MaxWait bounds the wait, not a
-    poll budget. A triggerer restart re-creates the trigger from its kwargs; transitions logged
-    before the restart are then skipped thanks to the ``follow`` position it was created with and
-    the position it saves as it goes (see :class:`~airflow_spot_provider.triggers.polling`).
+    Fires one event (:mod:`airflow_spot_provider.events`): :class:`JobEnded` with the final
+    description and the position reached, or :class:`FollowFailed` with the AWS error code when
+    the API kept failing with a lasting error. Transient errors (throttling, 5xx, connection)
+    are waited out for as long as they last (:class:`ApiRetryRule`). Transitions are shown as
+    ``[live]`` lines: the task writes them to its own log when it resumes (see
+    :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the trigger from its
+    kwargs; it then carries on from the later of that position and the one it saved in a
+    Variable as it went, so no CloudWatch line is relayed twice.
 
     :param job_name: the training job.
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: AWS region; the connection's if None.
     :param poll_interval: seconds between two DescribeTrainingJob calls.
-    :param follow: the :class:`FollowState` JSON of what was logged before deferring.
-    :param max_error_polls: consecutive non-transient API errors before giving up.
+    :param position: the :class:`Position` JSON of what was logged before deferring.
+    :param max_error_polls: lasting API errors in a row before giving up.
     :param stop_on_kill: stop the job when a user kills the deferred task.
-    :param print_log: also log the training job's CloudWatch lines.
-    :param wait_first: wait one poll interval before the first describe (a job just created):
-        one DescribeTrainingJob per poll interval, not one more per attempt.
+    :param print_log: also relay the training job's CloudWatch lines.
+    :param wait_first: wait one poll interval before the first describe (a job just created).
     """
 
     def __init__(
@@ -50,8 +48,8 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         poll_interval: float = 30.0,
-        follow: dict[str, Any] | None = None,
-        max_error_polls: int = 5,
+        position: dict[str, Any] | None = None,
+        max_error_polls: int = ApiRetryRule.max_lasting,
         stop_on_kill: bool = True,
         print_log: bool = False,
         wait_first: bool = False,
@@ -62,13 +60,16 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             raise ValueError("job_name must be a non-empty string")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval={poll_interval!r}: must be > 0 seconds")
-        if max_error_polls < 1:
-            raise ValueError(f"max_error_polls={max_error_polls!r}: must be >= 1")
+        self.rule = ApiRetryRule(
+            max_lasting=max_error_polls, initial_seconds=min(1.0, poll_interval)
+        )
         self.job_name = job_name
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.poll_interval = float(poll_interval)
-        self.follow = FollowState.from_json(follow or {"job_name": job_name}).to_json()
+        self.position = Position.from_json(position or {"job_name": job_name})
+        if self.position.job_name != job_name:
+            raise ValueError(f"position is of {self.position.job_name}, not of job {job_name}")
         self.max_error_polls = max_error_polls
         self.stop_on_kill = stop_on_kill
         self.print_log = print_log
@@ -83,7 +84,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "aws_conn_id": self.aws_conn_id,
                 "region_name": self.region_name,
                 "poll_interval": self.poll_interval,
-                "follow": self.follow,
+                "position": self.position.to_json(),
                 "max_error_polls": self.max_error_polls,
                 "stop_on_kill": self.stop_on_kill,
                 "print_log": self.print_log,
@@ -91,80 +92,53 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             },
         )
 
-    def _poller(self) -> JobPoller:
-        return DescribePoller(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+    def _jobs(self) -> AsyncJobs:
+        return AsyncJobs(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            log=self.log,
+            rule=self.rule,
+            save=position_store.save_position,
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until the job ends, logging transitions as they happen."""
-        state = FollowState.from_json(self.follow)
-        budget = ApiErrorBudget(max_errors=self.max_error_polls)
-        async with self._poller() as poller:
-            state = await poller.resume_position(state)
-            if self.wait_first and state.transitions == 0:
-                await asyncio.sleep(self.poll_interval)
-            while True:
-                try:
-                    describe = await poller.describe(self.job_name)
-                except ApiCallError as error:
-                    self.log.warning("DescribeTrainingJob %s failed: %s", self.job_name, error)
-                    if budget.exhausted(error):
-                        yield TriggerEvent(self._error_event(error))  # type: ignore[no-untyped-call]
-                        return
-                    await asyncio.sleep(budget.backoff_seconds(self.poll_interval))
-                    continue
-                budget.reset()
-                report = SpotJobReport.from_describe(describe)
-                new = state.take_new(report)
-                for transition in new:
-                    self.log.info(transition_line(self.job_name, transition))
-                if await self._print_log_lines(poller, state) or new:
-                    await poller.save_position(state)
-                if report.is_terminal:
-                    yield TriggerEvent(  # type: ignore[no-untyped-call]
-                        {
-                            "status": EVENT_DONE,
-                            "job_name": self.job_name,
-                            "report": report.to_json(),
-                            "follow": state.to_json(),
-                            # The final description, so the task does not describe it again.
-                            "describe": json_safe(describe),
-                        }
-                    )
-                    return
-                await asyncio.sleep(self.poll_interval)
-
-    async def _print_log_lines(self, poller: JobPoller, state: FollowState) -> bool:
-        """Log the training job's new CloudWatch lines; True if there were any."""
-        if not self.print_log:
-            return False
+        """Poll until the job ends, showing transitions (and log lines) as they happen."""
+        saved = await asyncio.to_thread(position_store.load_position, self.job_name)
+        position = self.position.merge(saved)
         try:
-            lines = await poller.log_lines(self.job_name, state.log_tokens)
-        except ApiCallError as error:  # the log is a nicety: the job's status is what matters
-            self.log.warning("Could not read the training log of %s: %s", self.job_name, error)
-            return False
-        for stream, line in lines:
-            self.log.info("[%s] %s", stream.rsplit("/", 1)[-1], line)
-        return bool(lines)
+            async with self._jobs() as jobs:
+                describe, position = await jobs.run(
+                    follow_job(
+                        position,
+                        poll_interval=self.poll_interval,
+                        print_log=self.print_log,
+                        wait_first=self.wait_first,
+                        line=live_line,
+                    )
+                )
+        except SpotApiError as error:
+            await self._forget()
+            event = FollowFailed(self.job_name, error.code, error.message)
+            yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
+            return
+        await self._forget()  # the position travels with the event from here on
+        ended = JobEnded(self.job_name, describe, position)
+        yield TriggerEvent(ended.to_json())  # type: ignore[no-untyped-call]
 
-    def _error_event(self, error: ApiCallError) -> dict[str, Any]:
-        return {
-            "status": EVENT_ERROR,
-            "job_name": self.job_name,
-            "code": error.code,
-            "message": error.message,
-        }
+    async def _forget(self) -> None:
+        await asyncio.to_thread(position_store.delete_position, self.job_name)
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed, clear): stop the job so it stops billing.
 
         Not called on a triggerer restart, which must leave the job running.
         """
-        if not self.stop_on_kill:
-            return
-        async with self._poller() as poller:
-            stopped = await poller.stop(self.job_name)
-        self.log.info(
-            "Task killed while deferred: %s training job %s.",
-            "stopped" if stopped else "nothing to stop for",
-            self.job_name,
-        )
+        if self.stop_on_kill:
+            async with self._jobs() as jobs:
+                stopped = await jobs.run(stop_job(self.job_name))
+            self.log.info(
+                "Task killed while deferred: %s training job %s.",
+                "stopped" if stopped else "nothing to stop for",
+                self.job_name,
+            )
+        await self._forget()

@@ -26,7 +26,7 @@ from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
-from airflow_spot_provider.position import VARIABLE_PREFIX
+from airflow_spot_provider.position_store import VARIABLE_PREFIX
 from tests.conftest import DAGS_FOLDER, E2E_DAGS_FOLDER
 from tests.e2e.conftest import BUCKET, synthetic_config, trainer_config
 

@@ -19,6 +19,8 @@ from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSen
 POLICIES = {
     "once": SpotRetryPolicy(max_attempts=1),
     "retry": SpotRetryPolicy(max_attempts=3, backoff_initial_seconds=0.5),
+    # A backoff longer than the trigger's hand-back: the task defers (or sleeps) on it.
+    "backoff": SpotRetryPolicy(max_attempts=2, backoff_initial_seconds=4),
 }
 POLL = 0.3
 
@@ -81,7 +83,7 @@ class _DiesAfterCreating(SageMakerSpotTrainingOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         if context["ti"].try_number == 1:
-            self._driver(context).advance()  # creates attempt 1
+            self._runner(context).launch()  # creates attempt 1
             raise RuntimeError("worker lost right after CreateTrainingJob")
         return super().execute(context)
 

@@ -1,0 +1,125 @@
+"""Following one training job: the pure step, and the poll loop built on it.
+
+:func:`follow_step` is the one place that decides what is new in a job's description: given the
+report and a :class:`~airflow_spot_provider.position.Position` it returns the transitions to
+log, the outcome and the new position, without I/O. :func:`follow_job` polls a job to its end
+with it (describe, log what is new, relay CloudWatch lines, sleep), as a generator of effects
+that the worker (:class:`~airflow_spot_provider.hooks.jobs.SyncJobs`) and the trigger
+(:class:`~airflow_spot_provider.hooks.jobs.AsyncJobs`) carry out alike.
+
+How transitions reach the task log (what a user reads in the UI, task log and trigger logs
+merged): a transition is written as ``<job>: <Status> at <start> - <message>``
+(:func:`transition_line`) by the task's own process only, once, into the task log, which the
+task's process appends to across deferrals. A deferred task's worker writes, when it resumes, the
+transitions of the ended attempt that it had not written before deferring. The trigger writes
+``[live] <job> is <Status> ...`` lines (:func:`live_line`) into its own log file: progress to
+watch while deferred, which the triggerer may overwrite (it opens a trigger's file with "wb", one
+file per triggerer job id, so a second deferral of the same try on the same triggerer replaces
+the first's, while a restarted triggerer writes a new file). So the task log holds each
+transition of every attempt exactly once, whatever the triggerer did with its files; the
+training job's CloudWatch lines relayed by a trigger (``print_log``) are in that trigger's file
+only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from airflow_spot_provider.hooks.job_calls import Ops, Save, Say, Sleep, describe_job, new_log_lines
+from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport, Transition
+from airflow_spot_provider.position import Position
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What one look at a job found.
+
+    :param transitions: the transitions to log (new ones, or the open one whose message changed).
+    :param outcome: how the job ended; None while it runs.
+    :param position: the position once they are logged.
+    """
+
+    transitions: tuple[Transition, ...]
+    outcome: JobOutcome | None
+    position: Position
+
+
+def follow_step(report: SpotJobReport, position: Position) -> Followed:
+    """What is new in a job's report since a position. Pure.
+
+    :param report: the job's latest report.
+    :param position: what has been logged of the job.
+    """
+    done = min(position.transitions, len(report.transitions))
+    seen, new = report.transitions[:done], report.transitions[done:]
+    revision = 0 if new else position.revision
+    if not new and seen and seen[-1].message != position.message:
+        new, revision = (seen[-1],), revision + 1
+    after = replace(
+        position,
+        transitions=max(position.transitions, len(report.transitions)),
+        revision=revision,
+        message=report.transitions[-1].message if report.transitions else position.message,
+    )
+    return Followed(tuple(new), report.outcome, after)
+
+
+def transition_line(job_name: str, transition: Transition) -> str:
+    """The task log's line for a transition: job, status, start time, SageMaker's message.
+
+    :param job_name: the job.
+    :param transition: the transition.
+    """
+    start = transition.start.isoformat() if transition.start else "-"
+    message = f" - {transition.message}" if transition.message else ""
+    return f"{job_name}: {transition.status.value} at {start}{message}"
+
+
+def live_line(job_name: str, transition: Transition) -> str:
+    """A trigger's progress line for a transition (the task log gets :func:`transition_line`).
+
+    :param job_name: the job.
+    :param transition: the transition.
+    """
+    start = transition.start.isoformat() if transition.start else "-"
+    message = f" - {transition.message}" if transition.message else ""
+    return f"[live] {job_name} is {transition.status.value} since {start}{message}"
+
+
+def follow_job(
+    position: Position,
+    *,
+    poll_interval: float,
+    print_log: bool,
+    wait_first: bool,
+    line: Callable[[str, Transition], str] = transition_line,
+) -> Ops[tuple[dict[str, Any], Position]]:
+    """Poll a job until it ends; its final description and position.
+
+    :param position: where to start (the job is ``position.job_name``).
+    :param poll_interval: seconds between two describes.
+    :param print_log: relay the job's CloudWatch lines.
+    :param wait_first: wait one interval before the first describe (a job just created): one
+        DescribeTrainingJob per poll interval, not one more per attempt.
+    :param line: how a transition is written (:func:`transition_line` or :func:`live_line`).
+    """
+    job_name = position.job_name
+    if wait_first and position.transitions == 0:
+        yield Sleep(poll_interval)
+    while True:
+        describe = yield from describe_job(job_name)
+        step = follow_step(SpotJobReport.from_describe(describe), position)
+        for transition in step.transitions:
+            yield Say(line(job_name, transition))
+        before, position = position, step.position
+        if print_log:
+            lines, position = yield from new_log_lines(position)
+            for stream, text in lines:
+                yield Say(f"[{stream.rsplit('/', 1)[-1]}] {text}")
+        if position != before:
+            yield Save(position)
+        if step.outcome is not None:
+            return describe, position
+        yield Sleep(poll_interval)
