@@ -52,17 +52,15 @@ def follow_step(report: SpotJobReport, position: Position) -> Followed:
     :param report: the job's latest report.
     :param position: what has been logged of the job.
     """
-    done = min(position.transitions, len(report.transitions))
-    seen, new = report.transitions[:done], report.transitions[done:]
+    count = len(report.transitions)
+    if count < position.transitions or not report.transitions:
+        return Followed((), report.outcome, position)  # a stale description: nothing new
+    new = report.transitions[position.transitions :]
     revision = 0 if new else position.revision
-    if not new and seen and seen[-1].message != position.message:
-        new, revision = (seen[-1],), revision + 1
-    after = replace(
-        position,
-        transitions=max(position.transitions, len(report.transitions)),
-        revision=revision,
-        message=report.transitions[-1].message if report.transitions else position.message,
-    )
+    if not new and report.transitions[-1].message != position.message:
+        new, revision = report.transitions[-1:], revision + 1  # the open one's message changed
+    message = report.transitions[-1].message
+    after = replace(position, transitions=count, revision=revision, message=message)
     return Followed(tuple(new), report.outcome, after)
 
 

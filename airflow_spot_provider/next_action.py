@@ -172,5 +172,9 @@ def next_action(
     submitted = {**decision.changes.apply(request), "TrainingJobName": name}
     # The backoff counts from the end of the last attempt: a resumed follower waits what is left.
     ended = last.end_time or last.creation_time or now
-    not_before = ended + timedelta(seconds=decision.delay_seconds)
+    try:
+        not_before = ended + timedelta(seconds=decision.delay_seconds)
+    except OverflowError:
+        reason = f"{decision.reason}; but a {decision.delay_seconds:.1f} s backoff ends past 9999"
+        return GiveUp(reason, last.outcome, reports)
     return Submit(name, decision.attempt, submitted, not_before)

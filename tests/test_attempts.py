@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,19 +15,15 @@ from botocore.model import StructureShape
 from botocore.validate import validate_parameters
 
 from airflow_spot_provider.attempts import (
-    FollowState,
     _echoed_request_fields,
     attempt_name,
     attempts_in,
     chain_base,
+    chain_filter,
     request_from_describe,
 )
-from airflow_spot_provider.lifecycle import (
-    SecondaryStatus,
-    SpotJobReport,
-    TrainingJobStatus,
-    Transition,
-)
+from airflow_spot_provider.job_names import attempt_job_name
+from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -227,8 +222,21 @@ def test_attempt_name() -> None:
     assert attempt_name("train-a2", 2) == "train-a2-a2"
     longest = "x" * 60
     assert attempt_name(longest, 9) == f"{longest}-a9"  # exactly 63 characters
-    with pytest.raises(ValueError, match="longer than 63"):
-        attempt_name(longest, 10)
+    assert attempt_name("x" * 57 + "-a1", 2) == "x" * 57 + "-a2"
+
+
+def test_long_names_are_hashed_by_the_one_job_name_function_and_still_form_a_chain() -> None:
+    base = "churn-model-" + "x" * 48  # 60 characters: attempt 10 does not fit as <base>-a10
+    first = attempt_job_name(base, 1)
+    names = [attempt_name(first, n) for n in range(1, 13)]
+    assert names[1] == attempt_job_name(base, 2)
+    assert all(len(n) <= 63 for n in names) and len(set(names)) == len(names)
+    assert names[9] != f"{base}-a10" and names[9].endswith("-a10")  # hashed, never raised
+    assert attempts_in(reversed(names), first) == names
+    assert all(chain_filter(first) in n for n in names)
+    assert chain_filter(first).startswith("churn-model-")
+    assert chain_filter("train-a1") == "train-a"
+    assert chain_filter("train") == "train"
 
 
 def test_attempts_in_follows_the_chain_and_stops_at_a_gap() -> None:
@@ -239,52 +247,3 @@ def test_attempts_in_follows_the_chain_and_stops_at_a_gap() -> None:
     assert attempts_in([], "train-a1") == []
     # A user-named first job: its attempts share its name as base.
     assert attempts_in(["train", "train-a2", "train-a4"], "train") == ["train", "train-a2"]
-
-
-# --- FollowState ----------------------------------------------------------------------------------
-
-
-def test_follow_state_json_round_trip() -> None:
-    state = FollowState(
-        job_name="train-a2",
-        transitions=4,
-        log_tokens={"train-a2/algo-1-1700000000": "f/3855434", "train-a2/algo-2": "f/1"},
-    )
-    data = json.loads(json.dumps(state.to_json()))
-    again = FollowState.from_json(data)
-    assert again == state
-    assert again.to_json() == state.to_json()
-    dumped = state.to_json()
-    dumped["log_tokens"]["train-a2/algo-2"] = "f/2"
-    assert state.log_tokens["train-a2/algo-2"] == "f/1"  # to_json gives a copy
-
-
-def test_follow_state_from_json_defaults() -> None:
-    assert FollowState.from_json({"job_name": "train-a1"}) == FollowState(job_name="train-a1")
-    empty = FollowState(job_name="train-a1")
-    assert empty.transitions == 0 and empty.log_tokens == {}
-    assert FollowState.from_json(json.loads(json.dumps(empty.to_json()))) == empty
-
-
-def _report(*messages: str) -> SpotJobReport:
-    transitions = tuple(
-        Transition(SecondaryStatus.STARTING, None, None, message) for message in messages
-    )
-    return SpotJobReport(
-        job_name="j",
-        status=TrainingJobStatus.IN_PROGRESS,
-        secondary_status=None,
-        outcome=None,
-        transitions=transitions,
-    )
-
-
-def test_follow_state_logs_a_changed_message_of_the_open_transition_once() -> None:
-    state = FollowState("j")
-    assert [t.message for t in state.take_new(_report("Preparing"))] == ["Preparing"]
-    assert state.take_new(_report("Preparing")) == []
-    retrying = "Insufficient capacity error from EC2 while launching instances, retrying!"
-    assert [t.message for t in state.take_new(_report(retrying))] == [retrying]
-    assert state.take_new(_report(retrying)) == []
-    again = FollowState.from_json(state.to_json())
-    assert again.take_new(_report(retrying)) == []

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from airflow_spot_provider.operators.driver import SpotTrainingDriver
 
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
@@ -14,7 +15,6 @@ from airflow_spot_provider.exceptions import SpotRequestValidationError, SpotTra
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.job_names import task_job_base_name
 from airflow_spot_provider.lifecycle import JobOutcome, TrainingJobStatus
-from airflow_spot_provider.operators.driver import SpotTrainingDriver
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.retry import SpotRetryPolicy

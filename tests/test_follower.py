@@ -1,0 +1,160 @@
+"""The follower's pure step, and its operations as generators (run here on scripted answers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_spot_provider.follower import (
+    follow_job,
+    follow_step,
+    live_line,
+    transition_line,
+)
+from airflow_spot_provider.hooks.errors import ApiCallError
+from airflow_spot_provider.hooks.job_calls import (
+    Call,
+    Ops,
+    Save,
+    Say,
+    Sleep,
+    create_job,
+    new_log_lines,
+)
+from airflow_spot_provider.lifecycle import (
+    JobOutcome,
+    SecondaryStatus,
+    SpotJobReport,
+    TrainingJobStatus,
+    Transition,
+)
+from airflow_spot_provider.position import Position, StreamMark
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _report(
+    *messages: str, status: TrainingJobStatus = TrainingJobStatus.IN_PROGRESS
+) -> SpotJobReport:
+    transitions = tuple(Transition(SecondaryStatus.STARTING, T0, None, m) for m in messages)
+    return SpotJobReport(
+        job_name="j", status=status, secondary_status=None, outcome=None, transitions=transitions
+    )
+
+
+def test_step_logs_new_transitions_and_a_changed_message_of_the_open_one_once() -> None:
+    position = Position("j")
+    step = follow_step(_report("Preparing"), position)
+    assert [t.message for t in step.transitions] == ["Preparing"]
+    assert step.outcome is None
+    assert follow_step(_report("Preparing"), step.position).transitions == ()
+    retrying = "Insufficient capacity error from EC2 while launching instances, retrying!"
+    changed = follow_step(_report(retrying), step.position)
+    assert [t.message for t in changed.transitions] == [retrying]
+    assert changed.position.revision == 1
+    assert follow_step(_report(retrying), changed.position).transitions == ()
+    again = Position.from_json(changed.position.to_json())
+    assert follow_step(_report(retrying), again).transitions == ()
+    moved = follow_step(_report(retrying, "Downloading"), changed.position)
+    assert [t.message for t in moved.transitions] == ["Downloading"]
+    assert (moved.position.transitions, moved.position.revision) == (2, 0)
+
+
+def test_step_never_goes_back_on_a_stale_description() -> None:
+    position = Position("j", transitions=3, message="x")
+    step = follow_step(_report("a"), position)
+    assert step.transitions == () and step.position.transitions == 3
+
+
+def test_task_log_and_live_lines_differ() -> None:
+    transition = Transition(SecondaryStatus.TRAINING, T0, None, "Training in progress")
+    assert transition_line("j-a1", transition) == (
+        "j-a1: Training at 2026-01-01T00:00:00+00:00 - Training in progress"
+    )
+    live = live_line("j-a1", transition)
+    assert live.startswith("[live] j-a1 is Training")
+    assert "j-a1: " not in live  # never counted as the task log's line
+
+
+def run(ops: Ops[Any], answer: Callable[[Call], Any]) -> tuple[Any, list[Any]]:
+    """Carry out an operation with scripted answers; its result and every effect."""
+    effects: list[Any] = []
+    reply: Any = None
+    error: ApiCallError | None = None
+    while True:
+        try:
+            effect = ops.throw(error) if error else ops.send(reply)
+        except StopIteration as done:
+            return done.value, effects
+        effects.append(effect)
+        reply, error = None, None
+        if isinstance(effect, Call):
+            try:
+                reply = answer(effect)
+            except ApiCallError as raised:
+                error = raised
+
+
+def test_log_pages_are_read_until_the_token_repeats_and_counted() -> None:
+    pages = {
+        None: {"events": [{"message": "1\n"}, {"message": "2"}], "nextForwardToken": "t2"},
+        "t2": {"events": [{"message": "3"}], "nextForwardToken": "t3"},
+        "t3": {"events": [], "nextForwardToken": "t3"},
+    }
+
+    def answer(call: Call) -> Any:
+        if call.operation == "describe_log_streams":
+            return {"logStreams": [{"logStreamName": "j/algo-1-1"}]}
+        return pages[call.kwargs.get("nextToken")]
+
+    (lines, position), _ = run(new_log_lines(Position("j")), answer)
+    assert lines == [("j/algo-1-1", "1"), ("j/algo-1-1", "2"), ("j/algo-1-1", "3")]
+    assert position.streams["j/algo-1-1"] == StreamMark("t3", 3)
+    (again, same), _ = run(new_log_lines(position), answer)
+    assert again == [] and same == position
+
+
+def test_a_failed_log_read_is_said_not_raised() -> None:
+    def answer(call: Call) -> Any:
+        raise ApiCallError("AccessDeniedException", "no", transient=False)
+
+    (lines, position), effects = run(new_log_lines(Position("j")), answer)
+    assert lines == [] and position == Position("j")
+    assert [e.level for e in effects if isinstance(e, Say)] == ["warning"]
+
+
+def test_create_attaches_when_the_name_is_taken() -> None:
+    def taken(call: Call) -> Any:
+        raise ApiCallError("ResourceInUse", "exists", transient=False)
+
+    assert run(create_job({"TrainingJobName": "j"}), taken)[0] is False
+    assert run(create_job({"TrainingJobName": "j"}), lambda call: {})[0] is True
+
+
+def test_follow_job_polls_to_the_end_logging_each_transition_once() -> None:
+    statuses = [
+        ("InProgress", ["Starting"]),
+        ("InProgress", ["Starting", "Downloading"]),
+        ("InProgress", ["Starting", "Downloading"]),
+        ("Completed", ["Starting", "Downloading", "Training", "Uploading", "Completed"]),
+    ]
+    answers = iter(statuses)
+
+    def answer(call: Call) -> Any:
+        status, secondaries = next(answers)
+        return {
+            "TrainingJobName": "j",
+            "TrainingJobStatus": status,
+            "SecondaryStatus": secondaries[-1],
+            "SecondaryStatusTransitions": [{"Status": s, "StartTime": T0} for s in secondaries],
+        }
+
+    flow = follow_job(Position("j"), poll_interval=5, print_log=False, wait_first=True)
+    (describe, position), effects = run(flow, answer)
+    said = [e.line.split(" ")[1] for e in effects if isinstance(e, Say)]
+    assert said == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert effects[0] == Sleep(5)  # a job just created: one describe per poll interval
+    assert sum(isinstance(e, Save) for e in effects) == 3  # only when something was new
+    assert SpotJobReport.from_describe(describe).outcome is JobOutcome.COMPLETED
+    assert position.transitions == 5
