@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,15 +20,19 @@ import psutil
 import pytest
 import structlog
 import structlog.testing
+from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
 from airflow.sdk.execution_time.supervisor import (
     InProcessSupervisorComms,
     InProcessTestSupervisor,
     set_supervisor_comms,
 )
 
+from airflow_spot_provider import position_store
 from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.events import JobEnded, event_from_json
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
 from tests.e2e.conftest import BUCKET, synthetic_config
@@ -46,6 +51,9 @@ def supervisor_comms() -> Iterator[None]:
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
     with set_supervisor_comms(supervisor.comms):
+        # The first Variable call of a process starts the in-process API (about 20 s here):
+        # pay it before a test times a trigger against a running job.
+        position_store.load(position_store.VARIABLE_PREFIX + "warm-up")
         yield
 
 
@@ -71,13 +79,13 @@ async def first_event(trigger: SageMakerSpotTrainingTrigger) -> dict[str, Any]:
 
 
 def test_serialize_round_trip() -> None:
-    trigger = trigger_for("job-a1", follow={"job_name": "job-a1", "transitions": 3})
+    trigger = trigger_for("job-a1", position={"job_name": "job-a1", "transitions": 3})
     classpath, kwargs = trigger.serialize()
     assert json.loads(json.dumps(kwargs)) == kwargs
     module, _, cls = classpath.rpartition(".")
     again = getattr(__import__(module, fromlist=[cls]), cls)(**kwargs)
     assert again.serialize() == (classpath, kwargs)
-    assert kwargs["follow"]["transitions"] == 3
+    assert kwargs["position"]["transitions"] == 3
 
 
 @pytest.mark.parametrize(
@@ -86,6 +94,7 @@ def test_serialize_round_trip() -> None:
         {"job_name": ""},
         {"job_name": "j", "poll_interval": 0},
         {"job_name": "j", "max_error_polls": 0},
+        {"job_name": "j", "position": {"job_name": "k"}},
     ],
 )
 def test_invalid_arguments_are_refused(kwargs: dict[str, Any]) -> None:
@@ -97,15 +106,22 @@ def test_fires_once_with_the_report(emulator: SpotEmulator, sm: Any, name: str) 
     create_job(sm, name, train_seconds=1.0)
     with supervisor_comms():
         event = asyncio.run(first_event(trigger_for(name)))
-    assert event["status"] == "done"
-    assert event["report"]["outcome"] == "COMPLETED"
-    assert event["follow"]["transitions"] == 5
+    ended = event_from_json(event)
+    assert isinstance(ended, JobEnded)
+    assert ended.report.outcome is not None and ended.report.outcome.value == "COMPLETED"
+    assert ended.position.transitions == 5
 
 
 def _logged(captured: list[dict[str, Any]], name: str) -> list[str]:
-    """The transition lines a trigger logged (it logs through structlog, as Airflow's do)."""
+    """The progress lines a trigger logged (it logs through structlog, as Airflow's do)."""
     lines = [str(entry.get("event", "")) for entry in captured]
-    return [line for line in lines if line.startswith(f"{name}: ")]
+    return [line for line in lines if line.startswith(f"[live] {name} is ")]
+
+
+def _relayed(captured: list[dict[str, Any]]) -> list[str]:
+    """The CloudWatch lines a trigger relayed."""
+    lines = [str(entry.get("event", "")) for entry in captured]
+    return [line for line in lines if line.startswith("[algo-1-")]
 
 
 def test_restart_neither_repeats_nor_loses_transitions(
@@ -134,9 +150,10 @@ def test_restart_neither_repeats_nor_loses_transitions(
         event = asyncio.run(
             first_event(SageMakerSpotTrainingTrigger(**kwargs))
         )  # re-created from its kwargs
-    assert event["report"]["outcome"] == "COMPLETED"
-    statuses = [line.split(" ")[1] for line in _logged(captured, name)]
-    expected = [t["status"] for t in event["report"]["transitions"]]
+    ended = event_from_json(event)
+    assert isinstance(ended, JobEnded) and ended.report.outcome is not None
+    statuses = [line.split(" ")[3] for line in _logged(captured, name)]
+    expected = [t.status.value for t in ended.report.transitions]
     assert statuses == expected  # each transition once, in order
     assert S.INTERRUPTED in statuses
 
@@ -181,4 +198,109 @@ def test_print_log_relays_the_training_log_once(emulator: SpotEmulator, sm: Any,
     log_lines = [line for line in lines if line.startswith("[algo-1-")]
     assert log_lines, "no training log line relayed"
     assert len(log_lines) == len(set(log_lines))  # each line once
-    assert event["follow"]["log_tokens"]  # the position travels with the event
+    assert event["position"]["streams"]  # the position travels with the event
+
+
+def _wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_restart_in_a_long_phase_relays_no_cloudwatch_line_twice(
+    emulator: SpotEmulator, sm: Any, name: str
+) -> None:
+    # Bug 4: deferred while Training, the trigger's kwargs and the Variable it saved hold the
+    # same transition count; only the CloudWatch marks differ. The restart must take the later.
+    create_job(sm, name, train_seconds=4.0)
+    _wait_until(
+        lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == S.TRAINING
+    )
+    seen = len(sm.describe_training_job(TrainingJobName=name)["SecondaryStatusTransitions"])
+    position = Position(name, transitions=seen).to_json()  # what the task logged before deferring
+    _, kwargs = trigger_for(name, print_log=True, position=position).serialize()
+
+    async def run_until_restart() -> None:
+        task = asyncio.ensure_future(first_event(SageMakerSpotTrainingTrigger(**kwargs)))
+        deadline = time.monotonic() + 20
+        while len(_relayed(captured)) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()  # the triggerer goes away (no user action): the job keeps running
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        asyncio.run(run_until_restart())
+        before = len(_relayed(captured))
+        saved = position_store.load_position(name)
+        assert saved is not None and saved.transitions == seen  # the same count as the kwargs
+        event = asyncio.run(first_event(SageMakerSpotTrainingTrigger(**kwargs)))
+        assert position_store.load_position(name) is None  # gone once the trigger fired
+    assert event["status"] == "done"
+    relayed = _relayed(captured)
+    assert before >= 3 and len(relayed) > before
+    assert len(relayed) == len(set(relayed)), "a CloudWatch line was relayed twice"
+    steps = [line.split(" ")[-1] for line in relayed if " step " in line]
+    assert steps == [f"{n}/16" for n in range(1, 17)]  # each step once, none lost
+
+
+async def run_like_the_triggerer(trigger: SageMakerSpotTrainingTrigger) -> None:
+    """What Airflow 3.3's ``TriggerRunner.run_trigger`` does with a cancelled trigger.
+
+    (``airflow/jobs/triggerer_job_runner.py``): ``on_kill`` only if the ``CancelledError`` still
+    carries the user-action message, then the error propagates.
+    """
+    try:
+        async for _ in trigger.run():
+            pass
+    except asyncio.CancelledError as error:
+        if error.args and error.args[0] == _USER_ACTION_CANCEL_MSG:
+            await trigger.on_kill()
+        raise
+
+
+@pytest.mark.parametrize("call", ["load_position", "save_position"])
+def test_user_action_while_awaiting_an_off_loop_call_stops_the_job(
+    emulator: SpotEmulator, sm: Any, name: str, call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bug 1: the triggerer cancels a trigger's task with a message when a user marks the task
+    # failed; a trigger that loses the message while awaiting a blocking call never gets on_kill.
+    create_job(sm, name, train_seconds=60.0)
+    entered, release = threading.Event(), threading.Event()
+    blocking = getattr(position_store, call)
+
+    def held(*args: Any) -> Any:  # the Variable call in flight when the user acts
+        entered.set()
+        release.wait(20)
+        return blocking(*args)
+
+    monkeypatch.setattr(position_store, call, held)
+
+    async def mark_failed_mid_call() -> BaseException:
+        task = asyncio.ensure_future(run_like_the_triggerer(trigger_for(name)))
+        assert await asyncio.to_thread(entered.wait, 30), f"{call} was never awaited"
+        task.cancel(msg=_USER_ACTION_CANCEL_MSG)
+        release.set()
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        return cancelled.value
+
+    with supervisor_comms():
+        error = asyncio.run(mark_failed_mid_call())
+    assert error.args == (_USER_ACTION_CANCEL_MSG,)
+    _wait_until(
+        lambda: (
+            sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+            == TrainingJobStatus.STOPPED
+        )
+    )
+
+
+def test_error_event_leaves_no_variable_behind(emulator: SpotEmulator) -> None:
+    # Bug 4b: a position an earlier trigger of this job saved must go with the error event.
+    with supervisor_comms():
+        position_store.save_position(Position("no-such-job-4b", transitions=2))
+        event = asyncio.run(first_event(trigger_for("no-such-job-4b", max_error_polls=1)))
+        assert event["status"] == "error"
+        assert position_store.load_position("no-such-job-4b") is None
