@@ -1,5 +1,9 @@
 """Typed trigger events, the state a deferred task carries, and the task results (JSON round trip).
 
+A deferred task's :class:`ChainState` travels inside its trigger (kwarg ``carry``) and comes
+back in the trigger's event: ``dag.test()`` drops a deferral's own kwargs when an event arrives,
+and the event is the one channel every runner of a trigger keeps.
+
 Job names mean the same in every mode: ``job_name`` (and ``first_job_name``) is the chain's first
 job, its identity (the XCom key ``job_name`` too, which a sensor in another task follows);
 ``latest_job_name`` is the chain's latest job, the one the ARN, the outcome and the model are of.
@@ -18,6 +22,7 @@ from airflow_spot_provider.summary import summarize_attempts
 
 EVENT_DONE = "done"
 EVENT_ERROR = "error"
+EVENT_WAITED = "waited"
 
 
 @dataclass(frozen=True)
@@ -27,11 +32,13 @@ class JobEnded:
     :param job_name: the job.
     :param describe: its final DescribeTrainingJob (plain JSON), so it is not described again.
     :param position: what the trigger logged of it.
+    :param state: the task's :class:`ChainState` JSON, handed back as the trigger got it.
     """
 
     job_name: str
     describe: Mapping[str, Any]
     position: Position
+    state: Mapping[str, Any] | None = None
 
     @property
     def report(self) -> SpotJobReport:
@@ -45,6 +52,7 @@ class JobEnded:
             "job_name": self.job_name,
             "describe": json_safe(dict(self.describe)),
             "position": self.position.to_json(),
+            "state": self.state,
         }
 
 
@@ -55,11 +63,13 @@ class FollowFailed:
     :param job_name: the job.
     :param code: the AWS error code.
     :param message: the AWS error message.
+    :param state: the task's :class:`ChainState` JSON, handed back as the trigger got it.
     """
 
     job_name: str
     code: str
     message: str
+    state: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (the event's payload)."""
@@ -68,10 +78,25 @@ class FollowFailed:
             "job_name": self.job_name,
             "code": self.code,
             "message": self.message,
+            "state": self.state,
         }
 
 
-TriggerEvent: TypeAlias = JobEnded | FollowFailed
+@dataclass(frozen=True)
+class BackoffEnded:
+    """A backoff trigger's event: the wait before a resubmission is over.
+
+    :param state: the task's :class:`ChainState` JSON, handed back as the trigger got it.
+    """
+
+    state: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (the event's payload)."""
+        return {"status": EVENT_WAITED, "state": self.state}
+
+
+TriggerEvent: TypeAlias = JobEnded | FollowFailed | BackoffEnded
 
 
 def event_from_json(data: Mapping[str, Any]) -> TriggerEvent:
@@ -80,14 +105,19 @@ def event_from_json(data: Mapping[str, Any]) -> TriggerEvent:
     :param data: the payload.
     :raises ValueError: on a payload that is neither.
     """
+    state = data.get("state")
     if data.get("status") == EVENT_DONE:
         return JobEnded(
             job_name=str(data["job_name"]),
             describe=dict(data["describe"]),
             position=Position.from_json(data["position"]),
+            state=state,
         )
     if data.get("status") == EVENT_ERROR:
-        return FollowFailed(str(data["job_name"]), str(data["code"]), str(data["message"]))
+        code, message = str(data["code"]), str(data["message"])
+        return FollowFailed(str(data["job_name"]), code, message, state)
+    if data.get("status") == EVENT_WAITED:
+        return BackoffEnded(state)
     raise ValueError(f"not a spot training trigger event: {dict(data)!r}")
 
 

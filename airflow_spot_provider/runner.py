@@ -21,6 +21,7 @@ from airflow_spot_provider.events import (
     ChainState,
     ChainSummary,
     FollowFailed,
+    JobEnded,
     LaunchResult,
     TriggerEvent,
 )
@@ -261,7 +262,8 @@ class ChainRunner:
         if isinstance(event, FollowFailed):
             self.forget()
             raise SpotApiError(event.code, event.message, event.job_name)
-        self.state.ended[event.job_name] = dict(event.describe)
+        if isinstance(event, JobEnded):
+            self.state.ended[event.job_name] = dict(event.describe)
 
     def stop_running(self) -> None:
         """Stop every job of the chain still in progress (the task is being killed)."""

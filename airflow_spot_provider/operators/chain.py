@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow_spot_provider.events import ChainState, event_from_json
@@ -51,21 +51,19 @@ class DeferredMode:
             position=runner.state.position(job_name).to_json(),
             print_log=runner.print_log,
             wait_first=just_created,
+            carry=runner.state.to_json(),
         )
-        self._defer(trigger, runner)
+        self._defer(trigger)
 
     def wait(self, runner: ChainRunner, seconds: float) -> None:
         """Defer on the backoff."""
-        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow_spot_provider.triggers.spot_training import SpotBackoffTrigger
 
-        self._defer(TimeDeltaTrigger(timedelta(seconds=seconds)), runner)
+        until = datetime.now(UTC) + timedelta(seconds=seconds)
+        self._defer(SpotBackoffTrigger(until=until.isoformat(), carry=runner.state.to_json()))
 
-    def _defer(self, trigger: Any, runner: ChainRunner) -> None:
-        cast(Any, self.task).defer(
-            trigger=trigger,
-            method_name="execute_complete",
-            kwargs={"state": runner.state.to_json()},
-        )
+    def _defer(self, trigger: Any) -> None:
+        cast(Any, self.task).defer(trigger=trigger, method_name="execute_complete")
 
 
 class SpotChainMixin:
@@ -97,20 +95,17 @@ class SpotChainMixin:
         return result
 
     def execute_complete(
-        self,
-        context: Context,
-        event: Mapping[str, Any] | None = None,
-        state: Mapping[str, Any] | None = None,
+        self, context: Context, event: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Resume after a trigger fired: take the job's end, then carry on with the chain.
+        """Resume after a trigger fired: take its event, then carry on with the chain.
 
         :param context: the task context.
-        :param event: the follow trigger's event (a timestamp after a backoff wait).
-        :param state: the chain's state when the task deferred.
+        :param event: the trigger's event (:mod:`airflow_spot_provider.events`), which hands the
+            chain's state back.
         """
-        runner = self._runner(context, ChainState.from_json(state))
-        if isinstance(event, Mapping):
-            runner.take_event(event_from_json(event))
+        fired = event_from_json(event or {})
+        runner = self._runner(context, ChainState.from_json(fired.state))
+        runner.take_event(fired)
         return self._run_chain(runner)
 
     def on_kill(self) -> None:

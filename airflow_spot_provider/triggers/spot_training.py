@@ -1,15 +1,16 @@
-"""Deferrable following of a spot training job in the triggerer."""
+"""The triggers of a deferred spot training task: following a job, waiting out a backoff."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_spot_provider import position_store
-from airflow_spot_provider.events import FollowFailed, JobEnded
+from airflow_spot_provider.events import BackoffEnded, FollowFailed, JobEnded
 from airflow_spot_provider.exceptions import SpotApiError
 from airflow_spot_provider.follower import follow_job, live_line
 from airflow_spot_provider.hooks.errors import ApiRetryRule
@@ -39,6 +40,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     :param stop_on_kill: stop the job when a user kills the deferred task.
     :param print_log: also relay the training job's CloudWatch lines.
     :param wait_first: wait one poll interval before the first describe (a job just created).
+    :param carry: the task's state, handed back untouched in the event.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         stop_on_kill: bool = True,
         print_log: bool = False,
         wait_first: bool = False,
+        carry: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # Validated here: these values cross a serialization boundary into another process.
@@ -74,6 +77,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         self.stop_on_kill = stop_on_kill
         self.print_log = print_log
         self.wait_first = wait_first
+        self.carry = carry
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and kwargs, enough to re-create the trigger after a restart."""
@@ -89,6 +93,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "stop_on_kill": self.stop_on_kill,
                 "print_log": self.print_log,
                 "wait_first": self.wait_first,
+                "carry": self.carry,
             },
         )
 
@@ -118,11 +123,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 )
         except SpotApiError as error:
             await self._forget()
-            event = FollowFailed(self.job_name, error.code, error.message)
+            event = FollowFailed(self.job_name, error.code, error.message, self.carry)
             yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
             return
         await self._forget()  # the position travels with the event from here on
-        ended = JobEnded(self.job_name, describe, position)
+        ended = JobEnded(self.job_name, describe, position, self.carry)
         yield TriggerEvent(ended.to_json())  # type: ignore[no-untyped-call]
 
     async def _forget(self) -> None:
@@ -142,3 +147,32 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 self.job_name,
             )
         await self._forget()
+
+
+class SpotBackoffTrigger(BaseTrigger):
+    """Wait until a resubmission's backoff is over, then hand the task its state back.
+
+    :param until: when the backoff ends (ISO-8601, aware).
+    :param carry: the task's state, handed back untouched in the event.
+    """
+
+    def __init__(self, *, until: str, carry: dict[str, Any] | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        moment = datetime.fromisoformat(until)
+        if moment.tzinfo is None:
+            raise ValueError(f"until={until!r}: must carry a time zone")
+        self.until = moment
+        self.carry = carry
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and kwargs."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"until": self.until.isoformat(), "carry": self.carry},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Sleep until the moment, then fire."""
+        while (left := (self.until - datetime.now(UTC)).total_seconds()) > 0:
+            await asyncio.sleep(min(left, 60.0))
+        yield TriggerEvent(BackoffEnded(self.carry).to_json())  # type: ignore[no-untyped-call]

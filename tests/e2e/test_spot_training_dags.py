@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
 from airflow_spot_provider.position_store import VARIABLE_PREFIX
 from tests.conftest import DAGS_FOLDER, E2E_DAGS_FOLDER
 from tests.e2e.conftest import BUCKET, synthetic_config, trainer_config
@@ -54,7 +56,7 @@ def task_state(run: Any, task_id: str, map_index: int = -1) -> str:
     return str(run.get_task_instance(task_id, map_index=map_index).state)
 
 
-def xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
+def xcom(run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
     with create_session() as session:
         row = session.scalar(
             select(XComModel).where(
@@ -62,7 +64,7 @@ def xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
                 XComModel.run_id == run.run_id,
                 XComModel.task_id == task_id,
                 XComModel.map_index == map_index,
-                XComModel.key == "return_value",
+                XComModel.key == key,
             )
         )
         assert row is not None, f"no XCom of {task_id}"
@@ -208,6 +210,12 @@ def test_max_wait_is_resubmitted_and_resumes_from_checkpoint(
     assert len(jobs) == len(outcomes)
     assert {j["CheckpointConfig"]["S3Uri"] for j in jobs} == {f"s3://{BUCKET}/checkpoints/{name}/"}
     assert _model_bytes(emulator, summary["model_artifact_uri"]) == expected
+    # Names mean the same in every mode; the console link opens the latest job (bug 5).
+    assert summary["job_name"] == summary["first_job_name"] == jobs[0]["TrainingJobName"]
+    assert summary["latest_job_name"] == jobs[-1]["TrainingJobName"]
+    assert xcom(run, "train", key="job_name") == jobs[0]["TrainingJobName"]
+    link = xcom(run, "train", key=SageMakerSpotTrainingJobLink.key)
+    assert link["job_name"] == jobs[-1]["TrainingJobName"]
 
 
 def test_exhausted_policy_fails_with_every_attempt(
@@ -223,6 +231,38 @@ def test_exhausted_policy_fails_with_every_attempt(
     jobs = jobs_named(sm, name)
     assert len(jobs) == 3  # the policy's budget, no more
     assert all(j["SecondaryStatus"] == S.MAX_WAIT_TIME_EXCEEDED for j in jobs)
+
+
+@pytest.mark.parametrize("mode", ["deferred", "worker"])
+def test_backoff_longer_than_the_hand_back_logs_nothing_twice(
+    emulator: SpotEmulator, sm: Any, name: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bug 3: max_run = max_wait = 5, two attempts 4 s apart, no capacity: the task waits out the
+    # backoff (deferred: on a TimeDeltaTrigger) and must not log attempt 1 again when it resumes.
+    config = synthetic_config(1.0)
+    config["ResourceConfig"]["InstanceType"] = "ml.c5.18xlarge"
+    emulator.admin.load_scenario(
+        [{"no_capacity": {"instance_type": "ml.c5.18xlarge"}}], replace=True
+    )
+    with (
+        structlog.testing.capture_logs() as captured,
+        caplog.at_level(logging.INFO, logger="airflow_spot_provider.retry"),
+    ):
+        run = run_dag(f"e2e_backoff_{mode}", spot_conf(name, config, 5, 5))
+    assert run.state == DagRunState.FAILED
+    jobs = jobs_named(sm, name)
+    assert len(jobs) == 2
+    lines = [str(e.get("event", "")) for e in captured]
+    for job in jobs:
+        job_name = job["TrainingJobName"]
+        written = [line for line in lines if line.startswith(f"{job_name}: ")]
+        assert len(written) == len(set(written)) == len(job["SecondaryStatusTransitions"])
+    ended = [line.split(":")[0] for line in lines if line.startswith("Attempt ")]
+    assert ended == ["Attempt 1 ended", "Attempt 2 ended"]
+    decisions = [r for r in caplog.records if r.getMessage().startswith("Spot retry decision")]
+    assert len(decisions) == 2  # one after each attempt: resubmit, then give up
+    waits = [line for line in lines if line.startswith("Waiting ")]
+    assert len(waits) <= 1
 
 
 # --- idempotency, validation, throttling -------------------------------------------------------
