@@ -201,7 +201,8 @@ def test_max_wait_is_resubmitted_and_resumes_from_checkpoint(
         [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 1.0}}], replace=True
     )
     with CapacityGap(emulator, instance, name):  # until attempt 1 has hit MaxWait
-        run = run_dag(f"e2e_retry_{mode}", spot_conf(name, config, 6, 7))
+        # MaxRuntime counts training time: generous, so a loaded machine does not end it first.
+        run = run_dag(f"e2e_retry_{mode}", spot_conf(name, config, 10, 10))
     assert run.state == DagRunState.SUCCESS
     summary = xcom(run, "train")
     outcomes = [a["outcome"] for a in summary["attempts"]]

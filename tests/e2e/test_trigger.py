@@ -57,6 +57,13 @@ def supervisor_comms() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_comms(emulator: SpotEmulator) -> None:
+    """Start the in-process API once, before any test creates a job it will time."""
+    with supervisor_comms():
+        pass
+
+
 def create_job(sm: Any, name: str, train_seconds: float = 3.0, max_wait: int = 60) -> None:
     request = build_spot_request(
         synthetic_config(train_seconds, 0.25),
