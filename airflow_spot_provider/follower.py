@@ -70,9 +70,7 @@ def transition_line(job_name: str, transition: Transition) -> str:
     :param job_name: the job.
     :param transition: the transition.
     """
-    start = transition.start.isoformat() if transition.start else "-"
-    message = f" - {transition.message}" if transition.message else ""
-    return f"{job_name}: {transition.status.value} at {start}{message}"
+    return f"{job_name}: {transition.status.value} at {_since(transition)}"
 
 
 def live_line(job_name: str, transition: Transition) -> str:
@@ -81,9 +79,13 @@ def live_line(job_name: str, transition: Transition) -> str:
     :param job_name: the job.
     :param transition: the transition.
     """
+    return f"[live] {job_name} is {transition.status.value} since {_since(transition)}"
+
+
+def _since(transition: Transition) -> str:
+    """``<start> - <message>``, or ``-`` for an unknown start, without a message if it has none."""
     start = transition.start.isoformat() if transition.start else "-"
-    message = f" - {transition.message}" if transition.message else ""
-    return f"[live] {job_name} is {transition.status.value} since {start}{message}"
+    return f"{start} - {transition.message}" if transition.message else start
 
 
 def follow_job(

@@ -11,10 +11,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from airflow_spot_provider.hooks.errors import ApiCallError, ApiRetryRule
-from airflow_spot_provider.hooks.job_calls import Call, Ops, Say, Sleep
+from airflow_spot_provider.hooks.job_calls import Call, Ops, Save, Say, Sleep
 from airflow_spot_provider.position import Position
 
 T = TypeVar("T")
@@ -31,13 +31,65 @@ def _hook(service: str, aws_conn_id: str | None, region_name: str | None) -> Any
     return SageMakerHook(aws_conn_id=aws_conn_id, region_name=region_name)  # type: ignore[no-untyped-call]
 
 
-class SyncJobs:
-    """Carry out job operations in this process (the worker, a sensor's poke).
+class _Carried(Generic[T]):
+    """One operation being carried out: iterate over the effects it wants done.
+
+    :class:`Say` is done here (a log line is the same in both adapters); the adapter answers each
+    :class:`Call` with :meth:`answer` or :meth:`fail`, sleeps on :class:`Sleep` and saves on
+    :class:`Save` its own way. The result is :attr:`result` once the iteration stops.
+
+    :param ops: the operation's generator.
+    :param log: where :class:`Say` lines go.
+    """
+
+    def __init__(self, ops: Ops[T], log: Any) -> None:
+        self.ops = ops
+        self.log = log
+        self._reply: Any = None
+        self._error: ApiCallError | None = None
+        self.result: T
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Call | Sleep | Save:
+        while True:
+            try:
+                if self._error is not None:
+                    effect = self.ops.throw(self._error)
+                else:
+                    effect = self.ops.send(self._reply)
+            except StopIteration as done:
+                self.result = done.value
+                raise
+            self._reply, self._error = None, None
+            if not isinstance(effect, Say):
+                return effect
+            getattr(self.log, effect.level)(effect.line)
+
+    def answer(self, reply: Any) -> None:
+        """The response of the call just made.
+
+        :param reply: the response.
+        """
+        self._reply = reply
+
+    def fail(self, error: ApiCallError) -> None:
+        """The call just made failed with an error the operation handles itself.
+
+        :param error: the error.
+        """
+        self._error = error
+
+
+class _Jobs:
+    """What both adapters hold: the connection, the task's logger and the API-retry rule.
 
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: AWS region; the connection's if None.
-    :param log: where :class:`Say` lines go (the task's logger).
+    :param log: where :class:`Say` lines go (the task's or the trigger's logger).
     :param rule: the API-retry rule.
+    :param save: keeps a position across processes (blocking), if this follower needs it.
     """
 
     def __init__(
@@ -47,12 +99,18 @@ class SyncJobs:
         region_name: str | None,
         log: Any,
         rule: ApiRetryRule | None = None,
+        save: Callable[[Position], None] | None = None,
     ) -> None:
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.log = log
         self.rule = rule or ApiRetryRule()
+        self.save = save
         self._clients: dict[str, Any] = {}
+
+
+class SyncJobs(_Jobs):
+    """Carry out job operations in this process (the worker, a sensor's poke)."""
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
@@ -72,55 +130,26 @@ class SyncJobs:
 
         :param ops: the operation's generator.
         """
-        reply: Any = None
-        error: ApiCallError | None = None
-        while True:
-            try:
-                effect = ops.throw(error) if error is not None else ops.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            reply, error = None, None
-            if isinstance(effect, Call):
-                try:
-                    reply = self._call(effect)
-                except ApiCallError as tolerated:
-                    error = tolerated
-            elif isinstance(effect, Sleep):
+        carried = _Carried(ops, self.log)
+        for effect in carried:
+            if isinstance(effect, Sleep):
                 time.sleep(effect.seconds)
-            elif isinstance(effect, Say):
-                getattr(self.log, effect.level)(effect.line)
+            elif isinstance(effect, Call):
+                try:
+                    carried.answer(self._call(effect))
+                except ApiCallError as tolerated:
+                    carried.fail(tolerated)
             # Save: a worker keeps its position in memory; nothing outlives it to save for.
+        return carried.result
 
 
-class AsyncJobs:
+class AsyncJobs(_Jobs):
     """Carry out job operations on the triggerer's event loop (an async context manager).
 
     Blocking Airflow calls (the saved position) run in a thread with ``asyncio.to_thread``: a
     cancellation then reaches the trigger with its message intact (the triggerer calls
     ``on_kill`` only when the message says a user acted).
-
-    :param aws_conn_id: the Airflow AWS connection.
-    :param region_name: AWS region; the connection's if None.
-    :param log: where :class:`Say` lines go (the trigger's logger).
-    :param rule: the API-retry rule.
-    :param save: keeps a position across triggerer restarts (blocking; run in a thread).
     """
-
-    def __init__(
-        self,
-        *,
-        aws_conn_id: str | None,
-        region_name: str | None,
-        log: Any,
-        rule: ApiRetryRule | None = None,
-        save: Callable[[Position], None] | None = None,
-    ) -> None:
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.log = log
-        self.rule = rule or ApiRetryRule()
-        self.save = save
-        self._open: dict[str, tuple[Any, Any]] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -131,15 +160,15 @@ class AsyncJobs:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for manager, _ in self._open.values():
+        for manager, _ in self._clients.values():
             await manager.__aexit__(exc_type, exc, tb)
-        self._open.clear()
+        self._clients.clear()
 
     async def _client(self, service: str) -> Any:
-        if service not in self._open:
+        if service not in self._clients:  # (context manager, client)
             manager = await _hook(service, self.aws_conn_id, self.region_name).get_async_conn()
-            self._open[service] = (manager, await manager.__aenter__())
-        return self._open[service][1]
+            self._clients[service] = (manager, await manager.__aenter__())
+        return self._clients[service][1]
 
     async def _call(self, call: Call) -> Any:
         tries = self.rule.tries(call.job_name, lasting=call.lasting)
@@ -155,22 +184,17 @@ class AsyncJobs:
 
         :param ops: the operation's generator.
         """
-        reply: Any = None
-        error: ApiCallError | None = None
-        while True:
-            try:
-                effect = ops.throw(error) if error is not None else ops.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            reply, error = None, None
-            if isinstance(effect, Call):
-                try:
-                    reply = await self._call(effect)
-                except ApiCallError as tolerated:
-                    error = tolerated
-            elif isinstance(effect, Sleep):
+        carried = _Carried(ops, self.log)
+        for effect in carried:
+            if isinstance(effect, Save):
+                if self.save is not None:
+                    await asyncio.to_thread(self.save, effect.position)
+                continue
+            if isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
-            elif isinstance(effect, Say):
-                getattr(self.log, effect.level)(effect.line)
-            elif self.save is not None:
-                await asyncio.to_thread(self.save, effect.position)
+                continue
+            try:
+                carried.answer(await self._call(effect))
+            except ApiCallError as tolerated:
+                carried.fail(tolerated)
+        return carried.result
