@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -17,6 +18,30 @@ from airflow_spot_provider.hooks.errors import ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import stop_job
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.position import Position
+
+T = TypeVar("T")
+
+
+async def _keeping_cancel_message(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` in a task of its own, so that a cancellation keeps its message.
+
+    The triggerer cancels a trigger with the message ``__airflow_user_action__`` when a user
+    marks the task failed or clears it, and calls ``on_kill`` only if the ``CancelledError``
+    that comes out still carries it. Library code awaited while following may re-raise a
+    cancellation without its message (``asgiref.sync_to_async`` does, and the Amazon provider's
+    ``get_async_conn`` awaits it). Awaiting through :func:`asyncio.shield`, the cancellation is
+    raised here, with its message, whatever the work was awaiting; the work is then cancelled.
+
+    :param work: the coroutine.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError as cancelled:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task  # let it clean up (close its clients) before the trigger goes
+        raise cancelled
 
 
 class SageMakerSpotTrainingTrigger(BaseTrigger):
@@ -108,6 +133,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends, showing transitions (and log lines) as they happen."""
+        event = await _keeping_cancel_message(self._follow())
+        yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
+
+    async def _follow(self) -> JobEnded | FollowFailed:
+        """Follow the job to its end; the event to fire."""
         saved = await asyncio.to_thread(position_store.load_position, self.job_name)
         position = self.position.merge(saved)
         try:
@@ -123,12 +153,9 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 )
         except SpotApiError as error:
             await self._forget()
-            event = FollowFailed(self.job_name, error.code, error.message, self.carry)
-            yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
-            return
+            return FollowFailed(self.job_name, error.code, error.message, self.carry)
         await self._forget()  # the position travels with the event from here on
-        ended = JobEnded(self.job_name, describe, position, self.carry)
-        yield TriggerEvent(ended.to_json())  # type: ignore[no-untyped-call]
+        return JobEnded(self.job_name, describe, position, self.carry)
 
     async def _forget(self) -> None:
         await asyncio.to_thread(position_store.delete_position, self.job_name)

@@ -21,6 +21,7 @@ import pytest
 import structlog
 import structlog.testing
 from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
+from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
 from airflow.sdk.execution_time.supervisor import (
     InProcessSupervisorComms,
     InProcessTestSupervisor,
@@ -267,7 +268,16 @@ async def run_like_the_triggerer(trigger: SageMakerSpotTrainingTrigger) -> None:
         raise
 
 
-@pytest.mark.parametrize("call", ["load_position", "save_position"])
+# The blocking calls a trigger awaits off the event loop: its Variable calls (asyncio.to_thread)
+# and the Amazon provider's connection lookup (get_async_conn awaits asgiref.sync_to_async).
+OFF_LOOP_CALLS = {
+    "load_position": (position_store, "load_position"),
+    "save_position": (position_store, "save_position"),
+    "get_async_conn": (AwsGenericHook, "_get_async_conn"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(OFF_LOOP_CALLS))
 def test_user_action_while_awaiting_an_off_loop_call_stops_the_job(
     emulator: SpotEmulator, sm: Any, name: str, call: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -275,14 +285,15 @@ def test_user_action_while_awaiting_an_off_loop_call_stops_the_job(
     # failed; a trigger that loses the message while awaiting a blocking call never gets on_kill.
     create_job(sm, name, train_seconds=60.0)
     entered, release = threading.Event(), threading.Event()
-    blocking = getattr(position_store, call)
+    owner, attribute = OFF_LOOP_CALLS[call]
+    blocking = getattr(owner, attribute)
 
-    def held(*args: Any) -> Any:  # the Variable call in flight when the user acts
+    def held(*args: Any) -> Any:  # the call in flight when the user acts
         entered.set()
         release.wait(20)
         return blocking(*args)
 
-    monkeypatch.setattr(position_store, call, held)
+    monkeypatch.setattr(owner, attribute, held)
 
     async def mark_failed_mid_call() -> BaseException:
         task = asyncio.ensure_future(run_like_the_triggerer(trigger_for(name)))
