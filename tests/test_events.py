@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_spot_provider.events import (
+    BackoffEnded,
     ChainState,
     ChainSummary,
     FollowFailed,
@@ -30,15 +31,21 @@ def through_json(data: dict[str, Any]) -> Any:
 def test_job_ended_round_trip() -> None:
     describe = json_safe(describe_response("one-interruption"))
     position = Position("seed-one-interruption", 9, streams={"s": StreamMark("t", 4)})
-    event = JobEnded("seed-one-interruption", describe, position)
+    state = ChainState(positions={"seed-one-interruption": position}).to_json()
+    event = JobEnded("seed-one-interruption", describe, position, state)
     again = event_from_json(through_json(event.to_json()))
     assert again == event
+    assert isinstance(again, JobEnded) and ChainState.from_json(again.state).positions == {
+        "seed-one-interruption": position
+    }
     assert isinstance(again, JobEnded) and again.report.outcome is JobOutcome.COMPLETED
 
 
 def test_follow_failed_round_trip_and_junk_refused() -> None:
-    event = FollowFailed("j-a1", "AccessDeniedException", "denied")
+    event = FollowFailed("j-a1", "AccessDeniedException", "denied", {"latest": "j-a1"})
     assert event_from_json(through_json(event.to_json())) == event
+    waited = BackoffEnded(ChainState(latest="j-a2").to_json())
+    assert event_from_json(through_json(waited.to_json())) == waited
     with pytest.raises(ValueError, match="not a spot training trigger event"):
         event_from_json({"status": "something else"})
 

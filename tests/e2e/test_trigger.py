@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -30,12 +31,15 @@ from airflow.sdk.execution_time.supervisor import (
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.emulator import SpotEmulator
-from airflow_spot_provider.events import JobEnded, event_from_json
+from airflow_spot_provider.events import BackoffEnded, JobEnded, event_from_json
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
-from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
+from airflow_spot_provider.triggers.spot_training import (
+    SageMakerSpotTrainingTrigger,
+    SpotBackoffTrigger,
+)
 from tests.e2e.conftest import BUCKET, synthetic_config
 
 pytestmark = pytest.mark.e2e
@@ -322,3 +326,20 @@ def test_error_event_leaves_no_variable_behind(emulator: SpotEmulator) -> None:
         event = asyncio.run(first_event(trigger_for("no-such-job-4b", max_error_polls=1)))
         assert event["status"] == "error"
         assert position_store.load_position("no-such-job-4b") is None
+
+
+def test_backoff_trigger_round_trip_fires_with_the_state() -> None:
+    until = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+    classpath, kwargs = SpotBackoffTrigger(until=until, carry={"latest": "j-a2"}).serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert classpath.endswith("triggers.spot_training.SpotBackoffTrigger")
+
+    async def fire() -> dict[str, Any]:
+        started = time.monotonic()
+        event = await anext(SpotBackoffTrigger(**kwargs).run())
+        assert time.monotonic() - started >= 0.2  # it waited for the moment
+        return dict(event.payload)
+
+    assert event_from_json(asyncio.run(fire())) == BackoffEnded({"latest": "j-a2"})
+    with pytest.raises(ValueError, match="time zone"):
+        SpotBackoffTrigger(until="2026-01-01T00:00:00")
