@@ -20,6 +20,8 @@ from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.position import Position
 
 T = TypeVar("T")
+# Stops requested by on_kill, kept until done (the event loop holds tasks weakly).
+_STOPPING: set[asyncio.Task[None]] = set()
 
 
 async def _keeping_cancel_message(work: Coroutine[Any, Any, T]) -> T:
@@ -163,8 +165,17 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed, clear): stop the job so it stops billing.
 
-        Not called on a triggerer restart, which must leave the job running.
+        Not called on a triggerer restart, which must leave the job running. The stop runs in a
+        task of its own: the triggerer cancels a killed trigger again on its next loop (about a
+        second later) while ``on_kill`` may still be opening its client, and that cancellation
+        must not abandon the stop.
         """
+        stopping = asyncio.ensure_future(self._stop_and_forget())
+        _STOPPING.add(stopping)  # a reference, so that it finishes even if on_kill is cancelled
+        stopping.add_done_callback(_STOPPING.discard)
+        await asyncio.shield(stopping)
+
+    async def _stop_and_forget(self) -> None:
         if self.stop_on_kill:
             async with self._jobs() as jobs:
                 stopped = await jobs.run(stop_job(self.job_name))
