@@ -168,9 +168,10 @@ def _is_static_leaf(value: Any) -> bool:
 def is_static(value: Any) -> bool:
     """Whether a value is known at DAG parse time: no Jinja template, no XComArg or other object.
 
-    A value that breaks :func:`plain_copy`'s bounds or keys counts as static, so that building
-    the request at parse time refuses it with a :class:`SpotRequestValidationError` instead of
-    leaving it to break later; this function itself never raises.
+    A value that breaks :func:`plain_copy`'s bounds or keys, or holds an int past 64 bits, counts
+    as static even beside a template, so that building the request at parse time refuses it with a
+    :class:`SpotRequestValidationError` instead of leaving it to break later; this function itself
+    never raises.
 
     :param value: an operator argument (dicts and lists are looked into).
     """
@@ -178,4 +179,7 @@ def is_static(value: Any) -> bool:
     plain = plain_copy(value, "", found)
     if found:
         return True
-    return all(_is_static_leaf(leaf) for leaf in _leaves(plain))
+    leaves = list(_leaves(plain))
+    if any(isinstance(leaf, int) and leaf.bit_length() > 64 for leaf in leaves):
+        return True  # no member takes it, and Airflow could not serialize the DAG holding it
+    return all(_is_static_leaf(leaf) for leaf in leaves)

@@ -177,10 +177,13 @@ class RequestChanges:
     def __post_init__(self) -> None:
         problems: list[Violation] = []
         wait = self.max_wait_seconds
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int) or wait < 1):
-            _bad(
-                problems, "RequestChanges", "max_wait_seconds", wait, "must be None or an int >= 1"
-            )
+        if wait is not None and (
+            isinstance(wait, bool)
+            or not isinstance(wait, int)
+            or not 1 <= wait <= MAX_WAIT_LIMIT_SECONDS
+        ):
+            rule = f"must be None or an int >= 1 and <= {MAX_WAIT_LIMIT_SECONDS}"
+            _bad(problems, "RequestChanges", "max_wait_seconds", wait, rule)
         if self.instance_type is not None and not _instance_type_ok(self.instance_type):
             rule = "must be None or an instance type starting with 'ml.'"
             _bad(problems, "RequestChanges", "instance_type", self.instance_type, rule)

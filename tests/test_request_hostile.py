@@ -8,6 +8,7 @@ int-to-text limit), NaN and infinities, lone surrogates, wrong types at every le
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import textwrap
@@ -458,6 +459,8 @@ def test_is_static_never_raises(value: Any) -> None:
         (_self_referencing(as_dict=True), True),
         ({1: "{{ ds }}"}, True),
         (10**5000, True),
+        ([{"a": "{{ ds }}"}, 2**64], True),  # a huge int beside a template: refused at parse
+        ([object(), -(2**63)], False),
     ],
     ids=_param_id,
 )
@@ -465,37 +468,72 @@ def test_is_static(value: Any, static: bool) -> None:
     assert is_static(value) is static
 
 
+HOSTILE_DAG_TASKS = {
+    "loop": (
+        """
+        config = {"RoleArn": "arn:aws:iam::123456789012:role/R", "Tags": []}
+        config["Tags"].append(config)
+        SageMakerSpotTrainingOperator(task_id="t", config=config, max_wait=3600)
+        """,
+        "Tags[0]=",
+        "must not contain itself",
+    ),
+    "deep beside a template": (
+        """
+        deep = []
+        for _ in range(100_000):
+            deep = [deep]
+        SageMakerSpotTrainingOperator(task_id="t", config={"X": deep}, max_wait="{{ x }}")
+        """,
+        "X[0][0]",
+        "must nest at most 32 levels deep",
+    ),
+    "huge int beside a template": (
+        """
+        config = {"RoleArn": "{{ var.value.role }}"}
+        SageMakerSpotTrainingOperator(task_id="t", config=config, max_run=10**5000)
+        """,
+        "MaxRuntimeInSeconds=<int of about 5001 digits>",
+        "must be an integer in 1..2419200",
+    ),
+    "bracket text": (
+        """
+        SageMakerSpotTrainingOperator(task_id="t", config="[" * 100_000, max_wait=60)
+        """,
+        "config='[[[",
+        "nested at most 32 levels deep",
+    ),
+    "poll interval": (
+        """
+        SageMakerSpotTrainingOperator(task_id="t", config="{{ c }}", poll_interval=float("nan"))
+        """,
+        "poll_interval=nan",
+        "must be seconds in (0, 2419200]",
+    ),
+}
+
+
 @pytest.mark.usefixtures("airflow_db")
-def test_a_dag_with_hostile_static_values_fails_to_parse_with_a_validation_error(
+def test_dags_with_hostile_static_values_fail_to_parse_with_a_validation_error(
     tmp_path: Path,
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    dag_file = tmp_path / "hostile_dag.py"
-    dag_file.write_text(
-        textwrap.dedent(
-            """
-            from airflow.sdk import DAG
-            from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
+    head = """
+        from airflow.sdk import DAG
+        from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 
-            config = {"RoleArn": "arn:aws:iam::123456789012:role/R", "Tags": []}
-            config["Tags"].append(config)
-            deep = []
-            for _ in range(100_000):
-                deep = [deep]
-
-            with DAG("hostile", schedule=None):
-                SageMakerSpotTrainingOperator(task_id="loop", config=config, max_wait=3600)
-                SageMakerSpotTrainingOperator(
-                    task_id="huge", config={"X": deep}, max_run=10**5000, max_wait="{{ x }}"
-                )
-            """
-        )
-    )
-    bag = DagBag(dag_folder=str(dag_file))
-    (error,) = bag.import_errors.values()
-    assert "SpotRequestValidationError" in error, error
-    assert "must not contain itself" in error
+        with DAG("hostile", schedule=None):
+    """
+    for index, (body, _, _) in enumerate(HOSTILE_DAG_TASKS.values()):
+        source = textwrap.dedent(head) + textwrap.indent(textwrap.dedent(body), "    ")
+        (tmp_path / f"hostile_{index}.py").write_text(source)
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert len(bag.import_errors) == len(HOSTILE_DAG_TASKS)
+    for index, (name, (_, shown_value, rule)) in enumerate(HOSTILE_DAG_TASKS.items()):
+        error = bag.import_errors[str(tmp_path / f"hostile_{index}.py")]
+        assert "SpotRequestValidationError" in error, (name, error)
+        assert shown_value in error and rule in error, (name, error)
 
 
 # --- the retry policy ----------------------------------------------------------------------------
@@ -556,3 +594,51 @@ def test_from_json_takes_any_value(data: Any) -> None:
         _assert_sound(SpotRetryPolicy.from_json(data))
     except SpotRequestValidationError as error:
         _assert_readable(error)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown_value", "rule"),
+    [
+        ({"max_attempts": 10**5000}, "<int of about 5001 digits>", "<= 1000"),
+        ({"backoff_initial_seconds": 10**400}, "<int of about 401 digits>", "finite number"),
+        ({"retry_on": itertools.repeat("MAX_WAIT_EXCEEDED")}, "repeat(", "set of JobOutcome"),
+        ({"instance_type_fallbacks": ["ml.c5.\ud800"]}, "['ml.c5.\\ud800']", "starting with"),
+        ({"instance_type_fallbacks": ["ml.c5"] * 1000}, "['ml.c5', ", "fewer than 1000"),
+        ({"deadline": "9999-12-31T23:00:00-05:00"}, "'9999-12-31T23", "timezone-aware"),
+        ({"deadline": datetime.max}, "datetime.datetime(9999", "timezone-aware"),
+    ],
+    ids=_param_id,
+)
+def test_each_hostile_policy_field_is_refused_in_words(
+    kwargs: dict[str, Any], shown_value: str, rule: str
+) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        SpotRetryPolicy(**kwargs)
+    (line,) = str(caught.value).splitlines()[1:]
+    assert shown_value in line and rule in line, line
+
+
+@pytest.mark.parametrize("data", [None, "max_attempts=2", [("max_attempts", 2)], 7])
+def test_from_json_refuses_what_is_no_mapping(data: Any) -> None:
+    with pytest.raises(SpotRequestValidationError, match="must be a mapping"):
+        SpotRetryPolicy.from_json(data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"spot_retry_policy": {"max_attempts": 2}}, "spot_retry_policy"),
+        ({"spot_retry_policy": "retry"}, "spot_retry_policy"),
+        ({"poll_interval": float("inf")}, "poll_interval"),
+        ({"poll_interval": 10**5000}, "poll_interval"),
+        ({"poll_interval": "30"}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"job_name": 5}, "job_name"),
+        ({"job_name": ["train"]}, "job_name"),
+    ],
+    ids=_param_id,
+)
+def test_the_operator_refuses_hostile_arguments_by_name(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        SageMakerSpotTrainingOperator(task_id="t", config="{{ c }}", **kwargs)
+    assert caught.value.fields == {field}
