@@ -642,3 +642,25 @@ def test_the_operator_refuses_hostile_arguments_by_name(kwargs: dict[str, Any], 
     with pytest.raises(SpotRequestValidationError) as caught:
         SageMakerSpotTrainingOperator(task_id="t", config="{{ c }}", **kwargs)
     assert caught.value.fields == {field}
+
+
+def _depth(shape: Any, seen: frozenset[str] = frozenset()) -> int:
+    if shape.name in seen:  # a recursive shape would nest without end
+        return MAX_DEPTH
+    seen = seen | {shape.name}
+    if shape.type_name == "structure":
+        return 1 + max((_depth(m, seen) for m in shape.members.values()), default=0)
+    if shape.type_name == "list":
+        return 1 + _depth(shape.member, seen)
+    if shape.type_name == "map":
+        return 1 + _depth(shape.value, seen)
+    return 0
+
+
+def test_the_bounds_leave_room_for_every_valid_request() -> None:
+    """The depth bound far exceeds botocore's model; its instance types pass the policy's check."""
+    assert _depth(SHAPE) <= MAX_DEPTH // 4
+    instance_types = SHAPE.members["ResourceConfig"].members["InstanceType"].enum
+    assert len(instance_types) > 100
+    policy = SpotRetryPolicy(max_attempts=2, instance_type_fallbacks=tuple(instance_types))
+    assert policy.instance_type_fallbacks == tuple(instance_types)
