@@ -423,15 +423,18 @@ def test_the_operator_refuses_hostile_arguments_at_construction_and_calls_nothin
     )
     kwargs.update(data.draw(extra))
     _CountingHook.calls = 0
+    built: list[SageMakerSpotTrainingOperator] = []
 
     def construct() -> dict[str, Any]:
-        operator = _CountingOperator(task_id="train", config=config, **kwargs)
-        assert isinstance(operator.spot_retry_policy, SpotRetryPolicy)
-        assert 0 < operator.poll_interval < float("inf")
-        return operator._spot_request()
+        built.append(_CountingOperator(task_id="train", config=config, **kwargs))
+        assert isinstance(built[0].spot_retry_policy, SpotRetryPolicy)
+        assert 0 < built[0].poll_interval < float("inf")
+        return built[0]._spot_request()
 
     _valid_or_refused(construct)
     assert _CountingHook.calls == 0
+    # Had anything called AWS, it would have gone through the counting hook.
+    assert not built or isinstance(built[0].hook, _CountingHook)
 
 
 def test_the_counting_hook_counts() -> None:
