@@ -213,19 +213,24 @@ def check_slack(
     *,
     restart_overhead_seconds: float,
     margin_seconds: float,
+    reserve_seconds: float = 0.0,
 ) -> SlackCheck:
     """Evaluate the switch rule: does the slack still cover the work left on-demand?
 
     An on-demand attempt started at ``s`` finishes at ``s + overhead + remaining``; spot may be
-    kept while ``now`` is before ``deadline - remaining - overhead - margin``.
+    kept while ``now`` is before ``deadline - remaining - overhead - margin - reserve``. The
+    reserve is what one more spot interruption would cost (a restart and the work since the
+    last checkpoint): a job that resumes on spot with less than that could be interrupted once
+    more when it is too late to switch (the paper's safety net keeps two restart overheads).
 
     :param now: the moment evaluated (aware).
     :param deadline: the deadline (aware).
     :param remaining_seconds: training seconds still to do.
     :param restart_overhead_seconds: seconds an attempt needs before it trains.
     :param margin_seconds: extra seconds kept for polling, stopping and the unexpected.
+    :param reserve_seconds: what one more interruption would cost.
     """
-    need = remaining_seconds + restart_overhead_seconds + margin_seconds
+    need = remaining_seconds + restart_overhead_seconds + margin_seconds + reserve_seconds
     slack = (deadline - now).total_seconds()
     try:
         latest = deadline - timedelta(seconds=need)

@@ -559,6 +559,8 @@ class SpotRetryPolicy:
             work.remaining_seconds,
             restart_overhead_seconds=self.restart_overhead_seconds,
             margin_seconds=self.deadline_margin_seconds,
+            # One more interruption on spot costs a restart and up to an interval of work.
+            reserve_seconds=self.restart_overhead_seconds + self.checkpoint_interval_seconds,
         )
 
     @staticmethod
