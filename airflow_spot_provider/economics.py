@@ -13,10 +13,20 @@ from typing import Any
 
 from airflow_spot_provider.deadline import training_segments
 from airflow_spot_provider.lifecycle import SpotJobReport
+from airflow_spot_provider.retry import (
+    CreateAttempt,
+    GiveUp,
+    KeepWaiting,
+    Resubmit,
+    SwitchToOnDemand,
+)
+from airflow_spot_provider.summary import summarize_attempts
 
 __all__ = [
     "checkpoint_advice",
+    "decision_entry",
     "expected_work_lost_seconds",
+    "summarize_with_advice",
     "young_daly_interval_seconds",
 ]
 
@@ -107,3 +117,61 @@ def checkpoint_advice(
         ),
     }
     return advice
+
+
+_KINDS: dict[type, str] = {
+    CreateAttempt: "create",
+    Resubmit: "resubmit",
+    GiveUp: "give-up",
+    KeepWaiting: "keep-waiting",
+    SwitchToOnDemand: "switch-to-on-demand",
+}
+
+
+def decision_entry(
+    decision: CreateAttempt | Resubmit | GiveUp | KeepWaiting | SwitchToOnDemand,
+) -> dict[str, Any]:
+    """One decision as plain JSON for the summary: kind, rule that fired, when, and why.
+
+    :param decision: any decision of :class:`~airflow_spot_provider.retry.SpotRetryPolicy`.
+    """
+    on_demand = isinstance(decision, CreateAttempt | Resubmit | SwitchToOnDemand) and (
+        decision.changes.on_demand
+    )
+    return {
+        "kind": _KINDS[type(decision)],
+        "rule": decision.rule.value if decision.rule else None,
+        "at": decision.at.isoformat() if decision.at else None,
+        "on_demand": on_demand,
+        "reason": decision.reason,
+    }
+
+
+def summarize_with_advice(
+    history: Sequence[SpotJobReport],
+    *,
+    checkpoint_cost_seconds: float,
+    checkpoint_interval_seconds: float | None = None,
+    restart_overhead_seconds: float = 300.0,
+    decisions: Sequence[CreateAttempt | Resubmit | GiveUp | KeepWaiting | SwitchToOnDemand] = (),
+) -> dict[str, Any]:
+    """:func:`~airflow_spot_provider.summary.summarize_attempts` plus ``advice`` and ``decisions``.
+
+    The follower calls this instead of ``summarize_attempts`` when it knows a checkpoint cost;
+    the result is plain JSON for the task log and XCom.
+
+    :param history: every attempt's report, oldest first.
+    :param checkpoint_cost_seconds: seconds to write one checkpoint (measured or the user's).
+    :param checkpoint_interval_seconds: the interval in use, if known.
+    :param restart_overhead_seconds: seconds a restart spends before it trains again.
+    :param decisions: the policy's decisions of the chain, oldest first (which rule fired, when).
+    """
+    summary = summarize_attempts(history)
+    summary["advice"] = checkpoint_advice(
+        history,
+        checkpoint_cost_seconds=checkpoint_cost_seconds,
+        checkpoint_interval_seconds=checkpoint_interval_seconds,
+        restart_overhead_seconds=restart_overhead_seconds,
+    )
+    summary["decisions"] = [decision_entry(d) for d in decisions]
+    return summary

@@ -72,12 +72,14 @@ class Availability:
 
         :param t: virtual seconds.
         """
+        self.extend(t)
         index = bisect.bisect_right(self.changes, t)
         while index >= len(self.changes):
             before = len(self.changes)
             self.extend(max(t, self.changes[-1] if self.changes else 0.0) + 86_400.0)
             if len(self.changes) == before:
                 return math.inf
+            index = bisect.bisect_right(self.changes, t)
         return self.changes[index]
 
 
