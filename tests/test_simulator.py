@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_spot_provider.emulator.scenario import InterruptAt, NoCapacity, parse_events
 from airflow_spot_provider.simulator import BANDS, JobModel, Scenario, load_trace, simulate
 from airflow_spot_provider.simulator.cli import main
-from airflow_spot_provider.simulator.compare import sweep_checkpoints
+from airflow_spot_provider.simulator.compare import run_job, sweep_checkpoints
 from airflow_spot_provider.simulator.engine import BASE_TIME, run_chain
 from airflow_spot_provider.simulator.jobs import Price, load_prices, price_of
 from airflow_spot_provider.simulator.markets import BandMarket, TraceError
@@ -254,3 +255,25 @@ def test_prices_table(tmp_path: Path) -> None:
     path.write_text("instance_type,on_demand_per_hour,spot_discount\nml.x.big,10,1.5\n")
     with pytest.raises(ValueError, match=":2: on_demand_per_hour must be > 0"):
         load_prices(path)
+
+
+def test_export_as_a_backend_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scenario.json"
+    args = ["--bands", ">20%", "--export-scenario", str(out), "--export-job", "2"]
+    assert main([*args, "--time-scale", "0.01"]) == 0
+    printed = capsys.readouterr().out
+    assert "create" in printed and "rule=slack-covers-work" in printed
+    spec = json.loads(out.read_text())
+    events = parse_events(spec, loaded_at=0.0)  # the embedded backend's own parser
+    result, capacity = run_job(Scenario(markets=(BANDS[4],)), BANDS[4], "deadline-aware", 2)
+    interrupts = [e for e in events if isinstance(e, InterruptAt)]
+    assert len(interrupts) == 3 and "switch-to-on-demand" in printed
+    assert [(e.job, e.attempt) for e in interrupts] == [
+        (f"*-a{attempt}", start) for attempt, start, _ in result.interrupted_runs
+    ]
+    switch = next((d.seconds for d in result.decisions if d.on_demand), math.inf)
+    windows = [e for e in events if isinstance(e, NoCapacity)]
+    assert windows and all(w.until is not None and w.until <= switch * 0.01 for w in windows)
+    for window in windows:  # the windows are the market's gaps, scaled
+        middle = (window.start + window.until) / 2 / 0.01  # type: ignore[operator]
+        assert not capacity.available(middle)

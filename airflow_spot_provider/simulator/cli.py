@@ -8,9 +8,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from airflow_spot_provider.economics import young_daly_interval_seconds
-from airflow_spot_provider.simulator.compare import Scenario, simulate, sweep_checkpoints
+from airflow_spot_provider.simulator.compare import Scenario, run_job, simulate, sweep_checkpoints
+from airflow_spot_provider.simulator.export import backend_scenario, decision_lines
 from airflow_spot_provider.simulator.jobs import JobModel, load_prices
 from airflow_spot_provider.simulator.markets import (
     BANDS,
@@ -66,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep-checkpoint-minutes",
         help="comma-separated checkpoint intervals: one run per interval (deadline-aware only)",
+    )
+    parser.add_argument(
+        "--export-scenario",
+        metavar="FILE.json",
+        help="write job --export-job of the first market as an embedded-backend scenario"
+        " (deadline-aware policy) and print its decisions",
+    )
+    parser.add_argument("--export-job", type=int, default=0, help="the job to export (0)")
+    parser.add_argument(
+        "--time-scale", type=float, default=0.001, help="backend s per simulated s (0.001)"
     )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="plot cost against deadline misses")
@@ -144,6 +156,23 @@ def _sweep(scenario: Scenario, minutes: str, as_json: bool) -> None:
         )
 
 
+def _export(scenario: Scenario, args: argparse.Namespace) -> None:
+    market = scenario.markets[0]
+    result, capacity = run_job(scenario, market, "deadline-aware", args.export_job)
+    spec = backend_scenario(
+        result,
+        capacity,
+        job_glob="*-a{attempt}",
+        instance_type=scenario.job.instance_type,
+        time_scale=args.time_scale,
+    )
+    Path(args.export_scenario).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    print(f"job {args.export_job} of market {market.name}, deadline-aware policy:")
+    for line in decision_lines(result, time_scale=args.time_scale):
+        print("  " + line)
+    print(f"scenario with {len(spec['events'])} event(s) written to {args.export_scenario}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; the exit status.
 
@@ -155,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TraceError, OSError) as err:
         print(f"spot-simulate: {err}", file=sys.stderr)
         return 2
+    if args.export_scenario:
+        _export(scenario, args)
+        return 0
     if args.sweep_checkpoint_minutes:
         _sweep(scenario, args.sweep_checkpoint_minutes, args.json)
         return 0

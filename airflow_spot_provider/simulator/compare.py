@@ -8,11 +8,11 @@ from datetime import timedelta
 
 from airflow_spot_provider.simulator.engine import BASE_TIME, ChainResult, run_chain
 from airflow_spot_provider.simulator.jobs import JobModel, Price, price_of
-from airflow_spot_provider.simulator.markets import BANDS, Market
+from airflow_spot_provider.simulator.markets import BANDS, Availability, Market
 from airflow_spot_provider.simulator.policies import POLICIES, ComparedPolicy
 from airflow_spot_provider.simulator.report import Row, summarize
 
-__all__ = ["Scenario", "run_market", "simulate", "sweep_checkpoints"]
+__all__ = ["Scenario", "run_job", "run_market", "simulate", "sweep_checkpoints"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,39 @@ class Scenario:
         return [p for p in POLICIES if p.name in self.policies]
 
 
+def _run(
+    scenario: Scenario, compared: ComparedPolicy, capacity: Availability, index: int
+) -> ChainResult:
+    job = scenario.job
+    deadline = BASE_TIME + timedelta(seconds=job.deadline_seconds)
+    return run_chain(
+        compared.make(job, deadline),
+        job.request(spot=compared.spot),
+        capacity,
+        job,
+        price_of(job.instance_type, scenario.prices),
+        name=f"sim-{index}",
+        poll_seconds=scenario.poll_seconds,
+    )
+
+
+def run_job(
+    scenario: Scenario, market: Market, policy: str, index: int
+) -> tuple[ChainResult, Availability]:
+    """Run one job of a market under one policy; the result and the job's capacity timeline.
+
+    :param scenario: the scenario.
+    :param market: the market.
+    :param policy: the policy's name.
+    :param index: the job's index (the same job as in :func:`run_market`).
+    """
+    compared = next((p for p in POLICIES if p.name == policy), None)
+    if compared is None:
+        raise ValueError(f"unknown policy {policy!r}")
+    capacity = market.availability(scenario.seed, index)
+    return _run(scenario, compared, capacity, index), market.availability(scenario.seed, index)
+
+
 def run_market(scenario: Scenario, market: Market) -> dict[str, list[ChainResult]]:
     """Run every policy over the scenario's jobs on one market.
 
@@ -57,22 +90,11 @@ def run_market(scenario: Scenario, market: Market) -> dict[str, list[ChainResult
     :param market: the market.
     :return: policy name -> one result per job.
     """
-    job, price = scenario.job, price_of(scenario.job.instance_type, scenario.prices)
-    deadline = BASE_TIME + timedelta(seconds=job.deadline_seconds)
     results: dict[str, list[ChainResult]] = {p.name: [] for p in scenario.compared()}
     for index in range(scenario.jobs):
         capacity = market.availability(scenario.seed, index)
         for compared in scenario.compared():
-            result = run_chain(
-                compared.make(job, deadline),
-                job.request(spot=compared.spot),
-                capacity,
-                job,
-                price,
-                name=f"sim-{index}",
-                poll_seconds=scenario.poll_seconds,
-            )
-            results[compared.name].append(result)
+            results[compared.name].append(_run(scenario, compared, capacity, index))
     return results
 
 

@@ -71,6 +71,8 @@ class ChainResult:
     :param on_demand_seconds: billed on-demand seconds.
     :param attempts: attempts created.
     :param decisions: every decision, in order.
+    :param interrupted_runs: (attempt, start number in the attempt, seconds trained in that run)
+        of every interruption, as the embedded backend's ``interrupt`` events count them.
     """
 
     finished_seconds: float = math.inf
@@ -81,6 +83,7 @@ class ChainResult:
     on_demand_seconds: float = 0.0
     attempts: int = 0
     decisions: list[Decided] = field(default_factory=list)
+    interrupted_runs: list[tuple[int, int, float]] = field(default_factory=list)
 
     @property
     def met_deadline(self) -> bool:
@@ -100,6 +103,7 @@ class _Attempt:
         self.status = TrainingJobStatus.IN_PROGRESS
         self.transitions: list[list[Any]] = []  # [SecondaryStatus, start, end or None]
         self.held = 0.0
+        self.starts = 0
         self.ended: float | None = None
 
     def enter(self, status: SecondaryStatus, t: float) -> None:
@@ -227,6 +231,7 @@ class _Chain:
         """Hold instances from ``t``: start, train, upload, until the first event; the next time."""
         job = self.job
         attempt.enter(phase, t)
+        attempt.starts += 1
         train_from = t + job.restart_overhead_seconds
         need = max(0.0, job.training_seconds - self.saved)
         upload_from = train_from + need
@@ -246,6 +251,7 @@ class _Chain:
             kept = math.floor(trained / period) * period
             self.saved += kept
             self.result.interruptions += 1
+            self.result.interrupted_runs.append((self.result.attempts, attempt.starts, trained))
             self.result.lost_seconds += trained - kept
             attempt.enter(S.INTERRUPTED, end)
         else:
