@@ -154,7 +154,11 @@ def saved_seconds(
     """
     total = 0.0
     for report in reports:
-        for held, interrupted in training_segments(report, now):
+        segments = training_segments(report, now)
+        if not segments and report.training_seconds:
+            # No transitions to read (a partial response): TrainingTimeInSeconds stands in.
+            segments = [(float(report.training_seconds), report.interruptions > 0)]
+        for held, interrupted in segments:
             useful = max(0.0, held - restart_overhead_seconds)
             if interrupted:
                 useful = math.floor(useful / checkpoint_interval_seconds) * (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -329,29 +328,22 @@ def test_policies_that_are_not_deadline_aware_decide_as_before() -> None:
 
 
 def test_work_is_learnt_from_the_progress_the_script_reports() -> None:
+    def estimate(progress: float | None) -> tuple[float, float, str]:
+        work = estimate_work(
+            [WAITING],
+            at(INTERRUPTED_AT),
+            request=request(),
+            expected_training_seconds=None,
+            restart_overhead_seconds=OVERHEAD,
+            checkpoint_interval_seconds=INTERVAL,
+            progress=progress,
+        )
+        return work.total_seconds, work.remaining_seconds, work.source
+
     # 2 h saved and "25% done": the job is 8 h whatever the policy expected.
-    work = estimate_work(
-        [WAITING],
-        at(INTERRUPTED_AT),
-        request=request(),
-        expected_training_seconds=None,
-        restart_overhead_seconds=OVERHEAD,
-        checkpoint_interval_seconds=INTERVAL,
-        progress=0.25,
-    )
-    assert (work.total_seconds, work.done_seconds, work.source) == (WORK, TRAINED, "progress")
-    assert work.remaining_seconds == WORK - TRAINED
-    fallback = dataclasses.replace(work, source="x")
-    assert fallback.remaining_seconds == WORK - TRAINED
-    bound = estimate_work(
-        [WAITING],
-        at(INTERRUPTED_AT),
-        request=request(),
-        expected_training_seconds=None,
-        restart_overhead_seconds=OVERHEAD,
-        checkpoint_interval_seconds=INTERVAL,
-    )
-    assert (bound.total_seconds, bound.source) == (36_000, "max-runtime")
+    assert estimate(0.25) == (WORK, WORK - TRAINED, "progress")
+    # Without progress nor an expected figure, MaxRuntimeInSeconds is the bound.
+    assert estimate(None) == (36_000, 36_000 - TRAINED, "max-runtime")
 
 
 def test_segments_and_saved_seconds() -> None:
@@ -416,3 +408,18 @@ def test_rendered_template_deadline_and_json_round_trip() -> None:
     data = json.loads(json.dumps(policy.to_json()))
     assert data["deadline_aware"] is True and data["expected_training_seconds"] == WORK
     assert SpotRetryPolicy.from_json(data) == policy
+
+
+def test_training_time_stands_in_without_transitions() -> None:
+    bare = SpotJobReport.from_describe(
+        {
+            "TrainingJobName": "train-a1",
+            "TrainingJobStatus": "Stopped",
+            "SecondaryStatus": "MaxWaitTimeExceeded",
+            "TrainingTimeInSeconds": int(OVERHEAD + TRAINED),
+        }
+    )
+    saved = saved_seconds(
+        [bare], T0, restart_overhead_seconds=OVERHEAD, checkpoint_interval_seconds=INTERVAL
+    )
+    assert saved == TRAINED
