@@ -17,15 +17,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from airflow_spot_provider.exceptions import Violation
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, SpotJobReport
 from airflow_spot_provider.request_rules import DEFAULT_MAX_RUNTIME_SECONDS
 
+if TYPE_CHECKING:  # retry imports this module; the annotations are never evaluated
+    from airflow_spot_provider.retry import RequestChanges
+
 __all__ = [
+    "CreateAttempt",
     "DeadlineRule",
+    "KeepWaiting",
     "SlackCheck",
+    "SwitchToOnDemand",
+    "WaitingDecision",
     "WorkEstimate",
     "check_slack",
     "estimate_work",
@@ -45,6 +52,61 @@ class DeadlineRule(StrEnum):
     ALREADY_ON_DEMAND = "already-on-demand"  # the job runs on-demand: nothing to switch
     NOT_WAITING = "not-waiting"  # the job holds instances (or has ended): no mid-job switch
     BUDGET_USED = "budget-used"  # no attempt left for an on-demand resubmission
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateAttempt:
+    """Create attempt 1, with ``changes`` applied to the request (none: as requested).
+
+    :param changes: on-demand when the deadline leaves no room for spot; else no changes.
+    :param reason: why, for the log.
+    :param rule: the deadline rule that chose, None when the policy is not deadline-aware.
+    :param at: when the decision was taken.
+    """
+
+    changes: RequestChanges
+    reason: str
+    rule: DeadlineRule | None
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeepWaiting:
+    """Let the waiting spot job wait on.
+
+    :param reason: why, for the log.
+    :param rule: the rule that decided.
+    :param at: when the decision was taken.
+    :param recheck_at: the moment the answer changes if nothing else does (the latest on-demand
+        start); None when only a new job state can change it. The caller may sleep or defer
+        until the earlier of this and its next poll.
+    """
+
+    reason: str
+    rule: DeadlineRule
+    at: datetime
+    recheck_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchToOnDemand:
+    """Stop the waiting spot job, wait for ``Stopped``, resubmit on-demand from its checkpoint.
+
+    :param attempt: number of the on-demand attempt to create (attempts so far + 1).
+    :param changes: the changes of that attempt (on-demand).
+    :param reason: why, for the log and the summary.
+    :param rule: the rule that fired (SLACK_EXHAUSTED).
+    :param at: when the decision was taken.
+    """
+
+    attempt: int
+    changes: RequestChanges
+    reason: str
+    rule: DeadlineRule
+    at: datetime
+
+
+WaitingDecision: TypeAlias = KeepWaiting | SwitchToOnDemand
 
 
 @dataclass(frozen=True)

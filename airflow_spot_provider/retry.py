@@ -24,8 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeAlias
 
 from airflow_spot_provider.deadline import (
+    CreateAttempt,
     DeadlineRule,
+    KeepWaiting,
     SlackCheck,
+    SwitchToOnDemand,
+    WaitingDecision,
     check_slack,
     estimate_work,
     validate_deadline_options,
@@ -256,62 +260,7 @@ class GiveUp:
 Decision: TypeAlias = Resubmit | GiveUp
 
 
-@dataclass(frozen=True, kw_only=True)
-class CreateAttempt:
-    """Create attempt 1, with ``changes`` applied to the request (none: as requested).
-
-    :param changes: on-demand when the deadline leaves no room for spot; else no changes.
-    :param reason: why, for the log.
-    :param rule: the deadline rule that chose, None when the policy is not deadline-aware.
-    :param at: when the decision was taken.
-    """
-
-    changes: RequestChanges
-    reason: str
-    rule: DeadlineRule | None
-    at: datetime
-
-
 FirstAttemptDecision: TypeAlias = CreateAttempt | GiveUp
-
-
-@dataclass(frozen=True, kw_only=True)
-class KeepWaiting:
-    """Let the waiting spot job wait on.
-
-    :param reason: why, for the log.
-    :param rule: the rule that decided.
-    :param at: when the decision was taken.
-    :param recheck_at: the moment the answer changes if nothing else does (the latest on-demand
-        start); None when only a new job state can change it. The caller may sleep or defer
-        until the earlier of this and its next poll.
-    """
-
-    reason: str
-    rule: DeadlineRule
-    at: datetime
-    recheck_at: datetime | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SwitchToOnDemand:
-    """Stop the waiting spot job, wait for ``Stopped``, resubmit on-demand from its checkpoint.
-
-    :param attempt: number of the on-demand attempt to create (attempts so far + 1).
-    :param changes: the changes of that attempt (on-demand).
-    :param reason: why, for the log and the summary.
-    :param rule: the rule that fired (SLACK_EXHAUSTED).
-    :param at: when the decision was taken.
-    """
-
-    attempt: int
-    changes: RequestChanges
-    reason: str
-    rule: DeadlineRule
-    at: datetime
-
-
-WaitingDecision: TypeAlias = KeepWaiting | SwitchToOnDemand
 
 
 def _is_spot(request: Mapping[str, Any]) -> bool:
