@@ -423,3 +423,21 @@ def test_training_time_stands_in_without_transitions() -> None:
         [bare], T0, restart_overhead_seconds=OVERHEAD, checkpoint_interval_seconds=INTERVAL
     )
     assert saved == TRAINED
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    deadline_hours=st.floats(min_value=10, max_value=30),
+    waited=st.floats(min_value=0, max_value=1),
+    backoff=st.floats(min_value=0, max_value=3600),
+)
+def test_deciding_again_during_the_backoff_agrees(
+    deadline_hours: float, waited: float, backoff: float
+) -> None:
+    policy = aware(
+        deadline_hours * HOUR, backoff_initial_seconds=backoff, backoff_max_seconds=backoff
+    )
+    ended = at(10 * HOUR)
+    first = policy.decide([ENDED], now=ended, last_request=request())
+    later = ended + timedelta(seconds=backoff * waited)
+    assert policy.decide([ENDED], now=later, last_request=request()) == first
