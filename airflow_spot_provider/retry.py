@@ -305,9 +305,10 @@ class SpotRetryPolicy:
     :param allow_without_checkpoints: resubmit a job without ``CheckpointConfig`` (it restarts
         from zero).
     :param deadline_aware: choose spot or on-demand from the deadline: stay on spot while the
-        time left covers the work left at on-demand speed plus ``restart_overhead_seconds`` and
-        ``deadline_margin_seconds``; switch to on-demand (and stay) when it no longer does.
-        Needs ``deadline``.
+        time left covers the work left at on-demand speed plus ``restart_overhead_seconds``,
+        ``deadline_margin_seconds`` and what one more interruption would cost (a restart and a
+        checkpoint interval); switch to on-demand (and stay) when it no longer does. Needs
+        ``deadline``.
     :param expected_training_seconds: training seconds of the whole job uninterrupted (what
         TrainingTimeInSeconds shows after one clean run); None: learnt from the progress the
         script reports, else MaxRuntimeInSeconds stands in (an upper bound).
