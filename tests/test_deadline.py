@@ -441,3 +441,23 @@ def test_deciding_again_during_the_backoff_agrees(
     first = policy.decide([ENDED], now=ended, last_request=request())
     later = ended + timedelta(seconds=backoff * waited)
     assert policy.decide([ENDED], now=later, last_request=request()) == first
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    expected=st.none() | st.floats(min_value=1, max_value=1e7),
+    overhead=st.floats(min_value=0, max_value=1e5),
+    interval=st.floats(min_value=1, max_value=1e5),
+    margin=st.floats(min_value=0, max_value=1e5),
+)
+def test_deadline_options_round_trip_through_json(
+    expected: float | None, overhead: float, interval: float, margin: float
+) -> None:
+    policy = aware(
+        12 * HOUR,
+        expected_training_seconds=expected,
+        restart_overhead_seconds=overhead,
+        checkpoint_interval_seconds=interval,
+        deadline_margin_seconds=margin,
+    )
+    assert SpotRetryPolicy.from_json(json.loads(json.dumps(policy.to_json()))) == policy
