@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,9 +28,9 @@ from airflow_spot_provider.retry import (
     SpotRetryPolicy,
     SwitchToOnDemand,
 )
+from tests.spot_reports import T0, job
 
 S = SecondaryStatus
-T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 HOUR = 3600.0
 WORK = 8 * HOUR  # expected training seconds of the whole job
 OVERHEAD = 300.0
@@ -56,33 +56,6 @@ def request(*, spot: bool = True) -> dict[str, Any]:
             "LocalPath": "/opt/ml/checkpoints",
         },
     }
-
-
-def job(
-    name: str,
-    steps: list[tuple[SecondaryStatus, float]],
-    *,
-    status: str = "InProgress",
-    ended: float | None = None,
-) -> SpotJobReport:
-    """A report whose transitions start at T0 + the given seconds; the last one stays open."""
-    transitions = []
-    for index, (step, start) in enumerate(steps):
-        item: dict[str, Any] = {"Status": step.value, "StartTime": T0 + timedelta(seconds=start)}
-        if index + 1 < len(steps):
-            item["EndTime"] = T0 + timedelta(seconds=steps[index + 1][1])
-        transitions.append(item)
-    response: dict[str, Any] = {
-        "TrainingJobName": name,
-        "TrainingJobStatus": status,
-        "SecondaryStatus": steps[-1][0].value,
-        "SecondaryStatusTransitions": transitions,
-        "EnableManagedSpotTraining": True,
-        "CreationTime": T0 + timedelta(seconds=steps[0][1]),
-    }
-    if ended is not None:
-        response["TrainingEndTime"] = T0 + timedelta(seconds=ended)
-    return SpotJobReport.from_describe(response)
 
 
 def aware(deadline_after: float, **kwargs: Any) -> SpotRetryPolicy:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -18,12 +17,12 @@ from airflow_spot_provider.economics import (
     summarize_with_advice,
     young_daly_interval_seconds,
 )
-from airflow_spot_provider.lifecycle import SecondaryStatus, SpotJobReport
+from airflow_spot_provider.lifecycle import SecondaryStatus
 from airflow_spot_provider.retry import RETRYABLE_OUTCOMES, SpotRetryPolicy, SwitchToOnDemand
 from airflow_spot_provider.summary import summarize_attempts
+from tests.spot_reports import T0, job
 
 S = SecondaryStatus
-T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
 def test_young_daly() -> None:
@@ -51,35 +50,7 @@ def test_young_daly_minimises_the_first_order_waste(
     assert waste(best) <= waste(best * factor) * (1 + 1e-9)
 
 
-def _report(
-    name: str,
-    steps: list[tuple[SecondaryStatus, float]],
-    ended: float,
-    status: str = "Completed",
-) -> SpotJobReport:
-    transitions = [
-        {
-            "Status": s.value,
-            "StartTime": T0 + timedelta(seconds=start),
-            "EndTime": T0 + timedelta(seconds=steps[i + 1][1] if i + 1 < len(steps) else start),
-        }
-        for i, (s, start) in enumerate(steps)
-    ]
-    response: dict[str, Any] = {
-        "TrainingJobName": name,
-        "TrainingJobStatus": status,
-        "SecondaryStatus": steps[-1][0].value,
-        "SecondaryStatusTransitions": transitions,
-        "EnableManagedSpotTraining": True,
-        "CreationTime": T0,
-        "TrainingEndTime": T0 + timedelta(seconds=ended),
-        "TrainingTimeInSeconds": 100,
-        "BillableTimeInSeconds": 30,
-    }
-    return SpotJobReport.from_describe(response)
-
-
-TWO_INTERRUPTIONS = _report(
+TWO_INTERRUPTIONS = job(
     "train-a1",
     [
         (S.STARTING, 0),
@@ -94,7 +65,10 @@ TWO_INTERRUPTIONS = _report(
         (S.UPLOADING, 21600),
         (S.COMPLETED, 21600),
     ],
-    21600,
+    status="Completed",
+    ended=21600,
+    TrainingTimeInSeconds=21600,
+    BillableTimeInSeconds=6480,
 )
 
 
@@ -114,10 +88,11 @@ def test_advice_from_observed_interruptions() -> None:
 
 
 def test_no_interruption_no_interval() -> None:
-    quiet = _report(
+    quiet = job(
         "train-a1",
         [(S.STARTING, 0), (S.DOWNLOADING, 0), (S.TRAINING, 300), (S.COMPLETED, 3600)],
-        3600,
+        status="Completed",
+        ended=3600,
     )
     advice = checkpoint_advice([quiet], checkpoint_cost_seconds=60)
     assert advice["young_daly_interval_seconds"] is None
@@ -132,7 +107,7 @@ def test_summary_with_advice_and_decisions_is_plain_json() -> None:
         expected_training_seconds=8 * 3600,
     )
     first = policy.first_attempt(now=T0, request={"EnableManagedSpotTraining": True})
-    waiting = _report("train-a1", [(S.STARTING, 0)], 0, status="InProgress")
+    waiting = job("train-a1", [(S.STARTING, 0)])
     switch = policy.decide_while_waiting(
         [], waiting, now=T0 + timedelta(hours=4), last_request={"EnableManagedSpotTraining": True}
     )
