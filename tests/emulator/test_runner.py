@@ -9,14 +9,18 @@ import tarfile
 import textwrap
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_spot_provider.emulator.checkpoints import CheckpointSync
+from airflow_spot_provider.emulator.container import NAMESPACES_ENV, namespaces_unavailable
+from airflow_spot_provider.emulator.contract import command_args
 from airflow_spot_provider.emulator.images import UnknownImageError
-from airflow_spot_provider.emulator.runner import TrainingRun, command_args, start_run
+from airflow_spot_provider.emulator.runner import TrainingRun, start_run
 from airflow_spot_provider.emulator.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -47,9 +51,8 @@ FAIL_SCRIPT = """
 """
 TERM_SCRIPT = """
     import os, signal, subprocess, sys, time
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
-        handle.write(str(child.pid))
+    marker = os.environ["SM_HP_MARKER"]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     def on_term(signum, frame):
         print("got SIGTERM", flush=True)
         sys.exit(143)
@@ -58,6 +61,48 @@ TERM_SCRIPT = """
     print("ready", flush=True)
     time.sleep(60)
 """
+
+
+@pytest.fixture(params=["namespaces", "fallback"])
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test with jobs in their own namespaces, then without (the fallback)."""
+    namespaces_unavailable.cache_clear()
+    if request.param == "fallback":
+        monkeypatch.setenv(NAMESPACES_ENV, "off")
+    else:
+        monkeypatch.delenv(NAMESPACES_ENV, raising=False)
+        reason = namespaces_unavailable()
+        if reason is not None:
+            pytest.skip(f"namespaces are not available here: {reason}")
+    yield request.param
+    namespaces_unavailable.cache_clear()
+
+
+def _marker() -> str:
+    return f"spot-emulator-test-{uuid.uuid4().hex}"
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if marker.encode() in cmdline and "\nState:\tZ" not in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _assert_gone(marker: str) -> None:
+    """No process of the marker is left, within a slack that load cannot use up."""
+    deadline = time.monotonic() + SLACK_SECONDS
+    while _pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with(marker) == []
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +168,7 @@ async def _start(box: Sandbox, request: dict[str, Any], s3: S3Client, sink: Line
 
 
 def test_script_mode_runs_under_the_container_contract(
-    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolation: str
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "parent-key")
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", "secret")
@@ -142,25 +187,42 @@ def test_script_mode_runs_under_the_container_contract(
     assert set(sink.lines) == {"hello from the helper", "a warning", "done"}
     report = json.loads((box.model_dir / "report.json").read_text())
     assert report["argv"] == ["--epochs", "3", "--lr", "0.5", "--name", "abc"]
-    assert report["cwd"] == str(box.code_dir)
+    # In namespaces the job sees SageMaker's paths; without, its sandbox's.
+    base = "/opt/ml" if isolation == "namespaces" else str(box.root)
+    assert report["cwd"] == f"{base}/code"
     env = report["env"]
-    assert env["SM_MODEL_DIR"] == str(box.model_dir)
-    assert env["SM_OUTPUT_DATA_DIR"] == str(box.output_data_dir)
-    assert env["SM_CHANNEL_TRAIN"] == str(box.channel_dir("train"))
+    assert env["SM_MODEL_DIR"] == f"{base}/model"
+    assert env["SM_OUTPUT_DATA_DIR"] == f"{base}/output/data"
+    assert env["SM_OUTPUT_INTERMEDIATE_DIR"] == f"{base}/output/intermediate"
+    assert env["SM_INPUT_CONFIG_DIR"] == f"{base}/input/config"
+    assert env["SM_CHANNEL_TRAIN"] == f"{base}/input/data/train"
     assert json.loads(env["SM_CHANNELS"]) == ["train"]
-    assert json.loads(env["SM_HPS"]) == {"epochs": 3, "lr": 0.5, "name": "abc"}
+    assert env["SM_HPS"] == '{"epochs":3,"lr":0.5,"name":"abc"}'  # the toolkit's compact JSON
     assert env["SM_HP_EPOCHS"] == "3"
     assert env["SM_HP_NAME"] == "abc"
     assert "SM_HP_SAGEMAKER_PROGRAM" not in env
     assert env["SM_CURRENT_HOST"] == "algo-1"
     assert json.loads(env["SM_HOSTS"]) == ["algo-1"]
-    assert env["SM_CHECKPOINT_DIR"] == str(box.root / "ckpt")
+    assert env["SM_CURRENT_INSTANCE_TYPE"] == "ml.m5.large"
+    assert env["SM_MODULE_NAME"] == "train"
     assert env["SM_USER_ENTRY_POINT"] == "train.py"
+    assert env["SM_MODULE_DIR"] == str(source)  # sagemaker_submit_directory, as the toolkit
+    assert env["SM_LOG_LEVEL"] == "20"
+    assert env["SM_IS_HETERO"] == "false"
+    assert json.loads(env["SM_TRAINING_ENV"])["channel_input_dirs"] == {
+        "train": f"{base}/input/data/train"
+    }
     assert env["TRAINING_JOB_NAME"] == "job-1"
-    assert env["HOME"] == str(box.root)
+    assert env["HOME"] == base
     assert env["MY_SETTING"] == "on"
     assert env["AWS_REGION"] == "r"
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_AWS_DEFAULT"} & set(env)
+    if isolation == "namespaces":
+        assert env["SM_CHECKPOINT_DIR"] == "/opt/ml/ckpt"
+        assert "SAGEMAKER_BASE_DIR" not in env
+    else:
+        assert env["SM_CHECKPOINT_DIR"] == str(box.root / "ckpt")
+        assert env["SAGEMAKER_BASE_DIR"] == str(box.root)
     # The job got a copy: the source is untouched.
     assert sorted(p.name for p in source.iterdir()) == ["helper.py", "train.py"]
 
@@ -238,31 +300,16 @@ def test_unknown_image_raises(s3: S3Client, tmp_path: Path) -> None:
         asyncio.run(_start(box, request, s3, Lines()))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _assert_ends(pid: int) -> None:
-    """The process ends (killed with its group), within a slack that load cannot use up."""
-    deadline = time.monotonic() + SLACK_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(pid)
-
-
 @pytest.mark.parametrize(
     ("mode", "notice", "expected"),
     # A long notice for the graceful run: ending well before it shows no SIGKILL was waited for.
     [("graceful", 20.0, 143), ("stubborn", 0.5, 137)],
 )
 def test_terminate_sigterm_then_sigkill_of_the_whole_group(
-    s3: S3Client, tmp_path: Path, mode: str, notice: float, expected: int
+    s3: S3Client, tmp_path: Path, mode: str, notice: float, expected: int, isolation: str
 ) -> None:
-    request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode)
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode, marker=marker)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
     sink = Lines()
 
@@ -282,18 +329,20 @@ def test_terminate_sigterm_then_sigkill_of_the_whole_group(
         assert elapsed < notice / 2
     else:
         assert notice <= elapsed < notice + SLACK_SECONDS
-    _assert_ends(int((box.model_dir / "child.pid").read_text()))
+    _assert_gone(marker)
 
 
-def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) -> None:
+def test_children_left_behind_do_not_hold_the_run(
+    s3: S3Client, tmp_path: Path, isolation: str
+) -> None:
     script = """
         import os, subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
-            handle.write(str(child.pid))
+        sleep = [sys.executable, "-c", "import time; time.sleep(60)", os.environ["SM_HP_MARKER"]]
+        child = subprocess.Popen(sleep)
         print("main done", flush=True)
     """
-    request = _script_request(str(_source(tmp_path, script)))
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, script)), marker=marker)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
     sink = Lines()
 
@@ -304,7 +353,7 @@ def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) 
     assert asyncio.run(scenario()) == 0
     assert time.monotonic() - started < 60 / 2  # the child would hold it 60 s
     assert sink.lines == ["main done"]
-    _assert_ends(int((box.model_dir / "child.pid").read_text()))
+    _assert_gone(marker)
 
 
 def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
@@ -323,7 +372,7 @@ def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
         return await run.wait(), run
 
     code, run = asyncio.run(scenario())
-    assert code == 1
+    assert code == 127  # what a shell or a container runtime reports for a missing program
     assert "no-python" in run.stderr_tail()
 
 
@@ -343,8 +392,18 @@ def test_a_very_long_line_is_cut_not_fatal(s3: S3Client, tmp_path: Path) -> None
 
 
 def test_command_args_follow_the_training_toolkit() -> None:
-    request = {"HyperParameters": {"b": "2", "a": '"x"', "c": '{"k": 1}', "sagemaker_region": "r"}}
-    assert command_args(request) == ["--a", "x", "--b", "2", "--c", '{"k": 1}']
+    hps = {"bb": "2", "a": '"x"', "c": '{"k": 1, "j": "v"}', "d": "true", "sagemaker_region": "r"}
+    # sagemaker_training.mapping.to_cmd_args: one dash for one letter, objects as k=v, str().
+    assert command_args({"HyperParameters": hps}) == [
+        "-a",
+        "x",
+        "--bb",
+        "2",
+        "-c",
+        "j=v,k=1",
+        "-d",
+        "True",
+    ]
 
 
 def _discard(line: str) -> None:
