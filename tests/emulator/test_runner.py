@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import textwrap
 import threading
@@ -540,3 +543,115 @@ def test_interrupted_trainer_resumes_from_synced_checkpoints_to_the_same_model(
     ]
     assert len(keys) <= 2  # the trainer prunes, and the deletions reached S3
     assert "trainer-ckpt/ckpt-000000040.json" in keys
+
+
+ESCAPE_SCRIPT = """
+    import os, signal, subprocess, sys, time
+    marker = "escaper-" + os.environ["SM_HP_MARKER"]
+    sleep = "import time; time.sleep(60)"
+    # A child in its own session, and a daemon: double fork, setsid, orphaned.
+    subprocess.Popen([sys.executable, "-c", sleep, marker], start_new_session=True)
+    daemon = "import os, sys, time\\nif os.fork(): sys.exit(0)\\nos.setsid()\\ntime.sleep(60)"
+    subprocess.run([sys.executable, "-c", daemon, marker], check=True)
+    if os.environ["SM_HP_MODE"] == "stay":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(60)
+    print("ready", flush=True)
+    go = os.path.join(os.environ["SM_MODEL_DIR"], "go")  # the test saw the children started
+    while not os.path.exists(go):
+        time.sleep(0.02)
+"""
+
+
+def _escapers_started(marker: str) -> None:
+    """Both processes that left the job's session run (as their marker says)."""
+    escaper = f"escaper-{marker}"
+    deadline = time.monotonic() + SLACK_SECONDS
+    while len(_pids_with(escaper)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(_pids_with(escaper)) == 2
+
+
+def test_setsid_children_die_when_the_main_process_ends(
+    s3: S3Client, tmp_path: Path, isolation: str
+) -> None:
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="end")
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        run = await _start(box, request, s3, sink)
+        await sink.wait_for("ready")
+        _escapers_started(marker)
+        (box.model_dir / "go").touch()
+        return await run.wait()
+
+    assert asyncio.run(scenario()) == 0
+    _assert_gone(marker)
+
+
+def test_setsid_children_die_when_the_job_is_killed(s3: S3Client, tmp_path: Path) -> None:
+    # Without namespaces a process that left the job's session survives a SIGKILL of the job:
+    # only the PID namespace takes it down (the documented limit of the fallback).
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(f"needs namespaces, not available here: {reason}")
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="stay")
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        run = await _start(box, request, s3, sink)
+        await sink.wait_for("ready")
+        _escapers_started(marker)
+        await run.terminate(0.2)  # SIGTERM is ignored: SIGKILL after the notice
+        return await run.wait()
+
+    assert asyncio.run(scenario()) == 137
+    _assert_gone(marker)
+
+
+BACKEND_SCRIPT = """
+import asyncio, json, sys
+from pathlib import Path
+from airflow_spot_provider.emulator.runner import start_run
+from airflow_spot_provider.emulator.sandbox import Sandbox
+
+async def main() -> None:
+    request = json.loads(sys.argv[1])
+    box = Sandbox.create(Path(sys.argv[2]), "job-1", request)
+    run = await start_run(
+        sandbox=box, request=request, job_name="job-1", s3=None,
+        log_sink=lambda line: print(line, flush=True),
+    )
+    await run.wait()
+
+asyncio.run(main())
+"""
+
+
+def test_job_processes_die_with_the_backend(tmp_path: Path, isolation: str) -> None:
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="stay")
+    backend_py = tmp_path / "backend.py"
+    backend_py.write_text(BACKEND_SCRIPT)
+    env = dict(os.environ)
+    if isolation == "fallback":
+        env[NAMESPACES_ENV] = "off"
+    backend = subprocess.Popen(
+        [sys.executable, str(backend_py), json.dumps(request), str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert backend.stdout is not None
+        assert backend.stdout.readline().strip() == "ready"
+        _escapers_started(marker)
+    finally:
+        backend.kill()  # SIGKILL: no clean-up code of the backend runs
+        backend.wait()
+    _assert_gone(marker)
