@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_spot_provider.emulator.rules import DEFAULT_MAX_RUNTIME_SECONDS
+from airflow_spot_provider.emulator.stages import model_artifact_uri
 from airflow_spot_provider.emulator.validation import operation_model
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, TrainingJobStatus
 
@@ -205,8 +206,10 @@ class Job:
             "BillableTimeInSeconds": self.billable_time(price_ratio),
         }
         out.update({k: v for k, v in optional.items() if v is not None})
-        if state.model_artifacts:
-            out["ModelArtifacts"] = {"S3ModelArtifacts": state.model_artifacts}
+        # A required member of the output shape: SageMaker shows where the model will go from
+        # creation on, whether or not the job ever uploads one.
+        uri = state.model_artifacts or model_artifact_uri(self.request, self.name)
+        out["ModelArtifacts"] = {"S3ModelArtifacts": uri}
         return out
 
     def summary(self) -> dict[str, Any]:
