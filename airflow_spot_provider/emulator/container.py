@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,12 +95,26 @@ def _probe(python: str) -> str | None:
     return None
 
 
-@functools.cache
+_PROBE_LOCK = threading.Lock()
+
+
 def namespaces_unavailable(python: str = sys.executable) -> str | None:
     """Why jobs cannot run in their own namespaces here (None: they can). Probed once.
 
     :param python: the interpreter of the jobs.
     """
+    with _PROBE_LOCK:  # jobs start from worker threads: one probe, one log line
+        return _probed(python)
+
+
+def forget_probe() -> None:
+    """Probe again at the next job (tests switch :data:`NAMESPACES_ENV`)."""
+    with _PROBE_LOCK:
+        _probed.cache_clear()
+
+
+@functools.cache
+def _probed(python: str) -> str | None:
     reason = _probe(python)
     if reason is None:
         log.info("training jobs run in their own user, mount and PID namespaces")

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_spot_provider.emulator.checkpoints import CheckpointSync
-from airflow_spot_provider.emulator.container import NAMESPACES_ENV, namespaces_unavailable
+from airflow_spot_provider.emulator.container import (
+    NAMESPACES_ENV,
+    forget_probe,
+    namespaces_unavailable,
+)
 from airflow_spot_provider.emulator.contract import command_args
 from airflow_spot_provider.emulator.images import UnknownImageError
 from airflow_spot_provider.emulator.runner import TrainingRun, start_run
@@ -69,7 +73,7 @@ TERM_SCRIPT = """
 @pytest.fixture(params=["namespaces", "fallback"])
 def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test with jobs in their own namespaces, then without (the fallback)."""
-    namespaces_unavailable.cache_clear()
+    forget_probe()
     if request.param == "fallback":
         monkeypatch.setenv(NAMESPACES_ENV, "off")
     else:
@@ -78,7 +82,7 @@ def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         if reason is not None:
             pytest.skip(f"namespaces are not available here: {reason}")
     yield request.param
-    namespaces_unavailable.cache_clear()
+    forget_probe()
 
 
 def _marker() -> str:
