@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -659,3 +660,43 @@ def test_job_processes_die_with_the_backend(tmp_path: Path, isolation: str) -> N
         backend.kill()  # SIGKILL: no clean-up code of the backend runs
         backend.wait()
     _assert_gone(marker)
+
+
+def test_the_fallback_is_said_once_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(NAMESPACES_ENV, "off")
+    forget_probe()
+    try:
+        with caplog.at_level("WARNING"), ThreadPoolExecutor(4) as pool:
+            reasons = list(pool.map(lambda _i: namespaces_unavailable(), range(8)))
+    finally:
+        forget_probe()
+    assert reasons == [f"{NAMESPACES_ENV}=off"] * 8
+    said = [r.getMessage() for r in caplog.records if "WITHOUT namespaces" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "SAGEMAKER_BASE_DIR" in said[0]
+
+
+def test_a_local_path_outside_opt_ml_is_bound_at_its_path(s3: S3Client, tmp_path: Path) -> None:
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(f"needs namespaces, not available here: {reason}")
+    script = """
+        import os
+        os.makedirs("/spot-emulator-ckpt/run", exist_ok=True)
+        with open("/spot-emulator-ckpt/run/state.txt", "w") as handle:
+            handle.write(os.uname().nodename)
+        print(sorted(os.listdir("/opt/ml")))
+    """
+    request = _script_request(str(_source(tmp_path, script)))
+    request["CheckpointConfig"] = {"S3Uri": "s3://b/c", "LocalPath": "/spot-emulator-ckpt/run"}
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    assert asyncio.run(scenario()) == 0, sink.lines
+    assert (box.checkpoint_dir / "state.txt").read_text() == "algo-1"
+    assert not Path("/spot-emulator-ckpt").exists()  # only inside the job's own view
