@@ -28,13 +28,12 @@ process.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import select
 import signal
-import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 _MS_NOSUID = 0x2
@@ -48,6 +47,7 @@ EXIT_SETUP_FAILED = 125  # the container could not be set up (as ``docker run`` 
 _KILL_ROUNDS = 100  # bound on kill-and-reap rounds of descendants (each round empties a level)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [
@@ -58,7 +58,16 @@ def _libc() -> ctypes.CDLL:
         ctypes.c_char_p,
     ]
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
     return libc
+
+
+def _sethostname(name: str) -> None:
+    # libc rather than the socket module: importing it costs more than the whole setup.
+    raw = name.encode()
+    if _libc().sethostname(raw, len(raw)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"sethostname {name}: {os.strerror(errno)}")
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
@@ -87,7 +96,7 @@ def _replicate(host: str, new: str) -> None:
     if os.path.isdir(host):
         os.mkdir(new)
     else:
-        Path(new).touch()
+        os.close(os.open(new, os.O_CREAT | os.O_WRONLY, 0o644))
     try:
         _mount(host, new, None, _MS_BIND | _MS_REC)
     except OSError:  # not bindable (a socket of another user...): the job does without it
@@ -145,9 +154,10 @@ def _exec_main(spec: dict[str, Any], keep_closed: list[int]) -> None:
 
 def _children() -> list[int]:
     pids: list[int] = []
-    for task in Path("/proc/self/task").iterdir():
+    for task in os.listdir("/proc/self/task"):
         try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids += [int(p) for p in handle.read().split()]
         except OSError:
             continue
     return pids
@@ -214,7 +224,7 @@ def main(argv: list[str]) -> int:
     lifeline = spec.get("lifeline")
     try:
         if spec.get("hostname"):
-            socket.sethostname(spec["hostname"])
+            _sethostname(spec["hostname"])
         if spec.get("binds"):
             build_root(spec["stage"], spec["binds"])
         if not spec.get("namespaced"):

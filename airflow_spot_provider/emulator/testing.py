@@ -165,3 +165,29 @@ def secondary_statuses(described: dict[str, Any]) -> list[str]:
     :param described: a DescribeTrainingJob response.
     """
     return [t["Status"] for t in described.get("SecondaryStatusTransitions", [])]
+
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def log_lines(logs: Any, name: str) -> list[str]:
+    """Every line a job wrote to CloudWatch Logs, stream by stream, page by page.
+
+    :param logs: a boto3 CloudWatch Logs client.
+    :param name: the job name (its streams are ``<name>/algo-1-<epoch>``).
+    """
+    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=name + "/")
+    lines: list[str] = []
+    for stream in streams["logStreams"]:
+        kwargs: dict[str, Any] = {
+            "logGroupName": LOG_GROUP,
+            "logStreamName": stream["logStreamName"],
+            "startFromHead": True,
+        }
+        while True:
+            page = logs.get_log_events(**kwargs)
+            lines += [event["message"] for event in page["events"]]
+            if page["nextForwardToken"] == kwargs.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextForwardToken"]
+    return lines

@@ -1,19 +1,37 @@
-"""Scripts written for SageMaker run as on AWS: SageMaker's paths, the training toolkit's view."""
+"""Scripts written for SageMaker run as on AWS: SageMaker's paths, the training toolkit's view,
+and SageMaker SDK v3's ``ModelTrainer`` unchanged.
+
+``ModelTrainer`` sends ``AlgorithmSpecification.ContainerEntrypoint=["/bin/bash"]`` with
+``ContainerArguments`` running ``/opt/ml/input/data/sm_drivers/sm_train.sh``, and its source and
+drivers as the ``code`` and ``sm_drivers`` channels. It runs in a child process, routed to the
+backend by boto3's service endpoint variables, so that its imports and settings stay there.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.admin import AdminClient
 from airflow_spot_provider.emulator.container import namespaces_unavailable
-from airflow_spot_provider.emulator.testing import script_request, secondary_statuses, wait_for_job
+from airflow_spot_provider.emulator.testing import (
+    ROLE_ARN,
+    log_lines,
+    script_request,
+    secondary_statuses,
+    wait_for_job,
+)
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 
@@ -38,22 +56,57 @@ TOOLKIT_SCRIPT = """
     with open(os.path.join(env.model_dir, "report.json"), "w") as handle:
         json.dump(report, handle)
 """
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 CHECKPOINT_SCRIPT = """
-    import json, os, time
+    import json, os, sys, time
     # Written for AWS: the checkpoint dir is SageMaker's default LocalPath, hard-coded.
     path = "/opt/ml/checkpoints/state.json"
     step = json.load(open(path))["step"] if os.path.exists(path) else 0
-    print(f"start at step {step}", flush=True)
+    print(f"start at step {step} with {sys.argv[1:]}", flush=True)
     while step < 30:
-        time.sleep(0.05)
+        time.sleep(float(os.environ.get("STEP_SECONDS", "0.05")))
         step += 1
         with open("/opt/ml/checkpoints/.state.tmp", "w") as handle:
             json.dump({"step": step}, handle)
         os.replace("/opt/ml/checkpoints/.state.tmp", path)
-    with open("/opt/ml/model/final.json", "w") as handle:
-        json.dump({"step": step}, handle)
+        print(f"step {step}", flush=True)
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "final.json"), "w") as handle:
+        json.dump({"step": step, "argv": sys.argv[1:]}, handle)
+"""
+
+PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+DRIVER = """
+    import json, sys
+    import boto3
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.configs import (
+        CheckpointConfig, Compute, OutputDataConfig, SourceCode, StoppingCondition,
+    )
+
+    spec = json.loads(sys.argv[1])
+    boto_session = boto3.Session(
+        region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    trainer = ModelTrainer(
+        sagemaker_session=Session(boto_session=boto_session, default_bucket=spec["bucket"]),
+        role=spec["role"],
+        base_job_name=spec["base"],
+        training_image=spec["image"],
+        source_code=SourceCode(source_dir=spec["source"], entry_script="train.py"),
+        compute=Compute(
+            instance_type="ml.m5.large", instance_count=1, enable_managed_spot_training=True
+        ),
+        stopping_condition=StoppingCondition(
+            max_runtime_in_seconds=120, max_wait_time_in_seconds=600
+        ),
+        checkpoint_config=CheckpointConfig(s3_uri=spec["checkpoints"]),
+        output_data_config=OutputDataConfig(s3_output_path=spec["output"]),
+        hyperparameters={"epochs": 2, "lr": 0.1},
+        environment={"STEP_SECONDS": "0.2"},  # time enough to see progress, then interrupt
+    )
+    trainer.train(wait=True, logs=True)
+    print("JOB " + trainer._latest_training_job.training_job_name, flush=True)
 """
 
 
@@ -78,15 +131,6 @@ def _model_file(s3: Any, described: dict[str, Any], name: str) -> Any:
         member = tar.extractfile(name)
         assert member is not None
         return json.loads(member.read())
-
-
-def _log_lines(logs: Any, job: str) -> list[str]:
-    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")
-    (stream,) = streams["logStreams"]
-    events = logs.get_log_events(
-        logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"], startFromHead=True
-    )["events"]
-    return [e["message"] for e in events]
 
 
 def _host_opt_ml() -> list[str] | None:
@@ -153,11 +197,98 @@ def test_trainer_hard_coding_opt_ml_checkpoints_resumes_after_an_interruption(
     final = wait_for_job(sm, job_name, timeout=120)
     assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final.get("FailureReason")
     assert S.INTERRUPTED in secondary_statuses(final)
-    assert _model_file(s3, final, "final.json") == {"step": 30}
+    assert _model_file(s3, final, "final.json") == {"step": 30, "argv": []}
     # The checkpoint went to S3 from the job's /opt/ml/checkpoints and came back after the restart.
     checkpoint = s3.get_object(Bucket=bucket, Key=f"checkpoints/{job_name}/state.json")
     assert json.loads(checkpoint["Body"].read()) == {"step": 30}
-    starts = [line for line in _log_lines(logs, job_name) if line.startswith("start at step")]
-    assert starts[0] == "start at step 0"
-    assert len(starts) == 2 and starts[1] != "start at step 0", starts  # resumed, not restarted
+    starts = [line for line in log_lines(logs, job_name) if line.startswith("start at step")]
+    assert starts[0] == "start at step 0 with []"
+    assert len(starts) == 2 and starts[1] != starts[0], starts  # resumed, not restarted
     assert _host_opt_ml() == host_view  # the host's own /opt/ml was never written
+
+
+def _interrupt_once_training(sm: Any, logs: Any, admin: AdminClient, base: str) -> str:
+    """Find the job ModelTrainer created; interrupt it once its script has made progress."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = sm.list_training_jobs(NameContains=base)["TrainingJobSummaries"]
+        if found and "step 3" in log_lines(logs, found[0]["TrainingJobName"]):
+            admin.interrupt(found[0]["TrainingJobName"])
+            return str(found[0]["TrainingJobName"])
+        time.sleep(0.2)
+    raise AssertionError(f"no job of {base} made progress within 180 s")
+
+
+def test_model_trainer_spot_job_completes_through_an_interruption(
+    emulator: SpotEmulator,
+    sm: Any,
+    s3: Any,
+    logs: Any,
+    bucket: str,
+    admin: AdminClient,
+    job_name: str,
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("sagemaker.train", reason="SageMaker SDK v3 (sagemaker>=3) is a dev dep")
+    _namespaces_or_skip()  # ModelTrainer's sm_train.sh hard-codes /opt/ml
+    base = job_name[:30].rstrip("-")  # ModelTrainer appends a timestamp
+    source = _source(tmp_path, CHECKPOINT_SCRIPT)
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    user_config = tmp_path / "sagemaker-config.yaml"  # no telemetry calls to AWS
+    user_config.write_text(
+        "SchemaVersion: '1.0'\n"
+        "SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
+    )
+    spec = {
+        "bucket": bucket,
+        "role": ROLE_ARN,
+        "base": base,
+        "image": PYTORCH_IMAGE,
+        "source": str(source),
+        "checkpoints": f"s3://{bucket}/checkpoints/{base}",
+        "output": f"s3://{bucket}/output",
+    }
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL_SAGEMAKER=emulator.endpoint_url,
+        AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=emulator.endpoint_url,
+        AWS_ENDPOINT_URL_S3=emulator.s3_endpoint_url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        SAGEMAKER_VALIDATE_ROLE="false",
+        SAGEMAKER_USER_CONFIG_OVERRIDE=str(user_config),
+    )
+    out, err = tmp_path / "driver.out", tmp_path / "driver.err"  # files: a pipe could fill up
+    with out.open("w") as stdout, err.open("w") as stderr:
+        driver = subprocess.Popen(
+            [sys.executable, str(tmp_path / "driver.py"), json.dumps(spec)],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            name = _interrupt_once_training(sm, logs, admin, base)
+            driver.wait(timeout=240)
+        finally:
+            driver.kill()
+    assert driver.returncode == 0, err.read_text()[-3000:]
+    assert out.read_text().split("JOB ")[-1].strip() == name
+    final = sm.describe_training_job(TrainingJobName=name)
+    assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final.get("FailureReason")
+    assert final["EnableManagedSpotTraining"] is True
+    assert S.INTERRUPTED in secondary_statuses(final)
+    # What ModelTrainer sent: its entry point and channels, no script-mode hyperparameters.
+    spec_sent = final["AlgorithmSpecification"]
+    assert spec_sent["ContainerEntrypoint"] == ["/bin/bash"]
+    assert any("sm_drivers/sm_train.sh" in a for a in spec_sent["ContainerArguments"])
+    assert {c["ChannelName"] for c in final["InputDataConfig"]} == {"code", "sm_drivers"}
+    assert not any(k.startswith("sagemaker_") for k in final.get("HyperParameters", {}))
+    # The script resumed from the checkpoint restored into its /opt/ml/checkpoints.
+    starts = [line for line in log_lines(logs, name) if line.startswith("start at step")]
+    assert len(starts) == 2, starts
+    assert starts[0].startswith("start at step 0 ")
+    assert not starts[1].startswith("start at step 0 ")
+    final_json = _model_file(s3, final, "final.json")
+    assert final_json == {"step": 30, "argv": ["--epochs", "2", "--lr", "0.1"]}
+    assert final["BillableTimeInSeconds"] <= final["TrainingTimeInSeconds"]

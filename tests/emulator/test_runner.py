@@ -578,11 +578,15 @@ def _escapers_started(marker: str) -> None:
     assert len(_pids_with(escaper)) == 2
 
 
-def test_setsid_children_die_when_the_main_process_ends(
-    s3: S3Client, tmp_path: Path, isolation: str
+@pytest.mark.parametrize(("ending", "expected"), [("end", 0), ("killed", 137)])
+def test_setsid_children_die_with_their_job(
+    s3: S3Client, tmp_path: Path, isolation: str, ending: str, expected: int
 ) -> None:
+    if ending == "killed" and isolation == "fallback":
+        pytest.skip("without namespaces a process that left the job's session survives a SIGKILL")
     marker = _marker()
-    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="end")
+    mode = "end" if ending == "end" else "stay"  # "stay": ignores SIGTERM, runs on
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode=mode)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
     sink = Lines()
 
@@ -590,32 +594,13 @@ def test_setsid_children_die_when_the_main_process_ends(
         run = await _start(box, request, s3, sink)
         await sink.wait_for("ready")
         _escapers_started(marker)
-        (box.model_dir / "go").touch()
+        if ending == "end":
+            (box.model_dir / "go").touch()  # the main process ends by itself
+        else:
+            await run.terminate(0.2)  # SIGTERM is ignored: SIGKILL after the notice
         return await run.wait()
 
-    assert asyncio.run(scenario()) == 0
-    _assert_gone(marker)
-
-
-def test_setsid_children_die_when_the_job_is_killed(s3: S3Client, tmp_path: Path) -> None:
-    # Without namespaces a process that left the job's session survives a SIGKILL of the job:
-    # only the PID namespace takes it down (the documented limit of the fallback).
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(f"needs namespaces, not available here: {reason}")
-    marker = _marker()
-    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="stay")
-    box = Sandbox.create(tmp_path / "data", "job-1", request)
-    sink = Lines()
-
-    async def scenario() -> int:
-        run = await _start(box, request, s3, sink)
-        await sink.wait_for("ready")
-        _escapers_started(marker)
-        await run.terminate(0.2)  # SIGTERM is ignored: SIGKILL after the notice
-        return await run.wait()
-
-    assert asyncio.run(scenario()) == 137
+    assert asyncio.run(scenario()) == expected
     _assert_gone(marker)
 
 

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from airflow_spot_provider.emulator.admin import AdminClient
-from airflow_spot_provider.emulator.testing import script_request, secondary_statuses, wait_for_job
+from airflow_spot_provider.emulator.testing import (
+    log_lines,
+    script_request,
+    secondary_statuses,
+    wait_for_job,
+)
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 HYPERPARAMETERS = {
     "total_steps": 150,
     "step_sleep": 0.01,
@@ -31,24 +35,6 @@ def _model_files(s3: Any, uri: str) -> dict[str, bytes]:
             for m in tar.getmembers()
             if m.isfile()
         }
-
-
-def _log_lines(logs: Any, job: str) -> list[str]:
-    (stream,) = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")[
-        "logStreams"
-    ]
-    lines: list[str] = []
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "logStreamName": stream["logStreamName"],
-        "startFromHead": True,
-    }
-    while True:
-        page = logs.get_log_events(**kwargs)
-        lines += [e["message"] for e in page["events"]]
-        if page["nextForwardToken"] == kwargs.get("nextToken"):
-            return lines
-        kwargs["nextToken"] = page["nextForwardToken"]
 
 
 def test_interrupted_trainer_ends_bit_identical(
@@ -112,7 +98,7 @@ def test_interrupted_trainer_ends_bit_identical(
 
     # Each restart restored the checkpoints synced before the interruption (SIGTERM, notice,
     # final sync) and went on from there.
-    lines = _log_lines(logs, chaos)
+    lines = log_lines(logs, chaos)
     assert sum(line.startswith("SIGTERM: checkpoint saved") for line in lines) == 2
     resumed = [line for line in lines if line.startswith("resumed from checkpoint step=")]
     assert len(resumed) == 2
