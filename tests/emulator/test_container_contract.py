@@ -191,9 +191,10 @@ def test_trainer_hard_coding_opt_ml_checkpoints_resumes_after_an_interruption(
 ) -> None:
     _namespaces_or_skip()
     host_view = _host_opt_ml()
-    admin.load_scenario([{"interrupt": {"job": job_name, "at_training_second": 0.6}}])
     request = script_request(job_name, bucket, _source(tmp_path, CHECKPOINT_SCRIPT), "train.py")
+    request["Environment"] = {"STEP_SECONDS": "0.2"}
     sm.create_training_job(**request)
+    _interrupt_once_training(sm, logs, admin, job_name)
     final = wait_for_job(sm, job_name, timeout=120)
     assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final.get("FailureReason")
     assert S.INTERRUPTED in secondary_statuses(final)
@@ -208,7 +209,9 @@ def test_trainer_hard_coding_opt_ml_checkpoints_resumes_after_an_interruption(
 
 
 def _interrupt_once_training(sm: Any, logs: Any, admin: AdminClient, base: str) -> str:
-    """Find the job ModelTrainer created; interrupt it once its script has made progress."""
+    """Find the job whose name starts with ``base``; interrupt it once its script has made
+    progress (on a signal of the job's log: on a loaded machine a fixed time may come too early).
+    """
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         found = sm.list_training_jobs(NameContains=base)["TrainingJobSummaries"]

@@ -20,7 +20,7 @@ from airflow_spot_provider.lifecycle import TrainingJobStatus
 
 HYPERPARAMETERS = {
     "total_steps": 150,
-    "step_sleep": 0.01,
+    "step_sleep": 0.03,
     "checkpoint_every": 7,
     "learning_rate": 0.2,
 }
@@ -58,8 +58,10 @@ def test_interrupted_trainer_ends_bit_identical(
     reference, chaos = job_name + "-ref", job_name + "-chaos"
     admin.load_scenario(
         [
-            {"interrupt": {"job": chaos, "at_training_second": 0.8, "attempt": 1}},
-            {"interrupt": {"job": chaos, "at_training_second": 0.6, "attempt": 2}},
+            # Late enough that the trainer's SIGTERM handler is in place even when a loaded
+            # machine takes a second or two to start Python and numpy.
+            {"interrupt": {"job": chaos, "at_training_second": 2.5, "attempt": 1}},
+            {"interrupt": {"job": chaos, "at_training_second": 2.0, "attempt": 2}},
         ]
     )
     for name in (reference, chaos):
