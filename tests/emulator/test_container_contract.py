@@ -9,12 +9,10 @@ backend by boto3's service endpoint variables, so that its imports and settings 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from airflow_spot_provider.emulator.container import namespaces_unavailable
 from airflow_spot_provider.emulator.testing import (
     ROLE_ARN,
     log_lines,
+    model_files,
     script_request,
     secondary_statuses,
     wait_for_job,
@@ -123,16 +122,6 @@ def _source(tmp_path: Path, script: str) -> Path:
     return source
 
 
-def _model_file(s3: Any, described: dict[str, Any], name: str) -> Any:
-    uri = described["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    blob = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        member = tar.extractfile(name)
-        assert member is not None
-        return json.loads(member.read())
-
-
 def _host_opt_ml() -> list[str] | None:
     path = Path("/opt/ml")
     return sorted(p.name for p in path.iterdir()) if path.exists() else None
@@ -162,7 +151,7 @@ def test_training_toolkit_environment_inside_a_job(
     sm.create_training_job(**request)
     final = wait_for_job(sm, job_name, timeout=120)
     assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final.get("FailureReason")
-    report = _model_file(s3, final, "report.json")
+    report = json.loads(model_files(s3, final)["report.json"])
     assert report["hosts"] == ["algo-1"]
     assert report["current_host"] == "algo-1"
     assert report["channel_input_dirs"] == {"train": "/opt/ml/input/data/train"}
@@ -198,7 +187,7 @@ def test_trainer_hard_coding_opt_ml_checkpoints_resumes_after_an_interruption(
     final = wait_for_job(sm, job_name, timeout=120)
     assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final.get("FailureReason")
     assert S.INTERRUPTED in secondary_statuses(final)
-    assert _model_file(s3, final, "final.json") == {"step": 30, "argv": []}
+    assert json.loads(model_files(s3, final)["final.json"]) == {"step": 30, "argv": []}
     # The checkpoint went to S3 from the job's /opt/ml/checkpoints and came back after the restart.
     checkpoint = s3.get_object(Bucket=bucket, Key=f"checkpoints/{job_name}/state.json")
     assert json.loads(checkpoint["Body"].read()) == {"step": 30}
@@ -292,6 +281,6 @@ def test_model_trainer_spot_job_completes_through_an_interruption(
     assert len(starts) == 2, starts
     assert starts[0].startswith("start at step 0 ")
     assert not starts[1].startswith("start at step 0 ")
-    final_json = _model_file(s3, final, "final.json")
+    final_json = json.loads(model_files(s3, final)["final.json"])
     assert final_json == {"step": 30, "argv": ["--epochs", "2", "--lr", "0.1"]}
     assert final["BillableTimeInSeconds"] <= final["TrainingTimeInSeconds"]

@@ -3,14 +3,13 @@ checkpoints and ends with a model bit-identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from airflow_spot_provider.emulator.admin import AdminClient
 from airflow_spot_provider.emulator.testing import (
     log_lines,
+    model_files,
     script_request,
     secondary_statuses,
     wait_for_job,
@@ -24,17 +23,6 @@ HYPERPARAMETERS = {
     "checkpoint_every": 7,
     "learning_rate": 0.2,
 }
-
-
-def _model_files(s3: Any, uri: str) -> dict[str, bytes]:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    blob = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        return {
-            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isfile()
-        }
 
 
 def test_interrupted_trainer_ends_bit_identical(
@@ -93,8 +81,8 @@ def test_interrupted_trainer_ends_bit_identical(
     ]
     assert all(f["TrainingJobStatus"] == TrainingJobStatus.COMPLETED for f in finals.values())
 
-    expected = _model_files(s3, finals[reference]["ModelArtifacts"]["S3ModelArtifacts"])
-    got = _model_files(s3, finals[chaos]["ModelArtifacts"]["S3ModelArtifacts"])
+    expected = model_files(s3, finals[reference])
+    got = model_files(s3, finals[chaos])
     assert set(expected) == {"model.npy", "metrics.json"}
     assert got == expected  # bit for bit
 
