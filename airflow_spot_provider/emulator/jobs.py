@@ -6,6 +6,7 @@ renders it in the service's shapes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -118,6 +119,11 @@ class Job:
         self.max_retries = int((request.get("RetryStrategy") or {}).get("MaximumRetryAttempts", 0))
         self.checkpoint_uri: str | None = (request.get("CheckpointConfig") or {}).get("S3Uri")
 
+    @functools.cached_property
+    def model_uri(self) -> str:
+        """``<S3OutputPath>/<job>/output/model.tar.gz``, where the model goes (or would go)."""
+        return model_artifact_uri(self.request, self.name)
+
     @property
     def is_live(self) -> bool:
         """Whether the job holds or waits for instances (counts against quotas)."""
@@ -208,8 +214,7 @@ class Job:
         out.update({k: v for k, v in optional.items() if v is not None})
         # A required member of the output shape: SageMaker shows where the model will go from
         # creation on, whether or not the job ever uploads one.
-        uri = state.model_artifacts or model_artifact_uri(self.request, self.name)
-        out["ModelArtifacts"] = {"S3ModelArtifacts": uri}
+        out["ModelArtifacts"] = {"S3ModelArtifacts": state.model_artifacts or self.model_uri}
         return out
 
     def summary(self) -> dict[str, Any]:
