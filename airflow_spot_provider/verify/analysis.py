@@ -1,0 +1,307 @@
+"""Read a run's evidence against the reference run: restores, progress lost, SIGTERM saves.
+
+No I/O. Progress is measured on the reference run's clock: the *position* of a checkpoint object
+is the number of seconds the uninterrupted reference run had worked when the same content (same
+ETag) reached S3. A deterministic trainer writes the same checkpoint contents whatever the
+interruptions, so positions tell, without knowing the trainer's format, whether a restarted
+attempt went on from its checkpoint (its first new checkpoint lies further than the restored one)
+or started over (it rewrites an early one). Contents the reference never wrote (a save on SIGTERM
+in mid-interval, a trainer that stamps times into its checkpoints) get a position estimated from
+the time the attempt had worked. Seconds of work start at the trainer's first output line of an
+attempt (its imports and set-up are not progress), or at the start of Training if it prints
+nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_spot_provider.lifecycle import SecondaryStatus
+from airflow_spot_provider.verify.evidence import Attempt, ObjectVersion, RunEvidence
+
+_S = SecondaryStatus
+# Lines of a trainer's log worth showing as evidence of what it did with its checkpoints.
+EVIDENCE_RE = re.compile(r"resum|restor|checkpoint|sigterm|load", re.IGNORECASE)
+_SAYS_RESUMED_RE = re.compile(r"resum|restor", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the uninterrupted run established.
+
+    :param job_name: its training job.
+    :param work_seconds: seconds of work from its first output line to the end of Training.
+    :param positions: checkpoint ETag -> seconds of work when it reached S3.
+    :param checkpoint_moments: seconds of work at which checkpoints reached S3 (one per listing).
+    :param checkpoint_bytes: total size of the checkpoint objects at its end.
+    :param largest_object: the largest checkpoint object, bytes.
+    :param objects: how many checkpoint objects it left.
+    :param training_seconds: the length of its Training phase (what the plan uses).
+    """
+
+    job_name: str
+    work_seconds: float
+    positions: Mapping[str, float]
+    checkpoint_moments: tuple[float, ...]
+    checkpoint_bytes: int
+    largest_object: int
+    objects: int
+    training_seconds: float
+
+    @property
+    def checkpoint_interval(self) -> float:
+        """The median gap between checkpoints; the whole run when it saved once or never."""
+        moments = sorted(self.checkpoint_moments)
+        gaps = [b - a for a, b in zip(moments, moments[1:], strict=False)]
+        return statistics.median(gaps) if gaps else self.work_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {
+            "job_name": self.job_name,
+            "training_seconds": round(self.training_seconds, 3),
+            "work_seconds": round(self.work_seconds, 3),
+            "checkpoint_interval_seconds": round(self.checkpoint_interval, 3),
+            "checkpoints_written": len(self.checkpoint_moments),
+            "checkpoint_objects": self.objects,
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "largest_checkpoint_object_bytes": self.largest_object,
+        }
+
+
+def work_origin(evidence: RunEvidence, attempt: Attempt) -> float:
+    """When the trainer of an attempt began to work: its first output line, else Training.
+
+    :param evidence: the run's evidence.
+    :param attempt: one of its attempts.
+    """
+    lines = [
+        line.time
+        for line in evidence.log_lines
+        if line.time >= attempt.training_start
+        and (attempt.training_end is None or line.time < attempt.training_end)
+    ]
+    return min(lines) if lines else attempt.training_start
+
+
+def reference_of(evidence: RunEvidence) -> Reference:
+    """The reference figures of an uninterrupted, completed run.
+
+    :param evidence: its evidence.
+    :raises ValueError: it has no finished Training phase.
+    """
+    finished = [a for a in evidence.attempts if a.training_end is not None]
+    if not finished:
+        raise ValueError(f"{evidence.job_name} has no finished Training phase")
+    attempt = finished[-1]
+    assert attempt.training_end is not None
+    origin = work_origin(evidence, attempt)
+    positions: dict[str, float] = {}
+    moments: set[float] = set()
+    for version in evidence.timeline.versions():
+        moment = max(0.0, version.first_seen - origin)
+        positions.setdefault(version.etag, moment)
+        moments.add(moment)
+    final = evidence.timeline.last()
+    return Reference(
+        job_name=evidence.job_name,
+        work_seconds=max(attempt.training_end - origin, 1e-3),
+        positions=positions,
+        checkpoint_moments=tuple(sorted(moments)),
+        checkpoint_bytes=sum(size for _etag, size in final.values()),
+        largest_object=max((size for _etag, size in final.values()), default=0),
+        objects=len(final),
+        training_seconds=attempt.training_end - attempt.training_start,
+    )
+
+
+@dataclass(frozen=True)
+class InterruptionReport:
+    """One interruption of a run and what followed it.
+
+    :param attempt: the start number it hit.
+    :param at_training_second: seconds after that attempt's Training began.
+    :param progress_seconds: work done by then (reference seconds).
+    :param checkpoints_at_restart: checkpoint objects in S3 when the next attempt began.
+    :param restored: the next attempt went on from them (None: nothing to restore, or unknown).
+    :param restore_evidence: how ``restored`` was decided.
+    :param resumed_from_seconds: work the next attempt started from (None: no next attempt).
+    :param lost_seconds: work lost (``progress_seconds - resumed_from_seconds``).
+    :param from_scratch: the next attempt started from zero although work had been done.
+    :param sigterm_checkpoint: a checkpoint reached S3 during the notice (None: nothing to save).
+    :param sigterm_checkpoint_seconds: SIGTERM to that checkpoint seen in S3.
+    """
+
+    attempt: int
+    at_training_second: float
+    progress_seconds: float
+    checkpoints_at_restart: int
+    restored: bool | None
+    restore_evidence: str
+    resumed_from_seconds: float | None
+    lost_seconds: float | None
+    from_scratch: bool
+    sigterm_checkpoint: bool | None
+    sigterm_checkpoint_seconds: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (seconds rounded to milliseconds)."""
+        return {k: _round(v) for k, v in self.__dict__.items()}
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+@dataclass
+class _Walk:
+    """The state carried from one attempt of a run to the next."""
+
+    evidence: RunEvidence
+    reference: Reference
+    slack: float
+    versions: list[ObjectVersion]
+    resumed: float = 0.0  # work the current attempt started from
+    estimated: dict[str, float] = field(default_factory=dict)  # ETag -> estimated position
+
+    def position(self, etag: str) -> float:
+        known = self.reference.positions.get(etag)
+        return known if known is not None else self.estimated.get(etag, 0.0)
+
+    def progress_at(self, attempt: Attempt, moment: float) -> float:
+        origin = work_origin(self.evidence, attempt)
+        return min(self.reference.work_seconds, self.resumed + max(0.0, moment - origin))
+
+    def estimate_new(self, attempt: Attempt, until: float, sigterm_at: float | None) -> None:
+        """Give positions to the attempt's checkpoint contents the reference never wrote."""
+        for version in self.versions:
+            if attempt.training_start <= version.first_seen < until:
+                if version.etag not in self.reference.positions:
+                    moment = min(version.first_seen, sigterm_at or version.first_seen)
+                    self.estimated.setdefault(version.etag, self.progress_at(attempt, moment))
+
+
+def analyze_interruptions(
+    evidence: RunEvidence, reference: Reference, slack: float
+) -> list[InterruptionReport]:
+    """Each interruption of a run, with the restore that followed.
+
+    :param evidence: the run's evidence.
+    :param reference: the reference figures.
+    :param slack: seconds of timing noise (sync interval, listing interval, start-up jitter).
+    """
+    walk = _Walk(evidence, reference, slack, evidence.timeline.versions())
+    attempts = sorted(evidence.attempts, key=lambda a: a.number)
+    reports: list[InterruptionReport] = []
+    for index, attempt in enumerate(attempts):
+        following = attempts[index + 1] if index + 1 < len(attempts) else None
+        until = following.training_start if following else float("inf")
+        sigterm_at = evidence.interrupts.get(attempt.number)
+        walk.estimate_new(attempt, until, sigterm_at)
+        if sigterm_at is None or attempt.ended_by is not _S.INTERRUPTED:
+            continue
+        reports.append(_interruption(walk, attempt, following, sigterm_at, until))
+    return reports
+
+
+def _interruption(
+    walk: _Walk, attempt: Attempt, following: Attempt | None, sigterm_at: float, until: float
+) -> InterruptionReport:
+    progress = walk.progress_at(attempt, sigterm_at)
+    saved, saved_after = _sigterm_checkpoint(walk, sigterm_at, until, progress)
+    present = walk.evidence.timeline.present_at(until) if following else {}
+    restored: bool | None = None
+    how = "no checkpoint objects when the next attempt started"
+    resumed_next: float | None = None
+    if following is not None:
+        resumed_next = 0.0
+        if present:
+            restored_at = max(walk.position(etag) for etag, _size in present.values())
+            restored, how = _restored(walk, following, present, restored_at)
+            resumed_next = 0.0 if restored is False else restored_at
+        walk.resumed = resumed_next
+    lost = None if resumed_next is None else max(0.0, progress - resumed_next)
+    return InterruptionReport(
+        attempt=attempt.number,
+        at_training_second=sigterm_at - attempt.training_start,
+        progress_seconds=progress,
+        checkpoints_at_restart=len(present),
+        restored=restored,
+        restore_evidence=how,
+        resumed_from_seconds=resumed_next,
+        lost_seconds=lost,
+        from_scratch=resumed_next == 0.0 and progress > walk.slack,
+        sigterm_checkpoint=saved,
+        sigterm_checkpoint_seconds=saved_after,
+    )
+
+
+def _sigterm_checkpoint(
+    walk: _Walk, sigterm_at: float, until: float, progress: float
+) -> tuple[bool | None, float | None]:
+    """Whether the trainer saved when told to stop: a content the reference never wrote reached
+    S3 between SIGTERM and the next attempt. None when there was nothing new to save: no work
+    yet, or a periodic checkpoint had just been written."""
+    window = [v for v in walk.versions if sigterm_at < v.first_seen < until]
+    own = [v for v in window if v.etag not in walk.reference.positions]
+    if own:
+        return True, min(v.first_seen for v in own) - sigterm_at
+    recent = [v for v in walk.versions if sigterm_at - walk.slack <= v.first_seen < until]
+    if progress <= walk.slack or recent:
+        return None, None
+    return False, None
+
+
+def _restored(
+    walk: _Walk, following: Attempt, present: Mapping[str, tuple[str, int]], restored_at: float
+) -> tuple[bool | None, str]:
+    """Whether ``following`` went on from the checkpoint at ``restored_at``, and why we think so."""
+    present_etags = {etag for etag, _size in present.values()}
+    end = walk.evidence.interrupts.get(following.number) or following.training_end or float("inf")
+    new = [
+        v
+        for v in walk.versions
+        if following.training_start <= v.first_seen < end and v.etag not in present_etags
+    ]
+    known = [v for v in new if v.etag in walk.reference.positions]
+    if known:
+        first = known[0]
+        at = walk.reference.positions[first.etag]
+        worked = max(0.0, first.first_seen - work_origin(walk.evidence, following))
+        went_on = abs(at - (restored_at + worked)) <= abs(at - worked)
+        verb = "went on from" if went_on else "started over instead of going on from"
+        return went_on, (
+            f"its first new checkpoint is the reference's at {at:.2f} s of work: it {verb} "
+            f"the restored one at {restored_at:.2f} s"
+        )
+    if following.ended_by is _S.UPLOADING and following.training_end is not None:
+        took = following.training_end - work_origin(walk.evidence, following)
+        whole = walk.reference.work_seconds
+        went_on = abs(took - (whole - restored_at)) <= abs(took - whole)
+        return went_on, (
+            f"it worked {took:.2f} s to the end; from the restored checkpoint "
+            f"{whole - restored_at:.2f} s were left, from scratch {whole:.2f} s"
+        )
+    said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
+    if said:
+        return True, f"its log says so: {said!r}"
+    return None, "could not tell: it wrote no checkpoint and said nothing before it ended"
+
+
+def _says_resumed(lines: Sequence[str]) -> str | None:
+    return next((line for line in lines if _SAYS_RESUMED_RE.search(line)), None)
+
+
+def evidence_lines(evidence: RunEvidence, limit: int = 12) -> list[str]:
+    """The trainer's lines about checkpoints (resume, restore, SIGTERM...), the first ``limit``.
+
+    :param evidence: the run's evidence.
+    :param limit: lines returned at most.
+    """
+    return [line.message for line in evidence.log_lines if EVIDENCE_RE.search(line.message)][
+        :limit
+    ]
