@@ -14,6 +14,7 @@ nothing.
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 from collections.abc import Mapping, Sequence
@@ -56,7 +57,7 @@ class Reference:
     def checkpoint_interval(self) -> float:
         """The median gap between checkpoints; the whole run when it saved once or never."""
         moments = sorted(self.checkpoint_moments)
-        gaps = [b - a for a, b in zip(moments, moments[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(moments)]
         return statistics.median(gaps) if gaps else self.work_seconds
 
     def to_json(self) -> dict[str, Any]:
@@ -179,10 +180,10 @@ class _Walk:
     def estimate_new(self, attempt: Attempt, until: float, sigterm_at: float | None) -> None:
         """Give positions to the attempt's checkpoint contents the reference never wrote."""
         for version in self.versions:
-            if attempt.training_start <= version.first_seen < until:
-                if version.etag not in self.reference.positions:
-                    moment = min(version.first_seen, sigterm_at or version.first_seen)
-                    self.estimated.setdefault(version.etag, self.progress_at(attempt, moment))
+            inside = attempt.training_start <= version.first_seen < until
+            if inside and version.etag not in self.reference.positions:
+                moment = min(version.first_seen, sigterm_at or version.first_seen)
+                self.estimated.setdefault(version.etag, self.progress_at(attempt, moment))
 
 
 def analyze_interruptions(
@@ -302,6 +303,4 @@ def evidence_lines(evidence: RunEvidence, limit: int = 12) -> list[str]:
     :param evidence: the run's evidence.
     :param limit: lines returned at most.
     """
-    return [line.message for line in evidence.log_lines if EVIDENCE_RE.search(line.message)][
-        :limit
-    ]
+    return [line.message for line in evidence.log_lines if EVIDENCE_RE.search(line.message)][:limit]

@@ -83,7 +83,9 @@ def verify_resume(
             backend.start(run_request(base, name, runtime), plan.scenario(name))
         finals = backend.wait(names, options.timeout_seconds)
         runs = [
-            _run_report(plan, backend.evidence(name, finals[name]), reference, ref_evidence, options)
+            _run_report(
+                plan, backend.evidence(name, finals[name]), reference, ref_evidence, options
+            )
             for name, plan in names.items()
         ]
     verdict = verdict_of(

@@ -105,7 +105,11 @@ def compare_models(got: bytes, expected: bytes, tolerance: Tolerance) -> Artifac
         if mine[name] == theirs[name]:
             continue
         identical = False
-        why = "bytes differ" if tolerance.exact else _numeric_difference(name, mine, theirs, tolerance)
+        why = (
+            "bytes differ"
+            if tolerance.exact
+            else _numeric_difference(name, mine, theirs, tolerance)
+        )
         if why:
             differences.append(f"{name}: {why}")
     return ArtifactComparison(not differences, identical, tuple(differences))
@@ -149,7 +153,8 @@ def _arrays_difference(got: bytes, expected: bytes, tolerance: Tolerance) -> str
         close = np.isclose(a, b, rtol=tolerance.rtol, atol=tolerance.atol, equal_nan=True)
         if not bool(np.all(close)):
             worst = float(np.max(np.abs(a.astype(float) - b.astype(float))))
-            return f"{label}differs by up to {worst:.3g} (rtol={tolerance.rtol}, atol={tolerance.atol})"
+            limits = f"rtol={tolerance.rtol}, atol={tolerance.atol}"
+            return f"{label}differs by up to {worst:.3g} ({limits})"
     return None
 
 

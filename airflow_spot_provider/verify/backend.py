@@ -270,7 +270,9 @@ class VerifyBackend:
 
         :param name: the job name.
         """
-        streams = self.logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=name + "/")
+        streams = self.logs.describe_log_streams(
+            logGroupName=LOG_GROUP, logStreamNamePrefix=name + "/"
+        )
         lines: list[LogLine] = []
         for stream in streams.get("logStreams", []):
             kwargs: dict[str, Any] = {

@@ -113,9 +113,7 @@ def make_plan(reference: ReferenceTiming, runs: int, seed: int) -> list[RunPlan]
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if not reference.training_seconds > 0:
-        raise ValueError(
-            f"the reference run must have trained, got {reference.training_seconds} s"
-        )
+        raise ValueError(f"the reference run must have trained, got {reference.training_seconds} s")
     rng = random.Random(seed)
     plans = []
     for index in range(1, runs + 1):

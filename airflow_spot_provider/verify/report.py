@@ -68,7 +68,9 @@ class RunReport:
                     f"(allowed {self.max_lost_seconds:.2f} s)"
                 )
         if self.model is not None and not self.model.equal:
-            found.append("the model differs from the reference: " + "; ".join(self.model.differences))
+            found.append(
+                "the model differs from the reference: " + "; ".join(self.model.differences)
+            )
         if self.model is None and self.completed:
             found.append("the job left no model.tar.gz")
         return found
@@ -170,7 +172,9 @@ def verdict_of(
     :param require_sigterm: fail unless every interruption that had something new to save saved.
     """
     items = [i for run in runs for i in run.interruptions]
-    problems = [f"run {run.plan.index} ({run.plan.kind.value}): {p}" for run in runs for p in run.problems()]
+    problems = [
+        f"run {run.plan.index} ({run.plan.kind.value}): {p}" for run in runs for p in run.problems()
+    ]
     resumes = not any(i.from_scratch or i.restored is False for i in items)
     losses = [i.lost_seconds for i in items if i.lost_seconds is not None]
     max_lost = max(losses) if losses else None
@@ -245,7 +249,8 @@ class VerifyReport:
         lines = [
             f"reference {ref.job_name}: trained {ref.training_seconds:.2f} s, "
             f"{len(ref.checkpoint_moments)} checkpoint write(s), interval "
-            f"{ref.checkpoint_interval:.2f} s, {ref.objects} object(s), {ref.checkpoint_bytes} bytes"
+            f"{ref.checkpoint_interval:.2f} s, {ref.objects} object(s), "
+            f"{ref.checkpoint_bytes} bytes"
         ]
         for run in self.runs:
             lines.append(_run_text(run))
@@ -258,12 +263,18 @@ class VerifyReport:
 
 
 def _run_text(run: RunReport) -> str:
-    model = "no model" if run.model is None else (
-        "model bit-identical"
-        if run.model.bit_identical
-        else ("model within tolerance" if run.model.equal else "model DIFFERS")
+    model = (
+        "no model"
+        if run.model is None
+        else (
+            "model bit-identical"
+            if run.model.bit_identical
+            else ("model within tolerance" if run.model.equal else "model DIFFERS")
+        )
     )
-    head = f"run {run.plan.index} ({run.plan.kind.value}) {run.job_name}: {run.final_status}, {model}"
+    head = (
+        f"run {run.plan.index} ({run.plan.kind.value}) {run.job_name}: {run.final_status}, {model}"
+    )
     parts = [head]
     for item in run.interruptions:
         restored = {True: "restored", False: "NOT restored", None: "restore n/a"}[item.restored]

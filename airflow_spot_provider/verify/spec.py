@@ -78,6 +78,8 @@ class TrainerSpec:
     def _check_script(self) -> None:
         if self.source_dir is None:
             raise _fail("source_dir", None, "required in script mode (or give a request)")
+        if not Path(self.source_dir).is_dir():
+            raise _fail("source_dir", str(self.source_dir), "must be an existing directory")
         if not self.entry_point:
             raise _fail("entry_point", self.entry_point, "required in script mode")
         rel = PurePosixPath(self.entry_point)
@@ -96,7 +98,10 @@ class TrainerSpec:
             request = copy.deepcopy(dict(self.request))
         else:
             request = {
-                "AlgorithmSpecification": {"TrainingImage": self.image, "TrainingInputMode": "File"},
+                "AlgorithmSpecification": {
+                    "TrainingImage": self.image,
+                    "TrainingInputMode": "File",
+                },
                 "HyperParameters": {k: json.dumps(v) for k, v in self.hyperparameters.items()},
                 "ResourceConfig": {
                     "InstanceType": self.instance_type,
@@ -110,8 +115,12 @@ class TrainerSpec:
             hps = request.setdefault("HyperParameters", {})
             hps["sagemaker_submit_directory"] = json.dumps(source_uri)
         if channels:
-            given = [c for c in request.get("InputDataConfig") or [] if c["ChannelName"] not in channels]
-            request["InputDataConfig"] = given + [_channel(n, u) for n, u in sorted(channels.items())]
+            given = [
+                c for c in request.get("InputDataConfig") or [] if c["ChannelName"] not in channels
+            ]
+            request["InputDataConfig"] = given + [
+                _channel(n, u) for n, u in sorted(channels.items())
+            ]
         return request
 
 
@@ -119,7 +128,11 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
     return {
         "ChannelName": name,
         "DataSource": {
-            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
         },
     }
 
@@ -187,7 +200,11 @@ class VerifyOptions:
     max_runtime_seconds: int = 3600
 
     def __post_init__(self) -> None:
-        if isinstance(self.runs, bool) or not isinstance(self.runs, int) or not 1 <= self.runs <= 20:
+        if (
+            isinstance(self.runs, bool)
+            or not isinstance(self.runs, int)
+            or not 1 <= self.runs <= 20
+        ):
             raise _fail("runs", self.runs, "must be an integer from 1 to 20")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise _fail("seed", self.seed, "must be an integer")
