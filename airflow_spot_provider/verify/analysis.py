@@ -42,6 +42,8 @@ class Reference:
     :param largest_object: the largest checkpoint object, bytes.
     :param objects: how many checkpoint objects it left.
     :param training_seconds: the length of its Training phase (what the plan uses).
+    :param prints: the trainer printed something (then an attempt that printed nothing did no
+        work yet).
     """
 
     job_name: str
@@ -52,6 +54,7 @@ class Reference:
     largest_object: int
     objects: int
     training_seconds: float
+    prints: bool = True
 
     @property
     def checkpoint_interval(self) -> float:
@@ -117,6 +120,7 @@ def reference_of(evidence: RunEvidence) -> Reference:
         largest_object=max((size for _etag, size in final.values()), default=0),
         objects=len(final),
         training_seconds=attempt.training_end - attempt.training_start,
+        prints=bool(evidence.log_lines),
     )
 
 
@@ -165,6 +169,7 @@ class _Walk:
     evidence: RunEvidence
     reference: Reference
     slack: float
+    lag: float
     versions: list[ObjectVersion]
     resumed: float = 0.0  # work the current attempt started from
     estimated: dict[str, float] = field(default_factory=dict)  # ETag -> estimated position
@@ -173,9 +178,30 @@ class _Walk:
         known = self.reference.positions.get(etag)
         return known if known is not None else self.estimated.get(etag, 0.0)
 
+    def worked(self, attempt: Attempt, moment: float) -> float:
+        """Seconds the attempt's trainer had worked at ``moment``: since its first line; none
+        before it printed anything (unless the trainer never prints)."""
+        lines = self.evidence.lines_between(attempt.training_start, moment)
+        if not lines and self.reference.prints:
+            return 0.0
+        return max(0.0, moment - work_origin(self.evidence, attempt))
+
     def progress_at(self, attempt: Attempt, moment: float) -> float:
-        origin = work_origin(self.evidence, attempt)
-        return min(self.reference.work_seconds, self.resumed + max(0.0, moment - origin))
+        """The work done at ``moment``: the time worked since the restored checkpoint, kept
+        between the attempt's last checkpoint the reference also wrote and the reference's next
+        one (a trainer slowed down by a busy machine does not seem to get further)."""
+        lower = max(
+            [self.resumed]
+            + [
+                self.reference.positions[v.etag]
+                for v in self.versions
+                if attempt.training_start <= v.first_seen < moment + self.lag
+                and v.etag in self.reference.positions
+            ]
+        )
+        ahead = [p for p in self.reference.positions.values() if p > lower]
+        upper = min(ahead, default=self.reference.work_seconds)
+        return min(max(self.resumed + self.worked(attempt, moment), lower), upper)
 
     def estimate_new(self, attempt: Attempt, until: float, sigterm_at: float | None) -> None:
         """Give positions to the attempt's checkpoint contents the reference never wrote."""
@@ -187,15 +213,16 @@ class _Walk:
 
 
 def analyze_interruptions(
-    evidence: RunEvidence, reference: Reference, slack: float
+    evidence: RunEvidence, reference: Reference, slack: float, lag: float
 ) -> list[InterruptionReport]:
     """Each interruption of a run, with the restore that followed.
 
     :param evidence: the run's evidence.
     :param reference: the reference figures.
     :param slack: seconds of timing noise (sync interval, listing interval, start-up jitter).
+    :param lag: seconds from a checkpoint's write to its listing (sync plus listing intervals).
     """
-    walk = _Walk(evidence, reference, slack, evidence.timeline.versions())
+    walk = _Walk(evidence, reference, slack, lag, evidence.timeline.versions())
     attempts = sorted(evidence.attempts, key=lambda a: a.number)
     reports: list[InterruptionReport] = []
     for index, attempt in enumerate(attempts):
@@ -213,7 +240,8 @@ def _interruption(
     walk: _Walk, attempt: Attempt, following: Attempt | None, sigterm_at: float, until: float
 ) -> InterruptionReport:
     progress = walk.progress_at(attempt, sigterm_at)
-    saved, saved_after = _sigterm_checkpoint(walk, sigterm_at, until, progress)
+    worked = walk.worked(attempt, sigterm_at)
+    saved, saved_after = _sigterm_checkpoint(walk, sigterm_at, until, worked)
     present = walk.evidence.timeline.present_at(until) if following else {}
     restored: bool | None = None
     how = "no checkpoint objects when the next attempt started"
@@ -235,24 +263,24 @@ def _interruption(
         restore_evidence=how,
         resumed_from_seconds=resumed_next,
         lost_seconds=lost,
-        from_scratch=resumed_next == 0.0 and progress > walk.slack,
+        from_scratch=resumed_next == 0.0 and progress > walk.lag,
         sigterm_checkpoint=saved,
         sigterm_checkpoint_seconds=saved_after,
     )
 
 
 def _sigterm_checkpoint(
-    walk: _Walk, sigterm_at: float, until: float, progress: float
+    walk: _Walk, sigterm_at: float, until: float, worked: float
 ) -> tuple[bool | None, float | None]:
     """Whether the trainer saved when told to stop: a content the reference never wrote reached
-    S3 between SIGTERM and the next attempt. None when there was nothing new to save: no work
-    yet, or a periodic checkpoint had just been written."""
+    S3 between SIGTERM and the next attempt. None when there was nothing new to save: the
+    attempt had not worked yet, or a periodic checkpoint had just been written."""
     window = [v for v in walk.versions if sigterm_at < v.first_seen < until]
     own = [v for v in window if v.etag not in walk.reference.positions]
     if own:
         return True, min(v.first_seen for v in own) - sigterm_at
-    recent = [v for v in walk.versions if sigterm_at - walk.slack <= v.first_seen < until]
-    if progress <= walk.slack or recent:
+    recent = [v for v in walk.versions if sigterm_at - walk.lag <= v.first_seen < until]
+    if worked <= walk.lag or recent:
         return None, None
     return False, None
 
@@ -270,14 +298,27 @@ def _restored(
     ]
     known = [v for v in new if v.etag in walk.reference.positions]
     if known:
-        first = known[0]
-        at = walk.reference.positions[first.etag]
-        worked = max(0.0, first.first_seen - work_origin(walk.evidence, following))
-        went_on = abs(at - (restored_at + worked)) <= abs(at - worked)
-        verb = "went on from" if went_on else "started over instead of going on from"
-        return went_on, (
-            f"its first new checkpoint is the reference's at {at:.2f} s of work: it {verb} "
-            f"the restored one at {restored_at:.2f} s"
+        # Positions only, no clock: a restarted trainer that went on writes a checkpoint past
+        # the restored one; one that started over rewrites one the reference wrote earlier.
+        at = walk.reference.positions[known[0].etag]
+        if restored_at < min(walk.reference.positions.values()):
+            # Saved before the reference's first checkpoint: going on and starting over both
+            # write that one first. Only the trainer's own words can tell.
+            said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
+            if said:
+                return True, f"its log says so: {said!r}"
+            return None, (
+                f"could not tell: the restored checkpoint ({restored_at:.2f} s of work) is older "
+                "than the reference's first, and the trainer's log does not say it resumed"
+            )
+        if at > restored_at:
+            return True, (
+                f"its first new checkpoint is the reference's at {at:.2f} s of work, past the "
+                f"restored one at {restored_at:.2f} s"
+            )
+        return False, (
+            f"its first new checkpoint is the reference's at {at:.2f} s of work: it started over "
+            f"instead of going on from the restored one at {restored_at:.2f} s"
         )
     if following.ended_by is _S.UPLOADING and following.training_end is not None:
         took = following.training_end - work_origin(walk.evidence, following)

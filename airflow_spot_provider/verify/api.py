@@ -60,7 +60,7 @@ def verify_resume(
         base = spec.base_request(source, channels)
         runtime = options.max_runtime_seconds
 
-        ref_name = backend.start(run_request(base, "verify-reference", runtime), [])
+        ref_name = backend.start(run_request(base, backend.job_name("reference"), runtime), [])
         described = backend.wait([ref_name], options.timeout_seconds)[ref_name]
         ref_evidence = backend.evidence(ref_name, described)
         if not ref_evidence.completed or ref_evidence.model is None:
@@ -78,7 +78,7 @@ def verify_resume(
         plans = make_plan(timing, options.runs, options.seed)
         names = {}
         for plan in plans:  # all at once: they share the one backend
-            name = f"verify-run-{plan.index}"
+            name = backend.job_name(f"run-{plan.index}")
             names[name] = plan
             backend.start(run_request(base, name, runtime), plan.scenario(name))
         finals = backend.wait(names, options.timeout_seconds)
@@ -117,7 +117,7 @@ def _run_report(
         job_name=evidence.job_name,
         final_status=str(evidence.description.get("SecondaryStatus")),
         failure_reason=evidence.description.get("FailureReason"),
-        interruptions=tuple(analyze_interruptions(evidence, reference, options.slack)),
+        interruptions=tuple(analyze_interruptions(evidence, reference, options.slack, options.lag)),
         model=model,
         attempt_seconds=tuple(a.seconds for a in evidence.attempts if a.seconds is not None),
         log_evidence=tuple(evidence_lines(evidence)),

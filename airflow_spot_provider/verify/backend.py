@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import secrets
 import tarfile
 import threading
 import time
@@ -32,7 +33,8 @@ from airflow_spot_provider.verify.evidence import (
 from airflow_spot_provider.verify.spec import BUCKET, VerifyOptions, checkpoint_uri
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-_POLL_SECONDS = 0.1
+# Describe calls only tell when a run has ended: no need to be quick (the clock is the backend's).
+_POLL_SECONDS = 0.25
 
 
 def emulator_config(data_dir: Path, options: VerifyOptions) -> EmulatorConfig:
@@ -53,7 +55,7 @@ def emulator_config(data_dir: Path, options: VerifyOptions) -> EmulatorConfig:
     return EmulatorConfig(
         data_dir=data_dir,
         durations=durations,
-        tick_seconds=0.02,
+        tick_seconds=0.05,
         checkpoint_sync_seconds=options.sync_seconds,
     )
 
@@ -69,6 +71,7 @@ class CheckpointWatcher:
         self._s3 = s3
         self._interval = interval
         self._listings: dict[str, list[Listing]] = {}
+        self._done: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="spot-verify-watch", daemon=True)
@@ -82,6 +85,15 @@ class CheckpointWatcher:
             self._listings.setdefault(job_name, [])
         if not self._thread.is_alive():
             self._thread.start()
+
+    def unwatch(self, job_name: str) -> None:
+        """Stop listing a run's prefix (its job ended), after one last listing.
+
+        :param job_name: the run's job name.
+        """
+        self._record(job_name)
+        with self._lock:
+            self._done.add(job_name)
 
     def timeline(self, job_name: str) -> CheckpointTimeline:
         """The listings of a run so far, plus one taken now.
@@ -101,7 +113,7 @@ class CheckpointWatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                names = list(self._listings)
+                names = [n for n in self._listings if n not in self._done]
             for name in names:
                 try:
                     self._record(name)
@@ -146,6 +158,8 @@ class VerifyBackend:
             self._own_dir = tempfile.TemporaryDirectory(prefix="spot-verify-")
             data_dir = Path(self._own_dir.name)
         self.emulator = SpotEmulator(config=emulator_config(Path(data_dir), options))
+        # moto's S3 state is per process, not per backend: names of this verification only.
+        self.token = secrets.token_hex(4)
         self.sagemaker: Any = None
         self.s3: Any = None
         self.logs: Any = None
@@ -176,6 +190,13 @@ class VerifyBackend:
         if self._own_dir is not None:
             self._own_dir.cleanup()
 
+    def job_name(self, suffix: str) -> str:
+        """A job name of this verification (its checkpoint prefix and model path follow).
+
+        :param suffix: ``reference``, ``run-1``...
+        """
+        return f"verify-{self.token}-{suffix}"
+
     # -- inputs -------------------------------------------------------------------------------
 
     def upload_source(self, source_dir: Path) -> str:
@@ -189,7 +210,7 @@ class VerifyBackend:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     archive.add(path, arcname=path.relative_to(source_dir).as_posix())
-        key = "code/sourcedir.tar.gz"
+        key = f"code/{self.token}/sourcedir.tar.gz"
         self.s3.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
         return f"s3://{BUCKET}/{key}"
 
@@ -200,7 +221,7 @@ class VerifyBackend:
         :param directory: the local directory.
         :returns: the ``s3://`` prefix.
         """
-        prefix = f"data/{channel}/"
+        prefix = f"data/{self.token}/{channel}/"
         for path in sorted(directory.rglob("*")):
             if path.is_file():
                 key = prefix + path.relative_to(directory).as_posix()
@@ -240,6 +261,8 @@ class VerifyBackend:
                 if TrainingJobStatus(described["TrainingJobStatus"]).is_terminal:
                     done[name] = described
                     pending.discard(name)
+                    assert self.watcher is not None
+                    self.watcher.unwatch(name)
                 elif time.monotonic() > deadline and name not in stopped:
                     self.sagemaker.stop_training_job(TrainingJobName=name)
                     stopped.add(name)

@@ -104,15 +104,6 @@ def parse(argv: Sequence[str] | None) -> tuple[TrainerSpec, VerifyOptions, bool]
     hps = _json_arg("--hyperparameters", args.hyperparameters)
     if not isinstance(hps, dict):
         raise VerifyUsageError(f"--hyperparameters={hps!r}: must be a JSON object")
-    request = None if args.request is None else _json_arg("--request", "@" + args.request)
-    spec = TrainerSpec(
-        source_dir=args.source_dir,
-        entry_point=args.entry_point,
-        hyperparameters=hps,
-        data=_channels(args.data),
-        request=request,
-        instance_type=args.instance_type,
-    )
     try:
         tolerance = Tolerance(rtol=args.rtol, atol=args.atol)
     except ValueError as err:
@@ -125,6 +116,15 @@ def parse(argv: Sequence[str] | None) -> tuple[TrainerSpec, VerifyOptions, bool]
         require_sigterm_checkpoint=args.require_sigterm_checkpoint,
         notice_seconds=args.notice_seconds,
         timeout_seconds=args.timeout,
+    )
+    request = None if args.request is None else _json_arg("--request", "@" + args.request)
+    spec = TrainerSpec(
+        source_dir=args.source_dir,
+        entry_point=args.entry_point,
+        hyperparameters=hps,
+        data=_channels(args.data),
+        request=request,
+        instance_type=args.instance_type,
     )
     return spec, options, args.json
 

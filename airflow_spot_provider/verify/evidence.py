@@ -35,7 +35,7 @@ class Listing:
 
 @dataclass(frozen=True)
 class ObjectVersion:
-    """One version of one checkpoint object (a key with one content).
+    """One write of one checkpoint object, as the listings saw it.
 
     :param key: the key relative to the prefix.
     :param etag: its ETag (the same content gives the same ETag).
@@ -59,13 +59,16 @@ class CheckpointTimeline:
     listings: tuple[Listing, ...] = ()
 
     def versions(self) -> list[ObjectVersion]:
-        """Every object version, in the order they appeared."""
-        seen: dict[tuple[str, str], ObjectVersion] = {}
+        """Every write seen, in order: a key that appears, or whose content changed since the
+        listing before (a content written again after a restart counts again)."""
+        found: list[ObjectVersion] = []
+        before: Mapping[str, tuple[str, int]] = {}
         for listing in self.listings:
             for key, (etag, size) in sorted(listing.objects.items()):
-                if (key, etag) not in seen:
-                    seen[(key, etag)] = ObjectVersion(key, etag, size, listing.time)
-        return sorted(seen.values(), key=lambda v: (v.first_seen, v.key))
+                if before.get(key, ("", 0))[0] != etag:
+                    found.append(ObjectVersion(key, etag, size, listing.time))
+            before = listing.objects
+        return found
 
     def present_at(self, moment: float) -> dict[str, tuple[str, int]]:
         """The objects of the last listing taken before ``moment`` (none before the first).

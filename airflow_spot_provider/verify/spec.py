@@ -217,6 +217,11 @@ class VerifyOptions:
         _positive("max_runtime_seconds", self.max_runtime_seconds, upper=2_419_200)
 
     @property
+    def lag(self) -> float:
+        """Seconds from a checkpoint's write to its listing, at most: one sync, two listings."""
+        return self.sync_seconds + 2 * self.listing_seconds
+
+    @property
     def slack(self) -> float:
-        """Seconds of timing noise in the figures: one sync, two listings, start-up jitter."""
-        return self.sync_seconds + 2 * self.listing_seconds + 0.5
+        """Seconds of timing noise in the figures: the lag plus start-up jitter."""
+        return self.lag + 0.5
