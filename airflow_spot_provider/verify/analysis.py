@@ -28,6 +28,7 @@ _S = SecondaryStatus
 # Lines of a trainer's log worth showing as evidence of what it did with its checkpoints.
 EVIDENCE_RE = re.compile(r"resum|restor|checkpoint|sigterm|load", re.IGNORECASE)
 _SAYS_RESUMED_RE = re.compile(r"resum|restor", re.IGNORECASE)
+_EPSILON = 1e-3  # seconds: keeps an estimated position strictly between two reference ones
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,11 @@ def reference_of(evidence: RunEvidence) -> Reference:
     assert attempt.training_end is not None
     origin = work_origin(evidence, attempt)
     positions: dict[str, float] = {}
-    moments: set[float] = set()
     for version in evidence.timeline.versions():
-        moment = max(0.0, version.first_seen - origin)
-        positions.setdefault(version.etag, moment)
-        moments.add(moment)
+        positions.setdefault(version.etag, max(0.0, version.first_seen - origin))
+    # One moment per listing that showed a new content (a temporary file renamed into place
+    # has the content of the file it becomes: one write, not two).
+    moments = set(positions.values())
     final = evidence.timeline.last()
     return Reference(
         job_name=evidence.job_name,
@@ -200,7 +201,8 @@ class _Walk:
             ]
         )
         ahead = [p for p in self.reference.positions.values() if p > lower]
-        upper = min(ahead, default=self.reference.work_seconds)
+        # Strictly before the next one: a content the reference also wrote would have matched.
+        upper = min(ahead, default=self.reference.work_seconds + _EPSILON) - _EPSILON
         return min(max(self.resumed + self.worked(attempt, moment), lower), upper)
 
     def estimate_new(self, attempt: Attempt, until: float, sigterm_at: float | None) -> None:

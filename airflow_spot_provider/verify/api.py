@@ -17,7 +17,7 @@ from airflow_spot_provider.verify.backend import VerifyBackend
 from airflow_spot_provider.verify.evidence import RunEvidence
 from airflow_spot_provider.verify.plan import ReferenceTiming, RunPlan, make_plan
 from airflow_spot_provider.verify.report import RunReport, VerifyReport, verdict_of
-from airflow_spot_provider.verify.spec import TrainerSpec, VerifyOptions, run_request
+from airflow_spot_provider.verify.spec import TrainerSpec, VerifyOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def verify_resume(
         base = spec.base_request(source, channels)
         runtime = options.max_runtime_seconds
 
-        ref_name = backend.start(run_request(base, backend.job_name("reference"), runtime), [])
+        ref_name = backend.start(backend.request(base, "reference", runtime), [])
         described = backend.wait([ref_name], options.timeout_seconds)[ref_name]
         ref_evidence = backend.evidence(ref_name, described)
         if not ref_evidence.completed or ref_evidence.model is None:
@@ -80,7 +80,7 @@ def verify_resume(
         for plan in plans:  # all at once: they share the one backend
             name = backend.job_name(f"run-{plan.index}")
             names[name] = plan
-            backend.start(run_request(base, name, runtime), plan.scenario(name))
+            backend.start(backend.request(base, f"run-{plan.index}", runtime), plan.scenario(name))
         finals = backend.wait(names, options.timeout_seconds)
         runs = [
             _run_report(

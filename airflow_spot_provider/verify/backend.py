@@ -30,7 +30,7 @@ from airflow_spot_provider.verify.evidence import (
     attempts_of,
     interrupt_times,
 )
-from airflow_spot_provider.verify.spec import BUCKET, VerifyOptions, checkpoint_uri
+from airflow_spot_provider.verify.spec import VerifyOptions, checkpoint_uri, run_request
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # Describe calls only tell when a run has ended: no need to be quick (the clock is the backend's).
@@ -71,17 +71,20 @@ class CheckpointWatcher:
         self._s3 = s3
         self._interval = interval
         self._listings: dict[str, list[Listing]] = {}
+        self._uris: dict[str, str] = {}
         self._done: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="spot-verify-watch", daemon=True)
 
-    def watch(self, job_name: str) -> None:
+    def watch(self, job_name: str, uri: str) -> None:
         """Start listing a run's prefix.
 
         :param job_name: the run's job name.
+        :param uri: its checkpoint prefix.
         """
         with self._lock:
+            self._uris[job_name] = uri
             self._listings.setdefault(job_name, [])
         if not self._thread.is_alive():
             self._thread.start()
@@ -123,7 +126,7 @@ class CheckpointWatcher:
 
     def _record(self, job_name: str) -> None:
         moment = time.time()
-        objects = list_checkpoints(self._s3, checkpoint_uri(job_name))
+        objects = list_checkpoints(self._s3, self._uris[job_name])
         with self._lock:
             self._listings.setdefault(job_name, []).append(Listing(moment, objects))
 
@@ -158,8 +161,9 @@ class VerifyBackend:
             self._own_dir = tempfile.TemporaryDirectory(prefix="spot-verify-")
             data_dir = Path(self._own_dir.name)
         self.emulator = SpotEmulator(config=emulator_config(Path(data_dir), options))
-        # moto's S3 state is per process, not per backend: names of this verification only.
+        # moto's S3 is process-wide, not per backend: a bucket and names of this verification.
         self.token = secrets.token_hex(4)
+        self.bucket = f"spot-verify-{self.token}"
         self.sagemaker: Any = None
         self.s3: Any = None
         self.logs: Any = None
@@ -172,7 +176,7 @@ class VerifyBackend:
         self.sagemaker = self.emulator.boto3_client("sagemaker")
         self.s3 = self.emulator.boto3_client("s3")
         self.logs = self.emulator.boto3_client("logs")
-        self.s3.create_bucket(Bucket=BUCKET)
+        self.s3.create_bucket(Bucket=self.bucket)
         self.watcher = CheckpointWatcher(
             self.emulator.boto3_client("s3"), self._options.listing_seconds
         )
@@ -186,9 +190,32 @@ class VerifyBackend:
     ) -> None:
         if self.watcher is not None:
             self.watcher.close()
-        self.emulator.stop()
+        try:
+            self._drop_bucket()
+        finally:
+            self.emulator.stop()
         if self._own_dir is not None:
             self._own_dir.cleanup()
+
+    def _drop_bucket(self) -> None:
+        """Delete the verification's objects: moto's S3 is process-wide and the backend saves all
+        of it when it stops."""
+        if self.s3 is None:
+            return
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        self.s3.delete_bucket(Bucket=self.bucket)
+
+    def request(self, base: Mapping[str, Any], suffix: str, max_runtime: int) -> dict[str, Any]:
+        """The request of one run of this verification.
+
+        :param base: from :meth:`TrainerSpec.base_request`.
+        :param suffix: ``reference``, ``run-1``...
+        :param max_runtime: ``MaxRuntimeInSeconds``.
+        """
+        return run_request(base, self.job_name(suffix), max_runtime, self.bucket)
 
     def job_name(self, suffix: str) -> str:
         """A job name of this verification (its checkpoint prefix and model path follow).
@@ -210,9 +237,9 @@ class VerifyBackend:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     archive.add(path, arcname=path.relative_to(source_dir).as_posix())
-        key = f"code/{self.token}/sourcedir.tar.gz"
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
-        return f"s3://{BUCKET}/{key}"
+        key = "code/sourcedir.tar.gz"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=buffer.getvalue())
+        return f"s3://{self.bucket}/{key}"
 
     def upload_data(self, channel: str, directory: Path) -> str:
         """A local directory to S3 as an input channel's prefix.
@@ -221,12 +248,12 @@ class VerifyBackend:
         :param directory: the local directory.
         :returns: the ``s3://`` prefix.
         """
-        prefix = f"data/{self.token}/{channel}/"
+        prefix = f"data/{channel}/"
         for path in sorted(directory.rglob("*")):
             if path.is_file():
                 key = prefix + path.relative_to(directory).as_posix()
-                self.s3.upload_file(str(path), BUCKET, key)
-        return f"s3://{BUCKET}/{prefix}"
+                self.s3.upload_file(str(path), self.bucket, key)
+        return f"s3://{self.bucket}/{prefix}"
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -241,7 +268,7 @@ class VerifyBackend:
         if scenario:
             self.emulator.admin.load_scenario(scenario)
         assert self.watcher is not None
-        self.watcher.watch(name)
+        self.watcher.watch(name, checkpoint_uri(self.bucket, name))
         self.sagemaker.create_training_job(**request)
         return name
 

@@ -22,7 +22,6 @@ from airflow_spot_provider.verify.artifacts import Tolerance
 DEFAULT_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spot-verify-resume"
-BUCKET = "spot-verify"
 
 
 class VerifyUsageError(SpotProviderError, ValueError):
@@ -137,20 +136,23 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
     }
 
 
-def run_request(base: Mapping[str, Any], job_name: str, max_runtime: int) -> dict[str, Any]:
+def run_request(
+    base: Mapping[str, Any], job_name: str, max_runtime: int, bucket: str
+) -> dict[str, Any]:
     """One run's request: spot, its own checkpoint prefix, its own output path.
 
     :param base: from :meth:`TrainerSpec.base_request`.
     :param job_name: the run's job name.
     :param max_runtime: ``MaxRuntimeInSeconds``.
+    :param bucket: the verification's bucket.
     """
     request = copy.deepcopy(dict(base))
     request["TrainingJobName"] = job_name
     request["EnableManagedSpotTraining"] = True
     checkpoint = dict(request.get("CheckpointConfig") or {})
-    checkpoint["S3Uri"] = checkpoint_uri(job_name)
+    checkpoint["S3Uri"] = checkpoint_uri(bucket, job_name)
     request["CheckpointConfig"] = checkpoint
-    request["OutputDataConfig"] = {"S3OutputPath": f"s3://{BUCKET}/models/"}
+    request["OutputDataConfig"] = {"S3OutputPath": f"s3://{bucket}/models/"}
     request["StoppingCondition"] = {
         "MaxRuntimeInSeconds": max_runtime,
         "MaxWaitTimeInSeconds": max_runtime * 2,
@@ -158,12 +160,13 @@ def run_request(base: Mapping[str, Any], job_name: str, max_runtime: int) -> dic
     return request
 
 
-def checkpoint_uri(job_name: str) -> str:
+def checkpoint_uri(bucket: str, job_name: str) -> str:
     """The checkpoint prefix of a run (one per run, so that runs cannot share checkpoints).
 
+    :param bucket: the verification's bucket.
     :param job_name: the run's job name.
     """
-    return f"s3://{BUCKET}/checkpoints/{job_name}/"
+    return f"s3://{bucket}/checkpoints/{job_name}/"
 
 
 def _positive(name: str, value: float, *, upper: float = math.inf) -> None:
