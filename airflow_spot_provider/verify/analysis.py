@@ -45,6 +45,8 @@ class Reference:
     :param training_seconds: the length of its Training phase (what the plan uses).
     :param prints: the trainer printed something (then an attempt that printed nothing did no
         work yet).
+    :param listing_gap: the longest time between two listings of its prefix (the resolution of
+        every time measured from checkpoints).
     """
 
     job_name: str
@@ -56,6 +58,7 @@ class Reference:
     objects: int
     training_seconds: float
     prints: bool = True
+    listing_gap: float = 0.0
 
     @property
     def checkpoint_interval(self) -> float:
@@ -75,6 +78,7 @@ class Reference:
             "checkpoint_objects": self.objects,
             "checkpoint_bytes": self.checkpoint_bytes,
             "largest_checkpoint_object_bytes": self.largest_object,
+            "listing_gap_seconds": round(self.listing_gap, 3),
         }
 
 
@@ -122,6 +126,10 @@ def reference_of(evidence: RunEvidence) -> Reference:
         objects=len(final),
         training_seconds=attempt.training_end - attempt.training_start,
         prints=bool(evidence.log_lines),
+        listing_gap=max(
+            (b.time - a.time for a, b in itertools.pairwise(evidence.timeline.listings)),
+            default=0.0,
+        ),
     )
 
 
@@ -313,10 +321,12 @@ def _restored(
                 f"could not tell: the restored checkpoint ({restored_at:.2f} s of work) is older "
                 "than the reference's first, and the trainer's log does not say it resumed"
             )
-        if at > restored_at:
+        if at > restored_at or (at == restored_at and at > min(walk.reference.positions.values())):
+            # Equal: both were first listed together in the reference (a slow listing); one
+            # that started over would have rewritten the reference's first checkpoint first.
             return True, (
-                f"its first new checkpoint is the reference's at {at:.2f} s of work, past the "
-                f"restored one at {restored_at:.2f} s"
+                f"its first new checkpoint is the reference's at {at:.2f} s of work, not before "
+                f"the restored one at {restored_at:.2f} s"
             )
         return False, (
             f"its first new checkpoint is the reference's at {at:.2f} s of work: it started over "

@@ -250,7 +250,7 @@ class VerifyReport:
             f"reference {ref.job_name}: trained {ref.training_seconds:.2f} s, "
             f"{len(ref.checkpoint_moments)} checkpoint write(s), interval "
             f"{ref.checkpoint_interval:.2f} s, {ref.objects} object(s), "
-            f"{ref.checkpoint_bytes} bytes"
+            f"{ref.checkpoint_bytes} bytes; prefix listed every <= {ref.listing_gap:.2f} s"
         ]
         for run in self.runs:
             lines.append(_run_text(run))

@@ -82,6 +82,7 @@ def test_reference_positions_and_interval() -> None:
     assert all(abs(REFERENCE.positions[f"c{s}"] - (s + 0.1)) < 1e-6 for s in (1, 2, 3, 4))
     assert abs(REFERENCE.checkpoint_interval - 1.0) < 1e-6
     assert REFERENCE.objects == 1 and REFERENCE.checkpoint_bytes == 10
+    assert abs(REFERENCE.listing_gap - 0.1) < 1e-6
     assert abs(REFERENCE.work_seconds - 4.3) < 1e-6 and REFERENCE.prints
 
 
@@ -103,7 +104,7 @@ def test_a_trainer_that_goes_on_restores_and_loses_less_than_an_interval() -> No
     assert item.sigterm_checkpoint is False  # worked 0.5 s past c2, saved nothing new
     assert item.resumed_from_seconds is not None and abs(item.resumed_from_seconds - 2.1) < 0.06
     assert item.lost_seconds is not None and 0.4 < item.lost_seconds < 0.6
-    assert "past the restored one" in item.restore_evidence
+    assert "not before the restored one" in item.restore_evidence
 
 
 def test_a_trainer_that_starts_over_is_caught_by_the_content_it_rewrites() -> None:
