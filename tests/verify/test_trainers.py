@@ -155,3 +155,17 @@ def test_cli_usage_errors_exit_2(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_trainer_written_from_the_readme_resumes() -> None:
+    """``trainers/readme_trainer.py`` follows only the README's "Writing a trainer that passes":
+    one ``.npz`` replaced in place, another model, another log wording."""
+    spec = TrainerSpec(
+        source_dir=TRAINERS,
+        entry_point="readme_trainer.py",
+        hyperparameters={"steps": 40, "save_every": 10, "sleep": 0.05},
+    )
+    report = verify_resume(spec, VerifyOptions(runs=2, seed=3, notice_seconds=1.0))
+    print(report.text())
+    assert report.verdict.passed, report.verdict.problems
+    assert all(run.model is not None and run.model.bit_identical for run in report.runs)
