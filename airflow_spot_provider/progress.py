@@ -54,11 +54,13 @@ class CheckpointObject:
     :param key: its key.
     :param size: bytes.
     :param last_modified: when it was written (aware).
+    :param etag: its ETag (the same content gives the same ETag).
     """
 
     key: str
     size: int
     last_modified: datetime
+    etag: str = ""
 
     @classmethod
     def from_listing(cls, item: Mapping[str, Any]) -> CheckpointObject:
@@ -70,7 +72,9 @@ class CheckpointObject:
         modified = to_datetime(item.get("LastModified"))
         if modified is None:
             raise ValueError(f"checkpoint object {item.get('Key')!r} has no LastModified")
-        return cls(str(item["Key"]), int(item.get("Size") or 0), modified)
+        return cls(
+            str(item["Key"]), int(item.get("Size") or 0), modified, str(item.get("ETag") or "")
+        )
 
 
 @dataclass(frozen=True)

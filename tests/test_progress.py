@@ -87,6 +87,7 @@ def test_listing_is_paginated_and_skips_folder_markers(s3: Any) -> None:
     assert [o.key for o in objects] == [f"ckpt/a/step-{i}.json" for i in range(5)]
     assert [o.size for o in objects] == [1, 2, 3, 4, 5]
     assert all(o.last_modified.tzinfo is not None for o in objects)
+    assert len({o.etag for o in objects}) == 5 and all(o.etag.startswith('"') for o in objects)
     assert len(calls) == 3  # 6 keys (marker included) in pages of 2
 
 
@@ -279,5 +280,7 @@ def test_split_s3_uri_refuses_other_uris() -> None:
 def test_object_from_listing_needs_last_modified() -> None:
     item = {"Key": "k", "Size": 3, "LastModified": T0}
     assert CheckpointObject.from_listing(item) == CheckpointObject("k", 3, T0)
+    tagged = CheckpointObject.from_listing({**item, "ETag": '"abc"'})
+    assert tagged.etag == '"abc"'
     with pytest.raises(ValueError, match="has no LastModified"):
         CheckpointObject.from_listing({"Key": "k"})

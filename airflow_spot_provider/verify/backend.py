@@ -20,8 +20,8 @@ from typing import Any
 
 from airflow_spot_provider.emulator.config import Durations, EmulatorConfig
 from airflow_spot_provider.emulator.server import SpotEmulator
-from airflow_spot_provider.emulator.stages import parse_s3_uri
 from airflow_spot_provider.lifecycle import SpotJobReport, TrainingJobStatus, json_safe
+from airflow_spot_provider.progress import list_checkpoint_objects, split_s3_uri
 from airflow_spot_provider.verify.evidence import (
     CheckpointTimeline,
     Listing,
@@ -132,17 +132,13 @@ class CheckpointWatcher:
 
 
 def list_checkpoints(s3: Any, uri: str) -> dict[str, tuple[str, int]]:
-    """Key relative to the prefix -> ``(ETag, size)`` of every object under an S3 prefix.
+    """Key relative to the prefix -> ``(ETag, size)`` of every object under a checkpoint prefix.
 
     :param s3: a boto3 S3 client.
-    :param uri: the ``s3://`` prefix.
+    :param uri: the ``s3://`` prefix, ending with ``/``.
     """
-    bucket, prefix = parse_s3_uri(uri)
-    found: dict[str, tuple[str, int]] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            found[obj["Key"][len(prefix) :]] = (str(obj.get("ETag", "")), int(obj.get("Size", 0)))
-    return found
+    start = len(split_s3_uri(uri)[1])
+    return {o.key[start:]: (o.etag, o.size) for o in list_checkpoint_objects(s3, uri)}
 
 
 class VerifyBackend:
@@ -346,7 +342,7 @@ class VerifyBackend:
         uri = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         if not uri:
             return None
-        bucket, key = parse_s3_uri(str(uri))
+        bucket, key = split_s3_uri(str(uri))
         try:
             body: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
