@@ -177,11 +177,13 @@ class _Walk:
 
     evidence: RunEvidence
     reference: Reference
-    slack: float
     lag: float
     versions: list[ObjectVersion]
     resumed: float = 0.0  # work the current attempt started from
     estimated: dict[str, float] = field(default_factory=dict)  # ETag -> estimated position
+    # ETag -> the position an estimated content is known to lie after (the last checkpoint
+    # the reference also wrote that its attempt had written before it).
+    floors: dict[str, float] = field(default_factory=dict)
 
     def position(self, etag: str) -> float:
         known = self.reference.positions.get(etag)
@@ -195,11 +197,17 @@ class _Walk:
             return 0.0
         return max(0.0, moment - work_origin(self.evidence, attempt))
 
-    def progress_at(self, attempt: Attempt, moment: float) -> float:
-        """The work done at ``moment``: the time worked since the restored checkpoint, kept
-        between the attempt's last checkpoint the reference also wrote and the reference's next
-        one (a trainer slowed down by a busy machine does not seem to get further)."""
-        lower = max(
+    def floor_of(self, present: Mapping[str, tuple[str, int]]) -> float:
+        """The position a restart that went on must not write before: the newest restorable
+        content's (for one the reference never wrote, the checkpoint it is known to follow)."""
+        return max(
+            self.reference.positions.get(etag, self.floors.get(etag, 0.0))
+            for etag, _size in present.values()
+        )
+
+    def lower_at(self, attempt: Attempt, moment: float) -> float:
+        """The attempt's last checkpoint the reference also wrote, before ``moment``."""
+        return max(
             [self.resumed]
             + [
                 self.reference.positions[v.etag]
@@ -208,6 +216,12 @@ class _Walk:
                 and v.etag in self.reference.positions
             ]
         )
+
+    def progress_at(self, attempt: Attempt, moment: float) -> float:
+        """The work done at ``moment``: the time worked since the restored checkpoint, kept
+        between the attempt's last checkpoint the reference also wrote and the reference's next
+        one (a trainer slowed down by a busy machine does not seem to get further)."""
+        lower = self.lower_at(attempt, moment)
         ahead = [p for p in self.reference.positions.values() if p > lower]
         # Strictly before the next one: a content the reference also wrote would have matched.
         upper = min(ahead, default=self.reference.work_seconds + _EPSILON) - _EPSILON
@@ -220,19 +234,19 @@ class _Walk:
             if inside and version.etag not in self.reference.positions:
                 moment = min(version.first_seen, sigterm_at or version.first_seen)
                 self.estimated.setdefault(version.etag, self.progress_at(attempt, moment))
+                self.floors.setdefault(version.etag, self.lower_at(attempt, moment))
 
 
 def analyze_interruptions(
-    evidence: RunEvidence, reference: Reference, slack: float, lag: float
+    evidence: RunEvidence, reference: Reference, lag: float
 ) -> list[InterruptionReport]:
     """Each interruption of a run, with the restore that followed.
 
     :param evidence: the run's evidence.
     :param reference: the reference figures.
-    :param slack: seconds of timing noise (sync interval, listing interval, start-up jitter).
     :param lag: seconds from a checkpoint's write to its listing (sync plus listing intervals).
     """
-    walk = _Walk(evidence, reference, slack, lag, evidence.timeline.versions())
+    walk = _Walk(evidence, reference, lag, evidence.timeline.versions())
     attempts = sorted(evidence.attempts, key=lambda a: a.number)
     reports: list[InterruptionReport] = []
     for index, attempt in enumerate(attempts):
@@ -308,30 +322,7 @@ def _restored(
     ]
     known = [v for v in new if v.etag in walk.reference.positions]
     if known:
-        # Positions only, no clock: a restarted trainer that went on writes a checkpoint past
-        # the restored one; one that started over rewrites one the reference wrote earlier.
-        at = walk.reference.positions[known[0].etag]
-        if restored_at < min(walk.reference.positions.values()):
-            # Saved before the reference's first checkpoint: going on and starting over both
-            # write that one first. Only the trainer's own words can tell.
-            said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
-            if said:
-                return True, f"its log says so: {said!r}"
-            return None, (
-                f"could not tell: the restored checkpoint ({restored_at:.2f} s of work) is older "
-                "than the reference's first, and the trainer's log does not say it resumed"
-            )
-        if at > restored_at or (at == restored_at and at > min(walk.reference.positions.values())):
-            # Equal: both were first listed together in the reference (a slow listing); one
-            # that started over would have rewritten the reference's first checkpoint first.
-            return True, (
-                f"its first new checkpoint is the reference's at {at:.2f} s of work, not before "
-                f"the restored one at {restored_at:.2f} s"
-            )
-        return False, (
-            f"its first new checkpoint is the reference's at {at:.2f} s of work: it started over "
-            f"instead of going on from the restored one at {restored_at:.2f} s"
-        )
+        return _by_position(walk, walk.reference.positions[known[0].etag], present, following)
     if following.ended_by is _S.UPLOADING and following.training_end is not None:
         took = following.training_end - work_origin(walk.evidence, following)
         whole = walk.reference.work_seconds
@@ -344,6 +335,37 @@ def _restored(
     if said:
         return True, f"its log says so: {said!r}"
     return None, "could not tell: it wrote no checkpoint and said nothing before it ended"
+
+
+def _by_position(
+    walk: _Walk, at: float, present: Mapping[str, tuple[str, int]], following: Attempt
+) -> tuple[bool | None, str]:
+    """Decide on positions only, no clock: a restarted trainer that went on writes a checkpoint
+    past the restored one; one that started over rewrites the reference's first one first."""
+    floor = walk.floor_of(present)
+    first = min(walk.reference.positions.values())
+    # Equal positions were first listed together in the reference (a slow listing): past the
+    # reference's first checkpoint, one that started over would have written that one first.
+    if floor >= first and (at > floor or (at == floor and at > first)):
+        return True, (
+            f"its first new checkpoint is the reference's at {at:.2f} s of work, past the "
+            f"restored one (at or after {floor:.2f} s)"
+        )
+    if at < floor:
+        return False, (
+            f"its first new checkpoint is the reference's at {at:.2f} s of work: it started over "
+            f"instead of going on from the restored one (at or after {floor:.2f} s)"
+        )
+    # The restored checkpoint is not past the reference's first: going on and starting over
+    # both write that one first. Only the trainer's own words can tell.
+    end = walk.evidence.interrupts.get(following.number) or following.training_end
+    said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
+    if said:
+        return True, f"its log says so: {said!r}"
+    return None, (
+        "could not tell: the restored checkpoint is not past the reference's first, "
+        "and the trainer's log does not say it resumed"
+    )
 
 
 def _says_resumed(lines: Sequence[str]) -> str | None:

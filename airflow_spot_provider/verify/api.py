@@ -117,7 +117,7 @@ def _run_report(
         job_name=evidence.job_name,
         final_status=str(evidence.description.get("SecondaryStatus")),
         failure_reason=evidence.description.get("FailureReason"),
-        interruptions=tuple(analyze_interruptions(evidence, reference, options.slack, options.lag)),
+        interruptions=tuple(analyze_interruptions(evidence, reference, options.lag)),
         model=model,
         attempt_seconds=tuple(a.seconds for a in evidence.attempts if a.seconds is not None),
         log_evidence=tuple(evidence_lines(evidence)),

@@ -228,11 +228,24 @@ class VerifyReport:
         ]
         return max(seen) if seen else None
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the figures less reliable than they should be (not a failure)."""
+        ref = self.reference
+        if ref.listing_gap > ref.checkpoint_interval / 2:
+            return [
+                f"the checkpoint prefix was listed up to {ref.listing_gap:.2f} s apart, more than "
+                f"half the checkpoint interval ({ref.checkpoint_interval:.2f} s): a busy machine; "
+                "times are coarse (save less often in the verification, or run it again)"
+            ]
+        return []
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for CI (``--json``)."""
         sigterm_seconds = self.sigterm_checkpoint_seconds
         return {
             "verdict": self.verdict.to_json(),
+            "warnings": self.warnings,
             "reference": self.reference.to_json(),
             "sigterm_checkpoint_seconds": None
             if sigterm_seconds is None
@@ -257,6 +270,7 @@ class VerifyReport:
         sigterm_seconds = self.sigterm_checkpoint_seconds
         if sigterm_seconds is not None:
             lines.append(f"SIGTERM to checkpoint in S3: at most {sigterm_seconds:.2f} s")
+        lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  problem: {p}" for p in self.verdict.problems]
         lines.append(self.verdict.line())
         return "\n".join(lines)

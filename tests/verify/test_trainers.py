@@ -115,6 +115,7 @@ def test_cli_json_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 1 == out["exit_status"]
     assert out["verdict"]["passed"] is False and out["verdict"]["resumes"] is False
     assert set(out) == {
+        "warnings",
         "verdict",
         "reference",
         "sigterm_checkpoint_seconds",
