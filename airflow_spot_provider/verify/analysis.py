@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_spot_provider.lifecycle import SecondaryStatus
-from airflow_spot_provider.verify.evidence import Attempt, ObjectVersion, RunEvidence
+from airflow_spot_provider.verify.evidence import Attempt, Objects, ObjectVersion, RunEvidence
 
 _S = SecondaryStatus
 # Lines of a trainer's log worth showing as evidence of what it did with its checkpoints.
@@ -121,8 +121,8 @@ def reference_of(evidence: RunEvidence) -> Reference:
         work_seconds=max(attempt.training_end - origin, 1e-3),
         positions=positions,
         checkpoint_moments=tuple(sorted(moments)),
-        checkpoint_bytes=sum(size for _etag, size in final.values()),
-        largest_object=max((size for _etag, size in final.values()), default=0),
+        checkpoint_bytes=sum(o.size for o in final.values()),
+        largest_object=max((o.size for o in final.values()), default=0),
         objects=len(final),
         training_seconds=attempt.training_end - attempt.training_start,
         prints=bool(evidence.log_lines),
@@ -181,9 +181,6 @@ class _Walk:
     versions: list[ObjectVersion]
     resumed: float = 0.0  # work the current attempt started from
     estimated: dict[str, float] = field(default_factory=dict)  # ETag -> estimated position
-    # ETag -> the position an estimated content is known to lie after (the last checkpoint
-    # the reference also wrote that its attempt had written before it).
-    floors: dict[str, float] = field(default_factory=dict)
 
     def position(self, etag: str) -> float:
         known = self.reference.positions.get(etag)
@@ -196,14 +193,6 @@ class _Walk:
         if not lines and self.reference.prints:
             return 0.0
         return max(0.0, moment - work_origin(self.evidence, attempt))
-
-    def floor_of(self, present: Mapping[str, tuple[str, int]]) -> float:
-        """The position a restart that went on must not write before: the newest restorable
-        content's (for one the reference never wrote, the checkpoint it is known to follow)."""
-        return max(
-            self.reference.positions.get(etag, self.floors.get(etag, 0.0))
-            for etag, _size in present.values()
-        )
 
     def lower_at(self, attempt: Attempt, moment: float) -> float:
         """The attempt's last checkpoint the reference also wrote, before ``moment``."""
@@ -234,7 +223,6 @@ class _Walk:
             if inside and version.etag not in self.reference.positions:
                 moment = min(version.first_seen, sigterm_at or version.first_seen)
                 self.estimated.setdefault(version.etag, self.progress_at(attempt, moment))
-                self.floors.setdefault(version.etag, self.lower_at(attempt, moment))
 
 
 def analyze_interruptions(
@@ -273,7 +261,7 @@ def _interruption(
     if following is not None:
         resumed_next = 0.0
         if present:
-            restored_at = max(walk.position(etag) for etag, _size in present.values())
+            restored_at = max(walk.position(etag) for etag, *_ in present.values())
             restored, how = _restored(walk, following, present, restored_at)
             resumed_next = 0.0 if restored is False else restored_at
         walk.resumed = resumed_next
@@ -310,19 +298,22 @@ def _sigterm_checkpoint(
 
 
 def _restored(
-    walk: _Walk, following: Attempt, present: Mapping[str, tuple[str, int]], restored_at: float
+    walk: _Walk, following: Attempt, present: Objects, restored_at: float
 ) -> tuple[bool | None, str]:
     """Whether ``following`` went on from the checkpoint at ``restored_at``, and why we think so."""
-    present_etags = {etag for etag, _size in present.values()}
     end = walk.evidence.interrupts.get(following.number) or following.training_end or float("inf")
-    new = [
+    # The newest restorable content written again (a trainer that re-saves what it loaded) is
+    # no sign either way.
+    newest = {e for e, *_ in present.values() if walk.position(e) >= restored_at}
+    known = [
         v
         for v in walk.versions
-        if following.training_start <= v.first_seen < end and v.etag not in present_etags
+        if following.training_start <= v.first_seen < end
+        and v.etag in walk.reference.positions
+        and v.etag not in newest
     ]
-    known = [v for v in new if v.etag in walk.reference.positions]
     if known:
-        return _by_position(walk, walk.reference.positions[known[0].etag], present, following)
+        return _by_content(walk, known[0], following, end)
     if following.ended_by is _S.UPLOADING and following.training_end is not None:
         took = following.training_end - work_origin(walk.evidence, following)
         whole = walk.reference.work_seconds
@@ -331,41 +322,41 @@ def _restored(
             f"it worked {took:.2f} s to the end; from the restored checkpoint "
             f"{whole - restored_at:.2f} s were left, from scratch {whole:.2f} s"
         )
-    said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
-    if said:
-        return True, f"its log says so: {said!r}"
-    return None, "could not tell: it wrote no checkpoint and said nothing before it ended"
+    return _from_log(walk, following, end, "it wrote no checkpoint")
 
 
-def _by_position(
-    walk: _Walk, at: float, present: Mapping[str, tuple[str, int]], following: Attempt
+def _by_content(
+    walk: _Walk, first: ObjectVersion, following: Attempt, end: float
 ) -> tuple[bool | None, str]:
-    """Decide on positions only, no clock: a restarted trainer that went on writes a checkpoint
-    past the restored one; one that started over rewrites the reference's first one first."""
-    floor = walk.floor_of(present)
-    first = min(walk.reference.positions.values())
-    # Equal positions were first listed together in the reference (a slow listing): past the
-    # reference's first checkpoint, one that started over would have written that one first.
-    if floor >= first and (at > floor or (at == floor and at > first)):
-        return True, (
-            f"its first new checkpoint is the reference's at {at:.2f} s of work, past the "
-            f"restored one (at or after {floor:.2f} s)"
-        )
-    if at < floor:
+    """Decide on contents, no clock: a restarted trainer that went on writes a checkpoint the
+    run had not reached yet; one that started over writes again one it had written before."""
+    before = {
+        v.etag
+        for v in walk.versions
+        if v.first_seen < following.training_start and v.etag in walk.reference.positions
+    }
+    at = walk.reference.positions[first.etag]
+    if first.etag in before:
         return False, (
-            f"its first new checkpoint is the reference's at {at:.2f} s of work: it started over "
-            f"instead of going on from the restored one (at or after {floor:.2f} s)"
+            f"it wrote {first.key!r} again as the run had written it before the interruption "
+            f"(the reference's checkpoint at {at:.2f} s of work): it started over"
         )
-    # The restored checkpoint is not past the reference's first: going on and starting over
-    # both write that one first. Only the trainer's own words can tell.
-    end = walk.evidence.interrupts.get(following.number) or following.training_end
+    if before:
+        return True, (
+            f"its first new checkpoint {first.key!r} is one the run had not reached "
+            f"(the reference's at {at:.2f} s of work)"
+        )
+    # Nothing the reference also wrote was saved before the interruption: going on and
+    # starting over both write the reference's first checkpoint next.
+    return _from_log(walk, following, end, "nothing saved before it matches the reference")
+
+
+def _from_log(walk: _Walk, following: Attempt, end: float, why: str) -> tuple[bool | None, str]:
+    """The trainer's own word on resuming, when its checkpoints cannot tell."""
     said = _says_resumed(walk.evidence.lines_between(following.training_start, end))
     if said:
         return True, f"its log says so: {said!r}"
-    return None, (
-        "could not tell: the restored checkpoint is not past the reference's first, "
-        "and the trainer's log does not say it resumed"
-    )
+    return None, f"could not tell: {why}, and the trainer's log does not say it resumed"
 
 
 def _says_resumed(lines: Sequence[str]) -> str | None:

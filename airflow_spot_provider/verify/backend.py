@@ -27,6 +27,7 @@ from airflow_spot_provider.verify.evidence import (
     Listing,
     LogLine,
     RunEvidence,
+    Stored,
     attempts_of,
     interrupt_times,
 )
@@ -131,14 +132,17 @@ class CheckpointWatcher:
             self._listings.setdefault(job_name, []).append(Listing(moment, objects))
 
 
-def list_checkpoints(s3: Any, uri: str) -> dict[str, tuple[str, int]]:
-    """Key relative to the prefix -> ``(ETag, size)`` of every object under a checkpoint prefix.
+def list_checkpoints(s3: Any, uri: str) -> dict[str, Stored]:
+    """Key relative to the prefix -> every object under a checkpoint prefix.
 
     :param s3: a boto3 S3 client.
     :param uri: the ``s3://`` prefix, ending with ``/``.
     """
     start = len(split_s3_uri(uri)[1])
-    return {o.key[start:]: (o.etag, o.size) for o in list_checkpoint_objects(s3, uri)}
+    return {
+        o.key[start:]: Stored(o.etag, o.size, o.last_modified.timestamp())
+        for o in list_checkpoint_objects(s3, uri)
+    }
 
 
 class VerifyBackend:

@@ -14,11 +14,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_spot_provider.lifecycle import SecondaryStatus, Transition
 
 _S = SecondaryStatus
+
+
+class Stored(NamedTuple):
+    """One object as a listing shows it.
+
+    :param etag: its ETag (the same content gives the same ETag).
+    :param size: bytes.
+    :param modified: its ``LastModified`` (whole seconds): a content written again changes it.
+    """
+
+    etag: str
+    size: int
+    modified: float = 0.0
+
+
+Objects = Mapping[str, Stored]  # key relative to the prefix -> the object
 
 
 @dataclass(frozen=True)
@@ -26,11 +42,11 @@ class Listing:
     """One listing of the checkpoint prefix.
 
     :param time: when it was taken.
-    :param objects: key relative to the prefix -> ``(ETag, size)``.
+    :param objects: key relative to the prefix -> the object.
     """
 
     time: float
-    objects: Mapping[str, tuple[str, int]]
+    objects: Objects
 
 
 @dataclass(frozen=True)
@@ -59,30 +75,30 @@ class CheckpointTimeline:
     listings: tuple[Listing, ...] = ()
 
     def versions(self) -> list[ObjectVersion]:
-        """Every write seen, in order: a key that appears, or whose content changed since the
-        listing before (a content written again after a restart counts again)."""
+        """Every write seen, in order: a key that appears, or whose content or LastModified
+        changed since the listing before (the same content written again counts again)."""
         found: list[ObjectVersion] = []
-        before: Mapping[str, tuple[str, int]] = {}
+        before: Objects = {}
         for listing in self.listings:
-            for key, (etag, size) in sorted(listing.objects.items()):
-                if before.get(key, ("", 0))[0] != etag:
-                    found.append(ObjectVersion(key, etag, size, listing.time))
+            for key, stored in sorted(listing.objects.items()):
+                if before.get(key) != stored:
+                    found.append(ObjectVersion(key, stored.etag, stored.size, listing.time))
             before = listing.objects
         return found
 
-    def present_at(self, moment: float) -> dict[str, tuple[str, int]]:
+    def present_at(self, moment: float) -> dict[str, Stored]:
         """The objects of the last listing taken before ``moment`` (none before the first).
 
         :param moment: epoch seconds.
         """
-        found: Mapping[str, tuple[str, int]] = {}
+        found: Objects = {}
         for listing in self.listings:
             if listing.time >= moment:
                 break
             found = listing.objects
         return dict(found)
 
-    def last(self) -> dict[str, tuple[str, int]]:
+    def last(self) -> dict[str, Stored]:
         """The objects of the last listing."""
         return dict(self.listings[-1].objects) if self.listings else {}
 

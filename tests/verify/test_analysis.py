@@ -22,6 +22,7 @@ from airflow_spot_provider.verify.evidence import (
     Listing,
     LogLine,
     RunEvidence,
+    Stored,
     interrupt_times,
 )
 from airflow_spot_provider.verify.plan import Interruption, RunKind, RunPlan
@@ -38,11 +39,11 @@ def _timeline(writes: Writes, start: float, end: float) -> CheckpointTimeline:
     moment = start
     while moment <= end + 1e-9:
         while pending and pending[0][0] <= moment:
-            _t, key, content = pending.pop(0)
+            written, key, content = pending.pop(0)
             if content is None:
                 objects.pop(key, None)
             else:
-                objects[key] = (content, 10)
+                objects[key] = Stored(content, 10, float(int(written)))
         listings.append(Listing(round(moment, 3), dict(objects)))
         moment += 0.1
     return CheckpointTimeline(tuple(listings))
@@ -104,7 +105,7 @@ def test_a_trainer_that_goes_on_restores_and_loses_less_than_an_interval() -> No
     assert item.sigterm_checkpoint is False  # worked 0.5 s past c2, saved nothing new
     assert item.resumed_from_seconds is not None and abs(item.resumed_from_seconds - 2.1) < 0.06
     assert item.lost_seconds is not None and 0.4 < item.lost_seconds < 0.6
-    assert "past the restored one (at or after 2.10 s)" in item.restore_evidence
+    assert "is one the run had not reached" in item.restore_evidence
 
 
 def test_a_trainer_that_starts_over_is_caught_by_the_content_it_rewrites() -> None:
@@ -160,6 +161,23 @@ def test_contents_the_reference_never_wrote_fall_back_on_the_time_to_the_end() -
     assert item.restored is True and "worked 2.20 s to the end" in item.restore_evidence
 
 
+def test_the_same_content_written_again_under_the_same_name_is_seen() -> None:
+    # Two files kept (like the example trainer): c1 is still there at the restart; a trainer
+    # that starts over writes c1 again under the same name (same ETag, later LastModified).
+    attempts = [Attempt(1, 100.0, 103.2, _S.INTERRUPTED), Attempt(2, 104.0, 107.0, _S.UPLOADING)]
+    writes = [
+        (101.25, "ckpt-1", "c1"),
+        (102.25, "ckpt-2", "c2"),
+        (102.3, "ckpt-1", None),
+        (102.95, "ckpt-s", "sigterm-state"),
+        (105.25, "ckpt-1", "c1"),
+        (106.25, "ckpt-3", "c3"),
+    ]
+    run = _evidence(attempts, writes, [(100.2, "go"), (104.2, "go")], {1: 102.8})
+    (item,) = analyze_interruptions(run, REFERENCE, LAG)
+    assert item.restored is False and "wrote 'ckpt-1' again" in item.restore_evidence
+
+
 def test_a_slow_reference_listing_does_not_make_going_on_look_like_starting_over() -> None:
     # The reference's prefix was listed 2 s apart once: c2 and c3 share a position.
     listings = [
@@ -175,7 +193,7 @@ def test_a_slow_reference_listing_does_not_make_going_on_look_like_starting_over
             attempts=(Attempt(1, 100.0, 104.5, _S.UPLOADING),),
             interrupts={},
             timeline=CheckpointTimeline(
-                tuple(Listing(t, {k: (c, 10) for k, c in o.items()}) for t, o in listings)
+                tuple(Listing(t, {k: Stored(c, 10) for k, c in o.items()}) for t, o in listings)
             ),
             log_lines=(LogLine(100.2, "training"),),
         )
