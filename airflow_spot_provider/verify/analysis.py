@@ -302,15 +302,16 @@ def _restored(
 ) -> tuple[bool | None, str]:
     """Whether ``following`` went on from the checkpoint at ``restored_at``, and why we think so."""
     end = walk.evidence.interrupts.get(following.number) or following.training_end or float("inf")
-    # The newest restorable content written again (a trainer that re-saves what it loaded) is
-    # no sign either way.
+    # The newest restorable content written again before any real work (a trainer that
+    # re-saves what it loaded) is no sign; written again after work, it was redone.
     newest = {e for e, *_ in present.values() if walk.position(e) >= restored_at}
+    resave = walk.reference.checkpoint_interval / 2
     known = [
         v
         for v in walk.versions
         if following.training_start <= v.first_seen < end
         and v.etag in walk.reference.positions
-        and v.etag not in newest
+        and not (v.etag in newest and walk.worked(following, v.first_seen) < resave)
     ]
     if known:
         return _by_content(walk, known[0], following, end)

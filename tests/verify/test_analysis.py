@@ -178,6 +178,20 @@ def test_the_same_content_written_again_under_the_same_name_is_seen() -> None:
     assert item.restored is False and "wrote 'ckpt-1' again" in item.restore_evidence
 
 
+def test_the_restored_content_written_again_after_work_was_redone() -> None:
+    # Interrupted just after c1 (nothing new to save on SIGTERM): c1 is what is restored.
+    attempts = [Attempt(1, 100.0, 101.8, _S.INTERRUPTED), Attempt(2, 103.0, 107.0, _S.UPLOADING)]
+    lines = [(100.2, "go"), (103.2, "go")]
+    # Saved again at once after loading, then c2: it went on.
+    resaved = [(101.25, "ckpt", "c1"), (103.25, "ckpt", "c1"), (104.25, "ckpt", "c2")]
+    # Saved again after a second of work: it had started over.
+    redone = [(101.25, "ckpt", "c1"), (104.25, "ckpt", "c1"), (105.25, "ckpt", "c2")]
+    (kept,) = analyze_interruptions(_evidence(attempts, resaved, lines, {1: 101.4}), REFERENCE, LAG)
+    (lost,) = analyze_interruptions(_evidence(attempts, redone, lines, {1: 101.4}), REFERENCE, LAG)
+    assert kept.restored is True, kept.restore_evidence
+    assert lost.restored is False, lost.restore_evidence
+
+
 def test_a_slow_reference_listing_does_not_make_going_on_look_like_starting_over() -> None:
     # The reference's prefix was listed 2 s apart once: c2 and c3 share a position.
     listings = [
