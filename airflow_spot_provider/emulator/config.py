@@ -93,6 +93,10 @@ class EmulatorConfig:
     :param data_dir: where the SQLite store, the sandboxes and the S3 snapshot live.
     :param host: address to bind (loopback unless told otherwise).
     :param port: port to bind (0: any free port).
+    :param s3_port: port of S3; None: ``port + 1`` (any free port when ``port`` is 0), so that a
+        restarted emulator keeps the endpoints of the connection pasted before.
+    :param admin_token: the token the admin API asks for; None: a new random one per run.
+    :param allowed_hosts: ``Host`` names to answer besides loopback ones and ``host`` (a proxy's).
     :param seed: seed of the random market model (same seed, same events).
     :param durations: phase durations.
     :param tick_seconds: granularity of the job clock.
@@ -111,6 +115,9 @@ class EmulatorConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
+    s3_port: int | None = None
+    admin_token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
     seed: int = 0
     durations: Durations = field(default_factory=Durations)
     tick_seconds: float = 0.05
@@ -130,6 +137,12 @@ class EmulatorConfig:
         object.__setattr__(self, "throttle_rates", _frozen(self.throttle_rates))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.s3_port is not None and not 0 <= self.s3_port <= 65535:
+            raise ValueError(f"s3_port must be in 0..65535, got {self.s3_port}")
+        if self.port == 65535 and self.s3_port is None:
+            raise ValueError("port 65535 leaves no port + 1 for S3: give s3_port")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ValueError("admin_token must be at least 16 characters")
         if not 0.001 <= self.tick_seconds <= 5:
             raise ValueError(f"tick_seconds must be in [0.001, 5], got {self.tick_seconds}")
         if not 0.01 <= self.checkpoint_sync_seconds <= 60:
@@ -167,6 +180,33 @@ class EmulatorConfig:
         return self.data_dir / "emulator.sqlite3"
 
     @property
-    def s3_snapshot_dir(self) -> Path:
-        """Where S3 is saved on stop and reloaded from on start."""
+    def s3_bind_port(self) -> int:
+        """The port S3 binds: ``s3_port``, else ``port + 1`` (0 when ``port`` is 0)."""
+        if self.s3_port is not None:
+            return self.s3_port
+        return self.port + 1 if self.port else 0
+
+    @property
+    def s3_dir(self) -> Path:
+        """S3's buckets and objects (files plus an SQLite index)."""
+        return self.data_dir / "s3-store"
+
+    @property
+    def legacy_s3_snapshot_dir(self) -> Path:
+        """Where emulators of the moto days saved S3 on stop (imported once on start)."""
         return self.data_dir / "s3"
+
+    @property
+    def token_path(self) -> Path:
+        """The file holding the admin token of the running emulator (mode 0600), for local tools."""
+        return self.data_dir / "admin-token"
+
+    @property
+    def pid_path(self) -> Path:
+        """The backend's pid and start time; a second backend on the same data dir is refused."""
+        return self.data_dir / "backend.pid"
+
+    @property
+    def processes_path(self) -> Path:
+        """Pids of the jobs' training processes, killed by the next start if still alive."""
+        return self.data_dir / "processes.json"

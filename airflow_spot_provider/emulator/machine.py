@@ -29,6 +29,7 @@ from airflow_spot_provider.emulator.jobs import (
     clip_reason,
     wall_clock,
 )
+from airflow_spot_provider.emulator.leftovers import ProcessRecord
 from airflow_spot_provider.emulator.logs import LogStore
 from airflow_spot_provider.emulator.market import SpotMarket
 from airflow_spot_provider.emulator.phases import INTERNAL_ERROR, Phases
@@ -85,6 +86,8 @@ class Machine:
         self.live: dict[str, tuple[Job, Runtime]] = {}
         self._heartbeat = 0.0
         self._kills: set[asyncio.Future[None]] = set()  # processes of jobs ended by a bug
+        # What the next start kills if this backend dies without stopping its jobs.
+        self.processes = ProcessRecord(config.processes_path)
         self.phases = Phases(self)
 
     # -- creation, persistence, restart -------------------------------------------------------
@@ -170,10 +173,20 @@ class Machine:
             except Exception as err:  # a bug in one job's handling must not stop the others
                 self._abort(job, rt, err, now)
         self.logs.flush()
+        self.processes.update(self.training_pids())
         if now - self._heartbeat >= HEARTBEAT_SECONDS:
             self._heartbeat = now
             self.store.set_meta("heartbeat", repr(now))
         self.store.commit()
+
+    def training_pids(self) -> dict[str, int]:
+        """Job name to the pid of its training process, for the jobs that have one now."""
+        pids: dict[str, int] = {}
+        for name, (_job, rt) in self.live.items():
+            pid = getattr(rt.run, "pid", None)  # the synthetic image runs no process
+            if isinstance(pid, int):
+                pids[name] = pid
+        return pids
 
     def _abort(self, job: Job, rt: Runtime, err: Exception, now: float) -> None:
         """End a job whose handling raised (an emulator bug), so that no follower waits forever.
@@ -347,6 +360,7 @@ class Machine:
         for _job, rt in self.live.values():
             rt.cancel()
         self.logs.flush()
+        self.processes.update({})
         self.store.set_meta("heartbeat", repr(time.time()))
         self.store.commit()
 

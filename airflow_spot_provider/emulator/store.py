@@ -46,6 +46,32 @@ class StoreError(RuntimeError):
     """The data dir holds a store this version cannot use."""
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (or create) an SQLite file in WAL mode with ``schema`` applied.
+
+    :param path: the file; its parent directory is created if missing.
+    :param schema: ``CREATE ... IF NOT EXISTS`` statements.
+    :raises StoreError: the file is not an SQLite database (or is damaged), in one line naming
+        it and how to recover.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One thread at a time uses a connection (the owner's loop); it may be another than the opener.
+    db = sqlite3.connect(path, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the emulator, not of the machine.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+        db.commit()
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise StoreError(
+            f"{path} is not a usable emulator state file ({err}); move it away (with its "
+            f"-wal and -shm files) to start without its contents, or restore it from a copy"
+        ) from err
+    return db
+
+
 class Store:
     """The emulator's SQLite file.
 
@@ -53,19 +79,20 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the emulator, not of the machine.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise StoreError(f"{path} has schema {version}, this emulator uses {SCHEMA_VERSION}")
-        self._db.commit()
+        self._db = open_database(path, _SCHEMA)
+        try:
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema {version}, this emulator uses {SCHEMA_VERSION}"
+                )
+            self._db.commit()
+        except BaseException:
+            self._db.close()
+            raise
         self._dirty = False
 
     def close(self) -> None:
