@@ -149,6 +149,6 @@ def test_reset_for_restart_keeps_nothing_local_but_synced_checkpoints(tmp_path: 
     kept = sorted(p.relative_to(box.root).as_posix() for p in box.root.rglob("*.bin"))
     assert kept == ["rootfs/ckpt/file.bin"]
     assert not (box.model_dir / "link").exists()
-    for directory in (box.checkpoint_dir, box.model_dir, box.output_data_dir, box.code_dir):
+    for directory in (box.model_dir, box.output_data_dir, box.code_dir):
         assert directory.is_dir()
         assert not any(directory.iterdir())
