@@ -86,9 +86,8 @@ class SageMakerApi:
     def _check_quota(self, params: Mapping[str, Any]) -> None:
         resources = params["ResourceConfig"]
         instance_type = resources["InstanceType"]
-        limit = self.machine.config.quotas.get(instance_type)
-        if limit is None:
-            return
+        config = self.machine.config
+        limit = config.quotas.get(instance_type, config.default_quota)
         spot = bool(params.get("EnableManagedSpotTraining"))
         current = sum(
             job.instance_count

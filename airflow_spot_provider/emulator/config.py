@@ -103,10 +103,13 @@ class EmulatorConfig:
     :param market_default: market of instance types not in ``markets`` nor in the built-in table.
     :param markets: per instance type overrides of the market.
     :param quotas: per instance type limit of live instances (spot and on-demand counted apart);
-        no entry means no limit.
+        types without an entry get ``default_quota``.
+    :param default_quota: the limit of instance types not in ``quotas``: generous, but a bound,
+        checked before anything of a job is allocated.
     :param throttle_rates: per operation (``DescribeTrainingJob``...) requests per second; off when
         absent.
     :param max_body_bytes: largest request body accepted.
+    :param log_cap_bytes: largest log of one host of a job; its oldest lines are dropped past it.
     :param checkpoint_sync_seconds: interval of the checkpoint upload scan during training.
     :param region: AWS region in ARNs and in the printed connection.
     :param account: AWS account id in ARNs.
@@ -124,8 +127,10 @@ class EmulatorConfig:
     market_default: InstanceMarket = field(default_factory=InstanceMarket)
     markets: Mapping[str, InstanceMarket] = field(default_factory=dict)
     quotas: Mapping[str, int] = field(default_factory=dict)
+    default_quota: int = 10_000
     throttle_rates: Mapping[str, float] = field(default_factory=dict)
     max_body_bytes: int = 2 * 1024 * 1024
+    log_cap_bytes: int = 8 * 1024 * 1024
     checkpoint_sync_seconds: float = 0.5
     region: str = "us-east-1"
     account: str = "123456789012"
@@ -135,6 +140,24 @@ class EmulatorConfig:
         object.__setattr__(self, "markets", _frozen(self.markets))
         object.__setattr__(self, "quotas", _frozen(self.quotas))
         object.__setattr__(self, "throttle_rates", _frozen(self.throttle_rates))
+        self._check_endpoints()
+        if not 0.001 <= self.tick_seconds <= 5:
+            raise ValueError(f"tick_seconds must be in [0.001, 5], got {self.tick_seconds}")
+        if not 0.01 <= self.checkpoint_sync_seconds <= 60:
+            raise ValueError(
+                f"checkpoint_sync_seconds must be in [0.01, 60], got {self.checkpoint_sync_seconds}"
+            )
+        if not 0 <= self.default_quota <= 2**31 - 1:
+            raise ValueError(f"default_quota must be in 0..2147483647, got {self.default_quota}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if not _REGION_RE.match(self.region):
+            raise ValueError(f"region {self.region!r} is not an AWS region name")
+        if not _ACCOUNT_RE.match(self.account):
+            raise ValueError(f"account {self.account!r} must be 12 digits")
+        self._check_tables()
+
+    def _check_endpoints(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.s3_port is not None and not 0 <= self.s3_port <= 65535:
@@ -143,19 +166,8 @@ class EmulatorConfig:
             raise ValueError("port 65535 leaves no port + 1 for S3: give s3_port")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
-        if not 0.001 <= self.tick_seconds <= 5:
-            raise ValueError(f"tick_seconds must be in [0.001, 5], got {self.tick_seconds}")
-        if not 0.01 <= self.checkpoint_sync_seconds <= 60:
-            raise ValueError(
-                f"checkpoint_sync_seconds must be in [0.01, 60], got {self.checkpoint_sync_seconds}"
-            )
-        if self.max_body_bytes < 1024:
-            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
-        if not _REGION_RE.match(self.region):
-            raise ValueError(f"region {self.region!r} is not an AWS region name")
-        if not _ACCOUNT_RE.match(self.account):
-            raise ValueError(f"account {self.account!r} must be 12 digits")
-        self._check_tables()
+        if self.log_cap_bytes < 64 * 1024:
+            raise ValueError(f"log_cap_bytes must be >= 65536, got {self.log_cap_bytes}")
 
     def _check_tables(self) -> None:
         if not isinstance(self.durations, Durations):
