@@ -102,7 +102,7 @@ def trainer_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def standalone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The emulator's S3 server alone, for the modules that test the emulator's parts on their own."""
+    """The emulator's S3 server alone, for tests of the emulator's parts on their own."""
     from airflow_spot_provider.emulator.s3 import S3Server
 
     server = S3Server(tmp_path_factory.mktemp("s3"), "127.0.0.1")
