@@ -1,4 +1,4 @@
-"""Checkpoint sync between a local dir and an S3 prefix, against a moto S3 server."""
+"""Checkpoint sync between a local dir and an S3 prefix, against the emulator's S3 server."""
 
 from __future__ import annotations
 
