@@ -46,6 +46,18 @@ class StoreError(RuntimeError):
     """The data dir holds a store this version cannot use."""
 
 
+def unusable_message(path: Path, err: Exception) -> str:
+    """The one line that names a damaged state file and how to recover.
+
+    :param path: the file.
+    :param err: what SQLite said.
+    """
+    return (
+        f"{path} is not a usable emulator state file ({err}); move it away (with its -wal and "
+        f"-shm files) to start without its contents, or restore it from a copy"
+    )
+
+
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
     """Open (or create) an SQLite file in WAL mode with ``schema`` applied.
 
@@ -65,10 +77,7 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
         db.commit()
     except sqlite3.DatabaseError as err:
         db.close()
-        raise StoreError(
-            f"{path} is not a usable emulator state file ({err}); move it away (with its "
-            f"-wal and -shm files) to start without its contents, or restore it from a copy"
-        ) from err
+        raise StoreError(unusable_message(path, err)) from err
     return db
 
 
@@ -90,6 +99,9 @@ class Store:
                     f"{path} has schema {version}, this emulator uses {SCHEMA_VERSION}"
                 )
             self._db.commit()
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise StoreError(unusable_message(path, err)) from err
         except BaseException:
             self._db.close()
             raise
