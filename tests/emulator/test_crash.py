@@ -202,3 +202,17 @@ def test_kill_9_mid_job_loses_no_object_no_checkpoint_no_process(tmp_path: Path)
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in pids if _alive(pid)] == []
+
+
+def test_a_second_backend_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with serve(data_dir, 0) as (process, _connection):
+        second = subprocess.run(
+            [sys.executable, "-m", "airflow_spot_provider.emulator", "serve", "--port", "0",
+             "--data-dir", str(data_dir)],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert f"in use by the spot emulator of pid {process.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert process.poll() is None  # the first one goes on
