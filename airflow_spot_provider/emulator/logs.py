@@ -176,6 +176,9 @@ class LogStore:
                 stream.first_seq, stream.next_seq, stream.size = first, last + 1, size
                 stream.size += (last + 1 - first) * _EVENT_OVERHEAD
                 stream.first_ts, stream.last_ts, stream.last_ingested = first_ts, last_ts, ingested
+                stream.dropped = _dropped_count(
+                    self._store.load_events(group, name, first, first + 1)
+                )
             stream.loaded = True
         return stream
 
@@ -283,6 +286,16 @@ class LogStore:
             found = self._store.first_seq_at(stream.group, stream.name, int(end))
             high = high if found is None else max(low, found)
         return low, max(low, high)
+
+
+def _dropped_count(first_events: list[tuple[int, int, str]]) -> int:
+    """How many lines a stream's first event, when it is the marker, says were dropped."""
+    prefix = DROPPED_MARKER.split("{count}", 1)[0]
+    for _ts, _ingested, message in first_events:
+        count = message[len(prefix) :].split(" ", 1)[0]
+        if message.startswith(prefix) and count.isdigit():
+            return int(count)
+    return 0
 
 
 def _encode_offset(offset: int) -> str:

@@ -4,8 +4,6 @@ goes on serving. Logs and checkpoint syncs are bounded; a damaged state file is 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from airflow_spot_provider.emulator.testing import (
     wait_for_job,
 )
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from tests.emulator.served import run_serve
 from tests.emulator.test_guard import _request
 
 JSON_11 = {"Content-Type": "application/x-amz-json-1.1"}
@@ -103,11 +102,7 @@ def test_a_damaged_state_file_is_named_in_one_line(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "emulator.sqlite3").write_bytes(b"this is not a database" * 100)
-    result = subprocess.run(
-        [sys.executable, "-m", "airflow_spot_provider.emulator", "serve", "--port", "0",
-         "--data-dir", str(data_dir)],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_serve(data_dir)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -6,32 +6,26 @@ still good."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shlex
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from airflow_spot_provider.emulator.testing import (
+    log_lines,
     script_request,
     secondary_statuses,
     wait_for_job,
+    wait_for_log_line,
 )
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from tests.emulator.served import clients, run_serve, serve
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINER_DIR = Path(__file__).resolve().parent / "crash_trainer"
 
 
@@ -50,76 +44,6 @@ def _free_port_pair() -> int:
                     continue
                 return port
     raise AssertionError("no two consecutive free ports")
-
-
-@contextmanager
-def serve(data_dir: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
-    """Run ``spot-emulator serve``; yield the process and its printed connection; SIGTERM it
-    at the end unless the test killed it."""
-    command = [
-        sys.executable, "-m", "airflow_spot_provider.emulator", "serve",
-        "--port", str(port), "--data-dir", str(data_dir), "--tick", "0.02", "--notice", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert process.stdout is not None
-        seen = []
-        for line in process.stdout:
-            seen.append(line)
-            if line.startswith("export AIRFLOW_CONN_AWS_DEFAULT="):
-                (assignment,) = shlex.split(line.removeprefix("export "))
-                yield process, json.loads(assignment.split("=", 1)[1])
-                break
-        else:
-            raise AssertionError(f"the emulator did not start: {''.join(seen)}")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-
-
-def _clients(connection: dict[str, Any]) -> dict[str, Any]:
-    extra = connection["extra"]
-    return {
-        service: boto3.client(
-            service,
-            endpoint_url=extra["service_config"][service]["endpoint_url"],
-            region_name=extra["region_name"],
-            aws_access_key_id=connection["login"],
-            aws_secret_access_key=connection["password"],
-            config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}),
-        )
-        for service in ("sagemaker", "logs", "s3")
-    }
-
-
-def _messages(logs: Any, job: str) -> list[str]:
-    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")
-    (stream,) = streams["logStreams"]
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "logStreamName": stream["logStreamName"],
-        "startFromHead": True,
-    }
-    lines: list[str] = []
-    while True:
-        page = logs.get_log_events(**kwargs)
-        lines += [e["message"] for e in page["events"]]
-        if page["nextForwardToken"] == kwargs.get("nextToken"):
-            return lines
-        kwargs["nextToken"] = page["nextForwardToken"]
-
-
-def _wait_for_line(logs: Any, job: str, line: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if line in _messages(logs, job):
-                return
-        except (ValueError, logs.exceptions.ResourceNotFoundException):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{line!r} never logged by {job}")
 
 
 def _alive(pid: int) -> bool:
@@ -147,16 +71,16 @@ def test_kill_9_mid_job_loses_no_object_no_checkpoint_no_process(tmp_path: Path)
     name, bucket = "survives-kill-9", "kill-9-bucket"
     port = _free_port_pair()
     with serve(data_dir, port) as (process, connection):
-        clients = _clients(connection)
-        s3 = clients["s3"]
+        aws = clients(connection)
+        s3 = aws["s3"]
         s3.create_bucket(Bucket=bucket)
         for index in range(20):  # the user's data: written just before the crash
             s3.put_object(Bucket=bucket, Key=f"data/part-{index}", Body=os.urandom(1000 + index))
         request = script_request(
             name, bucket, TRAINER_DIR, "train.py", steps=40, step_seconds=0.1, pid_dir=pid_dir
         )
-        clients["sagemaker"].create_training_job(**request)
-        _wait_for_line(clients["logs"], name, "step 12/40")
+        aws["sagemaker"].create_training_job(**request)
+        wait_for_log_line(aws["logs"], name, "step 12/40", timeout=60)
         before_objects = _objects(s3, bucket)
         time.sleep(0.3)
         process.send_signal(signal.SIGKILL)
@@ -171,10 +95,10 @@ def test_kill_9_mid_job_loses_no_object_no_checkpoint_no_process(tmp_path: Path)
     with serve(data_dir, port) as (_process, connection):
         # Same ports: the connection pasted before the crash is still good.
         assert connection == first_connection
-        clients = _clients(connection)
+        aws = clients(connection)
         # The processes of the dead backend are gone before any job restarts.
         assert [pid for pid in pids if _alive(pid)] == []
-        final = wait_for_job(clients["sagemaker"], name, timeout=90)
+        final = wait_for_job(aws["sagemaker"], name, timeout=90)
         assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED, final
         assert secondary_statuses(final)[:4] == [
             S.STARTING,
@@ -184,14 +108,14 @@ def test_kill_9_mid_job_loses_no_object_no_checkpoint_no_process(tmp_path: Path)
         ]
         assert secondary_statuses(final)[-2:] == [S.UPLOADING, S.COMPLETED]
         # Every object written before the crash is there, byte for byte.
-        after = _objects(clients["s3"], bucket)
+        after = _objects(aws["s3"], bucket)
         assert {k: after.get(k) for k in before_objects} == before_objects
         # Every checkpoint file written before the crash reached S3, synced or not ...
         in_s3 = {k.rsplit("/", 1)[1] for k in after if k.startswith(f"checkpoints/{name}/")}
         assert set(written) <= in_s3
         # ... and the job went on from the newest of them (or a newer one, where the trainer ran
         # on until the restart killed it: without PID namespaces, nothing kills it sooner).
-        messages = _messages(clients["logs"], name)
+        messages = log_lines(aws["logs"], name)
         resumed = [int(m.split("=")[1]) for m in messages if m.startswith("resumed from step=")]
         assert len(resumed) == 1
         assert resumed[0] >= int(written[-1][5:9])
@@ -207,11 +131,7 @@ def test_kill_9_mid_job_loses_no_object_no_checkpoint_no_process(tmp_path: Path)
 def test_a_second_backend_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with serve(data_dir, 0) as (process, _connection):
-        second = subprocess.run(
-            [sys.executable, "-m", "airflow_spot_provider.emulator", "serve", "--port", "0",
-             "--data-dir", str(data_dir)],
-            check=False, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        second = run_serve(data_dir)
         assert second.returncode != 0
         assert f"in use by the spot emulator of pid {process.pid}" in second.stderr
         assert "Traceback" not in second.stderr
