@@ -89,11 +89,7 @@ class SageMakerApi:
         config = self.machine.config
         limit = config.quotas.get(instance_type, config.default_quota)
         spot = bool(params.get("EnableManagedSpotTraining"))
-        current = sum(
-            job.instance_count
-            for job, _rt in self.machine.live.values()
-            if job.instance_type == instance_type and job.spot == spot
-        )
+        current = self.machine.instances_in_use(instance_type, spot)
         delta = int(resources.get("InstanceCount") or 1)
         if current + delta > limit:
             usage = "spot training job" if spot else "training job"
