@@ -96,14 +96,15 @@ class CheckpointSync:
         with self._lock:
             self._halt.clear()
             self.local_dir.mkdir(parents=True, exist_ok=True)
-            self._push_leftovers(time.monotonic() + self.budget_seconds)
+            leftovers = self._push_leftovers(time.monotonic() + self.budget_seconds)
             count = 0
             for key, _size in iter_keys(self._s3, self.bucket, self.prefix):
                 try:
                     rel = safe_relative(key[len(self.prefix) :])
                     target = self.local_dir.joinpath(*rel.parts)
-                    if rel.as_posix() not in self._known:
-                        download_to(self._s3, self.bucket, key, target, self.local_dir)
+                    if rel.as_posix() in leftovers:
+                        continue  # the local file is as new as S3's, or newer: never overwritten
+                    download_to(self._s3, self.bucket, key, target, self.local_dir)
                 except (SandboxError, OSError) as err:
                     log.warning(
                         "checkpoint object s3://%s/%s not restored: %s", self.bucket, key, err
@@ -111,37 +112,47 @@ class CheckpointSync:
                     continue
                 self._known[rel.as_posix()] = _stamp(target)
                 count += 1
-            return count
+            return count + len(leftovers)
 
-    def _push_leftovers(self, deadline: float) -> None:
-        """Upload what a previous life left locally and S3 lacks; keep only what S3 holds."""
+    def _push_leftovers(self, deadline: float) -> set[str]:
+        """Upload what a previous life left locally and S3 lacks; the files left.
+
+        A file S3 holds byte for byte (size, then MD5 = ETag) is known; one past the budget
+        stays unknown, so that the next sync uploads it.
+        """
         leftovers = self._scan()
         if not leftovers:
-            return
-        missing = [rel for rel in sorted(leftovers) if not self._held_in_s3(rel)]
+            return set()
+        held = self._listing()
+        missing: list[str] = []
+        for rel in sorted(leftovers):
+            if time.monotonic() > deadline:
+                break
+            if _same(self.local_dir / rel, held.get(rel)):
+                self._known[rel] = leftovers[rel]
+            else:
+                missing.append(rel)
         log.warning(
-            "checkpoint dir %s: %d files left by a previous start, %d not in S3: uploading them",
+            "checkpoint dir %s: %d files left by a previous start, %d of them not in S3",
             self.local_dir,
             len(leftovers),
             len(missing),
         )
-        uploaded = set(self._upload_all(missing, deadline))
-        for rel, stamp in leftovers.items():
-            if rel in uploaded or rel not in missing:
-                self._known[rel] = stamp
-        # Past the budget, the rest stays where it is, unknown: the next sync uploads it.
+        for rel in self._upload_all(missing, deadline):
+            self._known[rel] = leftovers[rel]
+        return set(leftovers)
 
-    def _held_in_s3(self, rel: str) -> bool:
-        """Whether S3 holds the local file ``rel`` byte for byte (size, then MD5 = ETag)."""
-        path = self.local_dir / rel
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=self.key_of(rel))
-        except self._s3.exceptions.ClientError:
-            return False
-        etag = str(head.get("ETag", "")).strip('"')
-        if head.get("ContentLength") != path.stat().st_size or "-" in etag:
-            return False
-        return _md5(path) == etag
+    def _listing(self) -> dict[str, tuple[int, str]]:
+        """Relative path to (size, ETag) of every object under the prefix."""
+        held: dict[str, tuple[int, str]] = {}
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(self.prefix) :]
+                held[rel] = (int(item.get("Size", 0)), str(item.get("ETag", "")).strip('"'))
+        return held
 
     def _upload(self, rel: str) -> bool:
         if self._halt.is_set():
@@ -247,6 +258,14 @@ class CheckpointSync:
                     continue
                 found[path.relative_to(self.local_dir).as_posix()] = (st.st_size, st.st_mtime_ns)
         return found
+
+
+def _same(path: Path, held: tuple[int, str] | None) -> bool:
+    """Whether an object (size, ETag) holds the local file byte for byte (a multipart ETag is
+    not an MD5: such a file is uploaded again)."""
+    if held is None or "-" in held[1] or held[0] != path.stat().st_size:
+        return False
+    return _md5(path) == held[1]
 
 
 def _md5(path: Path) -> str:
