@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -20,9 +22,10 @@ from typing import Any, Final, TypeAlias
 
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport
+from airflow_spot_provider.request_input import key_text
 from airflow_spot_provider.request_rules import (
     DEFAULT_MAX_RUNTIME_SECONDS,
-    SAGEMAKER_MAX_RUNTIME_SECONDS,
+    SAGEMAKER_MAX_WAIT_SECONDS,
 )
 
 __all__ = [
@@ -38,9 +41,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The API model gives MaxWaitTimeInSeconds a minimum only. *Unverified*: we assume it cannot
-# usefully exceed MaxRuntimeInSeconds' documented maximum of 28 days, so growth stops there.
-MAX_WAIT_LIMIT_SECONDS: Final = SAGEMAKER_MAX_RUNTIME_SECONDS
+# Growth of MaxWaitTimeInSeconds stops at the limit the request rules hold it to (28 days).
+MAX_WAIT_LIMIT_SECONDS: Final = SAGEMAKER_MAX_WAIT_SECONDS
+# Each attempt is a billed training job: no budget runs to a thousand, and the bound keeps the
+# attempt numbers short enough for job names and JSON.
+_MAX_ATTEMPTS: Final = 1000
+# More entries than retry_on could hold distinct outcomes: iterating further proves nothing.
+_MAX_OUTCOMES: Final = 64
+_INSTANCE_TYPE: Final = re.compile(r"ml\.[a-z0-9]+(?:[.-][a-z0-9]+)*")
 # Outcomes a resubmission can help with. STOPPED is a user's decision and FAILED an algorithm or
 # internal error (SageMaker's own RetryStrategy covers the latter): resubmitting would not help.
 RETRYABLE_OUTCOMES: frozenset[JobOutcome] = frozenset(
@@ -52,16 +60,28 @@ def _bad(problems: list[Violation], owner: str, name: str, value: Any, rule: str
     problems.append(Violation(f"{owner}.{name}", value, rule))
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float; None for bools, non-numbers, NaN, infinities and ints past
+    float's range (``math.isfinite`` would raise OverflowError on those)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _real(
     problems: list[Violation], name: str, value: Any, low: float, high: float
 ) -> float | None:
     """A finite number in ``[low, high]`` as float, or None after recording the violation."""
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if not number or not math.isfinite(value) or not low <= value <= high:
+    number = _finite(value)
+    if number is None or not low <= number <= high:
         rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
         _bad(problems, "SpotRetryPolicy", name, value, rule)
         return None
-    return float(value)
+    return number
 
 
 def _flag(problems: list[Violation], owner: str, name: str, value: Any) -> bool | None:
@@ -72,7 +92,9 @@ def _flag(problems: list[Violation], owner: str, name: str, value: Any) -> bool 
 
 
 def _instance_type_ok(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("ml.") and len(value) > 3
+    return (
+        isinstance(value, str) and len(value) <= 64 and _INSTANCE_TYPE.fullmatch(value) is not None
+    )
 
 
 def _outcomes(problems: list[Violation], value: Any) -> frozenset[JobOutcome] | None:
@@ -80,8 +102,11 @@ def _outcomes(problems: list[Violation], value: Any) -> frozenset[JobOutcome] | 
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         _bad(problems, "SpotRetryPolicy", "retry_on", value, "must be a set of JobOutcome")
         return None
+    items = list(itertools.islice(value, _MAX_OUTCOMES + 1))  # an endless iterator ends here
     try:
-        outcomes = frozenset(JobOutcome(item) for item in value)
+        if len(items) > _MAX_OUTCOMES:
+            raise ValueError(f"more than {_MAX_OUTCOMES} entries")
+        outcomes = frozenset(JobOutcome(item) for item in items)
     except ValueError:
         _bad(problems, "SpotRetryPolicy", "retry_on", value, "must be a set of JobOutcome")
         return None
@@ -94,12 +119,13 @@ def _outcomes(problems: list[Violation], value: Any) -> frozenset[JobOutcome] | 
 
 
 def _fallbacks(problems: list[Violation], value: Any) -> tuple[str, ...] | None:
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        _bad(problems, "SpotRetryPolicy", "instance_type_fallbacks", value, "must be a tuple")
+    if not isinstance(value, list | tuple) or len(value) >= _MAX_ATTEMPTS:
+        rule = f"must be a tuple of fewer than {_MAX_ATTEMPTS} entries"
+        _bad(problems, "SpotRetryPolicy", "instance_type_fallbacks", value, rule)
         return None
     wrong = [v for v in value if not _instance_type_ok(v)]
     if wrong:
-        rule = "every entry must be an instance type starting with 'ml.'"
+        rule = "every entry must be an instance type starting with 'ml.' (a-z, 0-9, '.', '-')"
         _bad(problems, "SpotRetryPolicy", "instance_type_fallbacks", wrong, rule)
         return None
     return tuple(value)
@@ -115,8 +141,11 @@ def _deadline(problems: list[Violation], value: Any) -> datetime | None:
             moment = datetime.fromisoformat(value)
         except ValueError:
             moment = None
-    if isinstance(moment, datetime) and moment.tzinfo is not None:
-        return moment.astimezone(UTC)
+    if isinstance(moment, datetime) and moment.utcoffset() is not None:
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # an offset that moves it past year 1 or 9999
+            pass
     rule = "must be None or a timezone-aware datetime (naive times are ambiguous)"
     _bad(problems, "SpotRetryPolicy", "deadline", value, rule)
     return None
@@ -148,10 +177,13 @@ class RequestChanges:
     def __post_init__(self) -> None:
         problems: list[Violation] = []
         wait = self.max_wait_seconds
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int) or wait < 1):
-            _bad(
-                problems, "RequestChanges", "max_wait_seconds", wait, "must be None or an int >= 1"
-            )
+        if wait is not None and (
+            isinstance(wait, bool)
+            or not isinstance(wait, int)
+            or not 1 <= wait <= MAX_WAIT_LIMIT_SECONDS
+        ):
+            rule = f"must be None or an int >= 1 and <= {MAX_WAIT_LIMIT_SECONDS}"
+            _bad(problems, "RequestChanges", "max_wait_seconds", wait, rule)
         if self.instance_type is not None and not _instance_type_ok(self.instance_type):
             rule = "must be None or an instance type starting with 'ml.'"
             _bad(problems, "RequestChanges", "instance_type", self.instance_type, rule)
@@ -285,8 +317,13 @@ class SpotRetryPolicy:
     def __post_init__(self) -> None:
         p: list[Violation] = []
         attempts = self.max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            _bad(p, "SpotRetryPolicy", "max_attempts", attempts, "must be an int >= 1")
+        if (
+            isinstance(attempts, bool)
+            or not isinstance(attempts, int)
+            or not 1 <= attempts <= _MAX_ATTEMPTS
+        ):
+            rule = f"must be an int >= 1 and <= {_MAX_ATTEMPTS}"
+            _bad(p, "SpotRetryPolicy", "max_attempts", attempts, rule)
         normal: dict[str, Any] = {
             name: _real(p, name, getattr(self, name), *bounds) for name, bounds in _RANGES.items()
         }
@@ -447,14 +484,37 @@ class SpotRetryPolicy:
         return data
 
     @classmethod
+    def checked(cls, value: Any) -> SpotRetryPolicy:
+        """``value`` if it is a policy, the default policy if it is None.
+
+        :param value: an operator's ``spot_retry_policy`` argument.
+        :raises SpotRequestValidationError: if ``value`` is anything else.
+        """
+        if value is None:
+            return cls()
+        if not isinstance(value, cls):
+            rule = "must be a SpotRetryPolicy (SpotRetryPolicy.from_json reads a dict)"
+            raise SpotRequestValidationError([Violation("spot_retry_policy", value, rule)])
+        return value
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SpotRetryPolicy:
         """Inverse of :meth:`to_json`; missing keys take their defaults, unknown keys are refused.
 
         :param data: a dict made by :meth:`to_json` (or written by hand).
+        :raises SpotRequestValidationError: if ``data`` is no mapping, has unknown keys or
+            invalid values.
         """
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if not isinstance(data, Mapping):
+            rule = "must be a mapping (as SpotRetryPolicy.to_json makes)"
+            raise SpotRequestValidationError([Violation("SpotRetryPolicy", data, rule)])
+        names = {f.name for f in fields(cls)}
+        unknown = [key for key in data if key not in names]
         if unknown:
             raise SpotRequestValidationError(
-                [Violation(f"SpotRetryPolicy.{k}", data[k], "unknown field") for k in unknown]
+                [
+                    Violation(f"SpotRetryPolicy.{key_text(k)}", data[k], "unknown field")
+                    for k in unknown
+                ]
             )
         return cls(**data)
