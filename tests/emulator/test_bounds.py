@@ -20,14 +20,13 @@ from airflow_spot_provider.emulator.testing import (
     wait_for_job,
 )
 from airflow_spot_provider.lifecycle import TrainingJobStatus
-from tests.emulator.served import run_serve
-from tests.emulator.test_guard import _request
+from tests.emulator.served import raw_request, run_serve
 
 JSON_11 = {"Content-Type": "application/x-amz-json-1.1"}
 
 
 def _call(emulator: SpotEmulator, operation: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    status, _headers, answer = _request(
+    status, _headers, answer = raw_request(
         emulator.endpoint_url, "POST", "/", body,
         {**JSON_11, "X-Amz-Target": f"SageMaker.{operation}"},
     )  # fmt: skip
@@ -69,7 +68,7 @@ def test_every_integer_member_is_within_int32(
 @pytest.mark.parametrize("path", ["/", "/_emulator/scenario"])
 def test_deep_nesting_is_a_400_not_a_500(emulator: SpotEmulator, sm: Any, path: str) -> None:
     body = b"[" * 1000 + b"]" * 1000
-    status, _headers, answer = _request(
+    status, _headers, answer = raw_request(
         emulator.endpoint_url, "POST", path, b'{"a": ' + body + b"}",
         {**JSON_11, "X-Amz-Target": "SageMaker.ListTrainingJobs",
          "Content-Type": "application/json" if path != "/" else JSON_11["Content-Type"],
@@ -92,7 +91,7 @@ def test_oversize_body_is_an_aws_shaped_400(emulator: SpotEmulator) -> None:
 def test_unknown_paths_and_methods_are_aws_shaped(
     emulator: SpotEmulator, method: str, path: str, status: int
 ) -> None:
-    got, headers, answer = _request(emulator.endpoint_url, method, path)
+    got, headers, answer = raw_request(emulator.endpoint_url, method, path)
     assert got == status
     assert headers["Content-Type"] == JSON_11["Content-Type"]
     assert json.loads(answer)["__type"] == "UnknownOperationException"

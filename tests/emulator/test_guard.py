@@ -3,7 +3,6 @@ attack is refused, and the backend goes on serving its real clients."""
 
 from __future__ import annotations
 
-import http.client
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,26 +13,9 @@ from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.admin import TOKEN_HEADER, AdminApiError, AdminClient
 from airflow_spot_provider.emulator.testing import synthetic_request, wait_for_secondary
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
+from tests.emulator.served import raw_request
 
 EVIL = "https://evil.example"
-
-
-def _request(
-    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP request, with exactly the headers a browser (or an attacker) would send."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-    try:
-        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        sent = {"Host": parts.netloc, "Content-Length": str(len(body)), **(headers or {})}
-        for name, value in sent.items():
-            connection.putheader(name, value)
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def _no_cors(headers: dict[str, str]) -> None:
@@ -50,20 +32,20 @@ def test_form_post_to_s3_from_a_foreign_origin_is_refused(
         b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nevil\r\n--x--\r\n'
     )
     url = emulator.s3_endpoint_url
-    status, headers, body = _request(
+    status, headers, body = raw_request(
         url, "POST", f"/{bucket}", form,
         {"Origin": EVIL, "Content-Type": "multipart/form-data; boundary=x"},
     )  # fmt: skip
     assert status == 403 and b"<Code>AccessDenied</Code>" in body
     _no_cors(headers)
     # A no-cors PUT from the page is refused too (it needs no answer to do harm).
-    status, headers, _ = _request(
+    status, headers, _ = raw_request(
         url, "PUT", f"/{bucket}/{key}", b"evil", {"Origin": EVIL, "Content-Type": "text/plain"}
     )
     assert status == 403
     _no_cors(headers)
     # The preflight a page needs for anything else gets no CORS answer.
-    status, headers, _ = _request(
+    status, headers, _ = raw_request(
         url, "OPTIONS", f"/{bucket}/{key}", b"",
         {"Origin": EVIL, "Access-Control-Request-Method": "PUT"},
     )  # fmt: skip
@@ -79,13 +61,13 @@ def test_text_plain_post_to_admin_interrupt_is_refused(
     wait_for_secondary(sm, job_name, S.TRAINING)
     path = f"/_emulator/jobs/{job_name}/interrupt"
     # What a page can send without a preflight: no token, text/plain.
-    status, headers, body = _request(
+    status, headers, body = raw_request(
         emulator.endpoint_url, "POST", path, b"{}", {"Content-Type": "text/plain", "Origin": EVIL}
     )
     assert status == 403, body
     _no_cors(headers)
     # Even with the token (which a page cannot know), a text/plain body is refused.
-    status, _, body = _request(
+    status, _, body = raw_request(
         emulator.endpoint_url, "POST", path, b"{}",
         {"Content-Type": "text/plain", TOKEN_HEADER: emulator.admin_token},
     )  # fmt: skip
@@ -110,7 +92,7 @@ def test_dns_rebinding_host_is_refused(emulator: SpotEmulator, endpoint: str, sm
         method, path, body, headers = "GET", "/", b"", {}
     headers["Content-Type"] = "application/x-amz-json-1.1"
     # The attacker's name resolves to 127.0.0.1; the browser sends it as Host.
-    status, answer_headers, answer = _request(
+    status, answer_headers, answer = raw_request(
         url, method, path, body, {**headers, "Host": f"rebind.evil.example:{port}"}
     )
     assert status == 403, answer
@@ -118,7 +100,7 @@ def test_dns_rebinding_host_is_refused(emulator: SpotEmulator, endpoint: str, sm
     _no_cors(answer_headers)
     # The same request under a loopback name is served.
     for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
-        status, _, answer = _request(url, method, path, body, {**headers, "Host": host})
+        status, _, answer = raw_request(url, method, path, body, {**headers, "Host": host})
         assert status == 200, answer
     assert "TrainingJobSummaries" in sm.list_training_jobs()  # still serving
 
