@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_spot_provider.emulator.config import Durations, EmulatorConfig
+from airflow_spot_provider.emulator.logs import LOG_GROUP
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/spot-emulator"
@@ -159,6 +160,46 @@ def wait_for_secondary(
         if time.monotonic() > deadline:
             raise JobTimeoutError(f"{name} never reached {secondary} within {timeout} s")
         time.sleep(interval)
+
+
+def log_lines(logs: Any, job: str) -> list[str]:
+    """Every line of a job's (first host's) log stream, oldest first, read as a follower does.
+
+    :param logs: a boto3 CloudWatch Logs client.
+    :param job: the job name.
+    """
+    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")
+    kwargs: dict[str, Any] = {
+        "logGroupName": LOG_GROUP,
+        "logStreamName": streams["logStreams"][0]["logStreamName"],
+        "startFromHead": True,
+    }
+    lines: list[str] = []
+    while True:
+        page = logs.get_log_events(**kwargs)
+        lines += [event["message"] for event in page["events"]]
+        if page["nextForwardToken"] == kwargs.get("nextToken"):
+            return lines
+        kwargs["nextToken"] = page["nextForwardToken"]
+
+
+def wait_for_log_line(logs: Any, job: str, line: str, timeout: float = 30.0) -> None:
+    """Wait until ``line`` shows in a job's log.
+
+    :param logs: a boto3 CloudWatch Logs client.
+    :param job: the job name.
+    :param line: the exact line.
+    :param timeout: seconds before :class:`JobTimeoutError`.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if line in log_lines(logs, job):
+                return
+        except (IndexError, logs.exceptions.ResourceNotFoundException):
+            pass  # no stream yet
+        time.sleep(0.05)
+    raise JobTimeoutError(f"{line!r} never logged by {job} within {timeout} s")
 
 
 def secondary_statuses(described: dict[str, Any]) -> list[str]:
