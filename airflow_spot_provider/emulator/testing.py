@@ -162,27 +162,6 @@ def wait_for_secondary(
         time.sleep(interval)
 
 
-def log_lines(logs: Any, job: str) -> list[str]:
-    """Every line of a job's (first host's) log stream, oldest first, read as a follower does.
-
-    :param logs: a boto3 CloudWatch Logs client.
-    :param job: the job name.
-    """
-    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "logStreamName": streams["logStreams"][0]["logStreamName"],
-        "startFromHead": True,
-    }
-    lines: list[str] = []
-    while True:
-        page = logs.get_log_events(**kwargs)
-        lines += [event["message"] for event in page["events"]]
-        if page["nextForwardToken"] == kwargs.get("nextToken"):
-            return lines
-        kwargs["nextToken"] = page["nextForwardToken"]
-
-
 def wait_for_log_line(logs: Any, job: str, line: str, timeout: float = 30.0) -> None:
     """Wait until ``line`` shows in a job's log.
 
@@ -208,9 +187,6 @@ def secondary_statuses(described: dict[str, Any]) -> list[str]:
     :param described: a DescribeTrainingJob response.
     """
     return [t["Status"] for t in described.get("SecondaryStatusTransitions", [])]
-
-
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 def log_lines(logs: Any, name: str) -> list[str]:
