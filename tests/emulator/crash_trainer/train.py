@@ -26,7 +26,7 @@ step = done[-1] if done else 0
 print(f"resumed from step={step}" if done else "fresh start", flush=True)
 
 child = subprocess.Popen(
-    [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    [sys.executable, "-c", "import time; time.sleep(600)", args.pid_dir], start_new_session=True
 )
 pid_dir = Path(args.pid_dir)
 pid_dir.mkdir(parents=True, exist_ok=True)
