@@ -1,0 +1,141 @@
+"""What every deployment cell checks: the run's end, the backend's jobs and calls, the task log.
+
+A cell is one DAG run of its own, with job names of its own (``conf["name"]``), so that cells
+can share one deployment and one backend and still assert on exactly their jobs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.lifecycle import TrainingJobStatus
+from tests.deployment.deployment import wait_for
+from tests.deployment.rest import AirflowApi, Run
+from tests.deployment.task_log import attempt_end_problems, transition_problems
+from tests.e2e.conftest import BUCKET
+from tests.e2e.test_spot_training_dags import jobs_named
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+_RESUMED = re.compile(r"resumed from checkpoint at step (\d+)")
+
+
+def spot_conf(name: str, config: dict[str, Any], max_run: int, max_wait: int) -> dict[str, Any]:
+    """A run's conf for the deployment DAGs.
+
+    :param name: the cell's base job name.
+    :param config: the CreateTrainingJob request.
+    :param max_run: MaxRuntimeInSeconds.
+    :param max_wait: MaxWaitTimeInSeconds.
+    """
+    return {
+        "name": name,
+        "config": config,
+        "checkpoint_s3_uri": f"s3://{BUCKET}/checkpoints/{name}/",
+        "max_run": max_run,
+        "max_wait": max_wait,
+    }
+
+
+def assert_no_problems(problems: list[str]) -> None:
+    """Fail with every problem found, one a line (pytest's diff would show only the first).
+
+    :param problems: what a check found wrong.
+    """
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+@dataclass
+class Cell:
+    """One cell's DAG run and what it needs to check it.
+
+    :param name: the base of its job names.
+    :param run: its DAG run.
+    :param notes: what happened during the run (for failure messages).
+    """
+
+    name: str
+    run: Run
+    notes: list[str] = field(default_factory=list)
+
+
+class Checks:
+    """The checks every cell makes, on one deployment and one backend.
+
+    :param api: the deployment's REST API.
+    :param backend: the embedded backend.
+    """
+
+    def __init__(self, api: AirflowApi, backend: SpotEmulator) -> None:
+        self.api = api
+        self.backend = backend
+        self.sm = backend.boto3_client("sagemaker")
+        self.logs = backend.boto3_client("logs")
+
+    def jobs(self, cell: Cell) -> list[dict[str, Any]]:
+        """The cell's jobs, described, oldest first.
+
+        :param cell: the cell.
+        """
+        return jobs_named(self.sm, cell.name)
+
+    def created(self, cell: Cell) -> list[str]:
+        """The jobs the backend created for the cell, one entry per successful CreateTrainingJob.
+
+        :param cell: the cell.
+        """
+        return [
+            str(e["job"])
+            for e in self.backend.admin.events(kind="created")
+            if cell.name in str(e.get("job"))
+        ]
+
+    def resumed_step(self, job_name: str) -> int | None:
+        """The checkpoint step the job's training resumed from (its own log), or None.
+
+        :param job_name: the job.
+        """
+        streams = self.logs.describe_log_streams(
+            logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
+        )["logStreams"]
+        steps = []
+        for stream in streams:
+            found = self.logs.get_log_events(
+                logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"], startFromHead=True
+            )["events"]
+            steps += [int(m.group(1)) for e in found if (m := _RESUMED.search(e["message"]))]
+        return max(steps) if steps else None
+
+    def chain(self, cell: Cell, attempts: int) -> list[dict[str, Any]]:
+        """Assert the cell made exactly ``attempts`` jobs, each created once, none left running.
+
+        :param cell: the cell.
+        :param attempts: the number of jobs the chain must have.
+        """
+        # A job whose task ended may still be on its way to Stopped: give it a few seconds.
+        jobs = wait_for(
+            lambda: (
+                (js := self.jobs(cell))
+                and all(TrainingJobStatus(j["TrainingJobStatus"]).is_terminal for j in js)
+                and js
+            ),
+            30,
+            f"every job of {cell.name} to end",
+        )
+        names = [j["TrainingJobName"] for j in jobs]
+        assert len(jobs) == attempts, f"{names}: expected {attempts} job(s)"
+        assert sorted(self.created(cell)) == sorted(names), "a job created twice or not by us"
+        return list(jobs)
+
+    def log_problems(self, cell: Cell, jobs: list[dict[str, Any]], try_number: int) -> list[str]:
+        """Transition and attempt-end problems of a try's log, as the REST API returns it.
+
+        :param cell: the cell.
+        :param jobs: the chain's jobs (final descriptions), oldest first.
+        :param try_number: the try whose log is read.
+        """
+        entries = self.api.log(cell.run, try_number)
+        names = [j["TrainingJobName"] for j in jobs]
+        return transition_problems(entries, jobs) + attempt_end_problems(entries, names)
