@@ -10,15 +10,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from airflow_spot_provider.emulator import SpotEmulator
-from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
 from tests.deployment.deployment import wait_for
 from tests.deployment.rest import AirflowApi, Run
 from tests.deployment.task_log import attempt_end_problems, transition_problems
-from tests.e2e.conftest import BUCKET
+from tests.e2e.conftest import BUCKET, synthetic_config
 from tests.e2e.test_spot_training_dags import jobs_named
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+STOPPED_WITHIN_SECONDS = 20
+# A job that trains until the cell stops it (or for ten minutes).
+LONG_JOB = synthetic_config(train_seconds=600, step_seconds=1.0)
 _RESUMED = re.compile(r"resumed from checkpoint at step (\d+)")
 
 
@@ -139,3 +144,39 @@ class Checks:
         entries = self.api.log(cell.run, try_number)
         names = [j["TrainingJobName"] for j in jobs]
         return transition_problems(entries, jobs) + attempt_end_problems(entries, names)
+
+    def job_in(self, cell: Cell, status: SecondaryStatus) -> dict[str, Any]:
+        """Wait until the cell's latest job is in ``status`` and return its description.
+
+        :param cell: the cell.
+        :param status: the SecondaryStatus awaited.
+        """
+
+        def reached() -> dict[str, Any] | None:
+            jobs = self.jobs(cell)
+            return jobs[-1] if jobs and jobs[-1]["SecondaryStatus"] == status else None
+
+        job: dict[str, Any] = wait_for(reached, 180, f"a job of {cell.name} in {status}", every=0.2)
+        return job
+
+    def assert_stopped_soon(self, cell: Cell) -> None:
+        """Assert the cell's job is stopped within seconds of its task being killed.
+
+        :param cell: the cell (one job).
+        """
+        stopping = {TrainingJobStatus.STOPPING, TrainingJobStatus.STOPPED}
+        try:
+            wait_for(
+                lambda: self.jobs(cell)[-1]["TrainingJobStatus"] in stopping,
+                STOPPED_WITHIN_SECONDS,
+                "the job to be stopped",
+            )
+        except TimeoutError:
+            job = self.jobs(cell)[-1]
+            pytest.fail(
+                f"{job['TrainingJobName']} still {job['TrainingJobStatus']}/"
+                f"{job['SecondaryStatus']} {STOPPED_WITHIN_SECONDS} s after its task was "
+                "marked failed: the job is left billing"
+            )
+        (job,) = self.chain(cell, attempts=1)
+        assert job["SecondaryStatus"] == SecondaryStatus.STOPPED

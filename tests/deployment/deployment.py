@@ -9,6 +9,7 @@ would, and :meth:`AirflowDeployment.start` brings it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -207,10 +208,8 @@ class AirflowDeployment:
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -2,13 +2,15 @@
 
 The batch fixture triggers every cell's DAG run before the first test; each test then acts on
 its own run (kill its task, mark it failed) or waits for it, and asserts. Cells here crash no
-component, so they do not disturb each other; see ``test_crashes.py`` for those that do.
+component; the one disturbance they share is two short bursts of API throttling, which every
+follower must wait out. ``test_crashes.py`` has the cells that crash a component.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from typing import Any
@@ -17,8 +19,8 @@ import pytest
 
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
-from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
-from tests.deployment.cells import Cell, Checks, assert_no_problems, spot_conf
+from airflow_spot_provider.lifecycle import SecondaryStatus
+from tests.deployment.cells import LONG_JOB, Cell, Checks, assert_no_problems, spot_conf
 from tests.deployment.conftest import cell_name
 from tests.deployment.deployment import wait_for
 from tests.deployment.rest import AirflowApi
@@ -26,9 +28,6 @@ from tests.deployment.task_log import error_text, repeated_provider_lines
 from tests.e2e.conftest import synthetic_config
 
 pytestmark = [pytest.mark.deployment, pytest.mark.xdist_group("deployment")]
-
-STOPPED_WITHIN_SECONDS = 20
-LONG_JOB = synthetic_config(train_seconds=600, step_seconds=1.0)
 
 
 def _instance(config: dict[str, Any], instance_type: str) -> dict[str, Any]:
@@ -83,6 +82,8 @@ STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
     ),
     "mark_failed_deferred": _long_job_starter("deploy_once_deferred", LONG_JOB),
     "mark_failed_worker": _long_job_starter("deploy_once_worker", LONG_JOB),
+    "throttled_deferred": _long_job_starter("deploy_once_deferred", synthetic_config(10.0, 0.5)),
+    "throttled_worker": _long_job_starter("deploy_once_worker", synthetic_config(10.0, 0.5)),
     "interrupted": _start_interrupted,
     "max_wait_deferred": _max_wait_starter("deferred", "ml.g4dn.xlarge"),
     "max_wait_worker": _max_wait_starter("worker", "ml.g5.xlarge"),
@@ -109,34 +110,6 @@ def batch(api: AirflowApi, spot_backend: SpotEmulator) -> Iterator[dict[str, Cel
 def checks(api: AirflowApi, spot_backend: SpotEmulator) -> Checks:
     """The checks of every cell."""
     return Checks(api, spot_backend)
-
-
-def _job_in(checks: Checks, cell: Cell, status: SecondaryStatus) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        jobs = checks.jobs(cell)
-        return jobs[-1] if jobs and jobs[-1]["SecondaryStatus"] == status else None
-
-    job: dict[str, Any] = wait_for(reached, 180, f"a job of {cell.name} in {status}", every=0.2)
-    return job
-
-
-def _assert_stopped_soon(checks: Checks, cell: Cell) -> None:
-    """The cell's job is stopped within seconds of its task being killed (not left billing)."""
-    stopping = {TrainingJobStatus.STOPPING, TrainingJobStatus.STOPPED}
-    try:
-        wait_for(
-            lambda: checks.jobs(cell)[-1]["TrainingJobStatus"] in stopping,
-            STOPPED_WITHIN_SECONDS,
-            "the job to be stopped",
-        )
-    except TimeoutError:
-        job = checks.jobs(cell)[-1]
-        pytest.fail(
-            f"{job['TrainingJobName']} still {job['TrainingJobStatus']}/{job['SecondaryStatus']} "
-            f"{STOPPED_WITHIN_SECONDS} s after its task was marked failed"
-        )
-    (job,) = checks.chain(cell, attempts=1)
-    assert job["SecondaryStatus"] == SecondaryStatus.STOPPED
 
 
 def _duplicates(checks: Checks, cell: Cell, try_number: int = 1) -> list[str]:
@@ -171,12 +144,44 @@ def test_marking_the_task_failed_stops_its_job(
     api: AirflowApi, checks: Checks, batch: dict[str, Cell], mode: str
 ) -> None:
     cell = batch[f"mark_failed_{mode}"]
-    _job_in(checks, cell, SecondaryStatus.TRAINING)
+    checks.job_in(cell, SecondaryStatus.TRAINING)
     api.wait_task(cell.run, {"deferred" if mode == "deferred" else "running"})
     api.mark_failed(cell.run)
-    _assert_stopped_soon(checks, cell)
+    checks.assert_stopped_soon(cell)
     assert api.wait_run(cell.run) == "failed"
     assert_no_problems(_duplicates(checks, cell))
+
+
+@pytest.fixture(scope="module")
+def throttle_bursts(checks: Checks, spot_backend: SpotEmulator, batch: dict[str, Cell]) -> int:
+    """Two bursts of throttled describes and listings while the throttled cells' jobs train.
+
+    The bursts hit every cell polling at that moment: all of them must take it in their stride.
+    Returns how many calls were throttled.
+    """
+    for mode in ("deferred", "worker"):
+        checks.job_in(batch[f"throttled_{mode}"], SecondaryStatus.TRAINING)
+    since = spot_backend.admin.stats()["last_seq"]
+    burst = [
+        {"throttle": {"operation": "DescribeTrainingJob", "count": 20}},
+        {"throttle": {"operation": "ListTrainingJobs", "count": 5}},
+    ]
+    for _ in range(2):
+        spot_backend.admin.load_scenario(burst)
+        time.sleep(3)
+    return len([e for e in spot_backend.admin.events(since=since) if e["kind"] == "throttle"])
+
+
+@pytest.mark.parametrize("mode", ["deferred", "worker"])
+def test_throttling_bursts_during_the_wait(
+    api: AirflowApi, checks: Checks, batch: dict[str, Cell], throttle_bursts: int, mode: str
+) -> None:
+    assert throttle_bursts > 0, "the bursts throttled no call"
+    cell = batch[f"throttled_{mode}"]
+    assert api.wait_run(cell.run) == "success"
+    (job,) = checks.chain(cell, attempts=1)
+    assert job["SecondaryStatus"] == SecondaryStatus.COMPLETED
+    assert_no_problems(checks.log_problems(cell, [job], try_number=1))
 
 
 # --- chains followed to their end ---------------------------------------------------------------
