@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from botocore.config import Config
 
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
@@ -76,8 +77,10 @@ class Checks:
     def __init__(self, api: AirflowApi, backend: SpotEmulator) -> None:
         self.api = api
         self.backend = backend
-        self.sm = backend.boto3_client("sagemaker")
-        self.logs = backend.boto3_client("logs")
+        # The cells throttle the backend: the test's own calls must ride the bursts out.
+        patient = Config(retries={"mode": "standard", "max_attempts": 30})
+        self.sm = backend.boto3_client("sagemaker", config=patient)
+        self.logs = backend.boto3_client("logs", config=patient)
 
     def jobs(self, cell: Cell) -> list[dict[str, Any]]:
         """The cell's jobs, described, oldest first.

@@ -12,7 +12,6 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -73,12 +72,6 @@ def api(airflow: AirflowDeployment) -> Iterator[AirflowApi]:
     client.wait_for_dags(DAG_IDS)
     yield client
     client.close()
-
-
-@pytest.fixture(scope="session")
-def sm(spot_backend: SpotEmulator) -> Any:
-    """A boto3 SageMaker client of the backend."""
-    return spot_backend.boto3_client("sagemaker")
 
 
 def cell_name() -> str:

@@ -1,15 +1,20 @@
-"""Spot chains in a real deployment, all runs at once: they share the components, not the jobs.
+"""Spot chains in a real Airflow deployment: every cell of issue #7, part A.
 
-The batch fixture triggers every cell's DAG run before the first test; each test then acts on
-its own run (kill its task, mark it failed) or waits for it, and asserts. Cells here crash no
-component; the one disturbance they share is two short bursts of API throttling, which every
-follower must wait out. ``test_crashes.py`` has the cells that crash a component.
+First the batch: every cell that crashes no component is triggered at once, before the first
+test; each test then acts on its own run (kills its task, marks it failed) or waits for it, and
+asserts. They share the components, not the jobs; the one disturbance they share is two short
+bursts of API throttling, which every follower must wait out. Then the crash cells, once every
+run of the batch has ended: a ``kill -9`` of the triggerer or the scheduler hits every run in
+flight, so each crash has only the runs of its own cells in flight.
+
+One module, so that ``--dist loadfile`` keeps the cells on one pytest worker with one deployment.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
@@ -22,12 +27,16 @@ from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus
 from tests.deployment.cells import LONG_JOB, Cell, Checks, assert_no_problems, spot_conf
 from tests.deployment.conftest import cell_name
-from tests.deployment.deployment import wait_for
-from tests.deployment.rest import AirflowApi
+from tests.deployment.deployment import (
+    TRIGGERER_HEALTH_CHECK_THRESHOLD,
+    AirflowDeployment,
+    wait_for,
+)
+from tests.deployment.rest import FINISHED_RUN_STATES, AirflowApi
 from tests.deployment.task_log import error_text, repeated_provider_lines
 from tests.e2e.conftest import synthetic_config
 
-pytestmark = [pytest.mark.deployment, pytest.mark.xdist_group("deployment")]
+pytestmark = pytest.mark.deployment
 
 
 def _instance(config: dict[str, Any], instance_type: str) -> dict[str, Any]:
@@ -68,12 +77,55 @@ def _never_capacity_starter(dag_id: str, instance_type: str, seconds: int) -> Ca
     return start
 
 
+def _trigger(api: AirflowApi, dag_id: str, config: dict[str, Any]) -> Cell:
+    name = cell_name()
+    return Cell(name, api.trigger(dag_id, spot_conf(name, config, 900, 900)))
+
+
 def _long_job_starter(dag_id: str, config: dict[str, Any]) -> Callable[..., Cell]:
     def start(api: AirflowApi, backend: SpotEmulator, _: ExitStack) -> Cell:
-        name = cell_name()
-        return Cell(name, api.trigger(dag_id, spot_conf(name, config, 900, 900)))
+        return _trigger(api, dag_id, config)
 
     return start
+
+
+class ThrottleBursts(threading.Thread):
+    """Two bursts of throttled describes and listings once the throttled cells' jobs train.
+
+    The bursts hit every cell polling at that moment: all of them must take it in their stride.
+    What happened goes to the cells' notes.
+
+    :param checks: the checks (backend access).
+    :param cells: the throttled cells.
+    """
+
+    def __init__(self, checks: Checks, cells: list[Cell]) -> None:
+        super().__init__(name="throttle-bursts", daemon=True)
+        self.checks = checks
+        self.cells = cells
+
+    def run(self) -> None:
+        """Wait for the jobs to train, throttle twice, note how many calls were refused."""
+        admin = self.checks.backend.admin
+        try:
+            for cell in self.cells:
+                self.checks.job_in(cell, SecondaryStatus.TRAINING)
+            since = admin.stats()["last_seq"]
+            burst = [
+                {"throttle": {"operation": "DescribeTrainingJob", "count": 20}},
+                # At most 3 in a row: any boto3 client with default retries (the CapacityGaps'
+                # among them) rides it out.
+                {"throttle": {"operation": "ListTrainingJobs", "count": 3}},
+            ]
+            for _ in range(2):
+                admin.load_scenario(burst)
+                time.sleep(3)
+            refused = [e for e in admin.events(since=since) if e["kind"] == "throttle"]
+            note = f"throttled {len(refused)} call(s)" if refused else "no call throttled"
+        except Exception as err:  # the test reads the note and reports it
+            note = f"bursts failed: {err!r}"
+        for cell in self.cells:
+            cell.notes.append(note)
 
 
 STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
@@ -87,7 +139,10 @@ STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
     "interrupted": _start_interrupted,
     "max_wait_deferred": _max_wait_starter("deferred", "ml.g4dn.xlarge"),
     "max_wait_worker": _max_wait_starter("worker", "ml.g5.xlarge"),
-    "exhausted": _never_capacity_starter("deploy_retry_deferred", "ml.c5.4xlarge", 2),
+    # MaxWait of 5 s, not less: a deferral shorter than the executor's report of the previous
+    # process exit makes Airflow's scheduler fail the task ("finished with state success, but
+    # the task instance's state attribute is queued") on a loaded machine.
+    "exhausted": _never_capacity_starter("deploy_retry_deferred", "ml.c5.4xlarge", 5),
     # Bug 3 of issue #7, as reported: max_run = max_wait = 5, backoff 4 s, two attempts.
     "backoff": _never_capacity_starter("deploy_backoff_deferred", "ml.c5.9xlarge", 5),
     # The same with a backoff that surely outlasts the hand-back, even on a loaded machine.
@@ -100,10 +155,12 @@ def batch(api: AirflowApi, spot_backend: SpotEmulator) -> Iterator[dict[str, Cel
     """Every cell of this module, triggered at once; on teardown, every run has ended."""
     with ExitStack() as stack:
         cells = {key: start(api, spot_backend, stack) for key, start in STARTERS.items()}
+        bursts = ThrottleBursts(
+            Checks(api, spot_backend), [cells["throttled_deferred"], cells["throttled_worker"]]
+        )
+        bursts.start()
         yield cells
-        for cell in cells.values():  # the crash cells that follow must find no run of ours
-            with suppress(TimeoutError):
-                api.wait_run(cell.run, timeout=120)
+        bursts.join(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -152,32 +209,13 @@ def test_marking_the_task_failed_stops_its_job(
     assert_no_problems(_duplicates(checks, cell))
 
 
-@pytest.fixture(scope="module")
-def throttle_bursts(checks: Checks, spot_backend: SpotEmulator, batch: dict[str, Cell]) -> int:
-    """Two bursts of throttled describes and listings while the throttled cells' jobs train.
-
-    The bursts hit every cell polling at that moment: all of them must take it in their stride.
-    Returns how many calls were throttled.
-    """
-    for mode in ("deferred", "worker"):
-        checks.job_in(batch[f"throttled_{mode}"], SecondaryStatus.TRAINING)
-    since = spot_backend.admin.stats()["last_seq"]
-    burst = [
-        {"throttle": {"operation": "DescribeTrainingJob", "count": 20}},
-        {"throttle": {"operation": "ListTrainingJobs", "count": 5}},
-    ]
-    for _ in range(2):
-        spot_backend.admin.load_scenario(burst)
-        time.sleep(3)
-    return len([e for e in spot_backend.admin.events(since=since) if e["kind"] == "throttle"])
-
-
 @pytest.mark.parametrize("mode", ["deferred", "worker"])
 def test_throttling_bursts_during_the_wait(
-    api: AirflowApi, checks: Checks, batch: dict[str, Cell], throttle_bursts: int, mode: str
+    api: AirflowApi, checks: Checks, batch: dict[str, Cell], mode: str
 ) -> None:
-    assert throttle_bursts > 0, "the bursts throttled no call"
     cell = batch[f"throttled_{mode}"]
+    (bursts,) = wait_for(lambda: cell.notes, 240, "the throttle bursts")
+    assert bursts.startswith("throttled "), bursts
     assert api.wait_run(cell.run) == "success"
     (job,) = checks.chain(cell, attempts=1)
     assert job["SecondaryStatus"] == SecondaryStatus.COMPLETED
@@ -238,3 +276,86 @@ def test_backoff_longer_than_the_poll_logs_nothing_twice(
     assert_no_problems(
         repeated_provider_lines(entries) + checks.log_problems(cell, jobs, try_number=1)
     )
+
+
+# --- crashes, one at a time -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def settled(api: AirflowApi, batch: dict[str, Cell]) -> None:
+    """Every run of the batch has ended (a failed cell's run is marked failed, as a user would)."""
+    for cell in batch.values():
+        if api.run_state(cell.run) not in FINISHED_RUN_STATES:
+            with suppress(AssertionError):
+                api.mark_failed(cell.run)
+        with suppress(TimeoutError):
+            api.wait_run(cell.run, timeout=60)
+
+
+def _deferred_while_training(api: AirflowApi, checks: Checks, cell: Cell) -> dict[str, Any]:
+    checks.job_in(cell, SecondaryStatus.TRAINING)
+    return api.wait_task(cell.run, {"deferred"})
+
+
+def _triggerer_of(api: AirflowApi, cell: Cell) -> int | None:
+    trigger = api.task_instance(cell.run).get("trigger") or {}
+    triggerer: int | None = trigger.get("triggerer_id")
+    return triggerer
+
+
+@pytest.fixture(scope="module")
+def triggerer_restart(
+    api: AirflowApi, checks: Checks, airflow: AirflowDeployment, settled: None
+) -> dict[str, Any]:
+    """Two deferred runs whose triggerer is killed with ``kill -9`` mid-wait, then restarted."""
+    cells = {
+        "completes": _trigger(api, "deploy_once_deferred", synthetic_config(15.0, 0.5)),
+        "marked_failed": _trigger(api, "deploy_once_deferred", LONG_JOB),
+    }
+    for cell in cells.values():
+        _deferred_while_training(api, checks, cell)
+    old = _triggerer_of(api, cells["marked_failed"])
+    assert old is not None, "the deferred task's trigger runs in no triggerer"
+    airflow.restart("triggerer")
+    return {"cells": cells, "old_triggerer": old, "restarted_at": time.monotonic()}
+
+
+def test_mark_failed_right_after_a_triggerer_restart_stops_the_job(
+    api: AirflowApi, checks: Checks, triggerer_restart: dict[str, Any]
+) -> None:
+    cell = triggerer_restart["cells"]["marked_failed"]
+    old = triggerer_restart["old_triggerer"]
+    # The new triggerer takes the dead one's triggers after the health-check threshold.
+    wait_for(
+        lambda: _triggerer_of(api, cell) not in (None, old),
+        TRIGGERER_HEALTH_CHECK_THRESHOLD + 60,
+        "the new triggerer to take the trigger over",
+        every=0.2,
+    )
+    api.mark_failed(cell.run)  # at once: the new trigger has just started
+    checks.assert_stopped_soon(cell)
+    assert api.wait_run(cell.run) == "failed"
+
+
+def test_triggerer_killed_mid_wait_resumes_the_follow(
+    api: AirflowApi, checks: Checks, triggerer_restart: dict[str, Any]
+) -> None:
+    cell = triggerer_restart["cells"]["completes"]
+    assert api.wait_run(cell.run) == "success"
+    (job,) = checks.chain(cell, attempts=1)
+    assert job["SecondaryStatus"] == SecondaryStatus.COMPLETED
+    assert_no_problems(checks.log_problems(cell, [job], try_number=1))
+
+
+def test_scheduler_killed_mid_run_and_restarted(
+    api: AirflowApi, checks: Checks, airflow: AirflowDeployment, settled: None
+) -> None:
+    cell = _trigger(api, "deploy_once_deferred", synthetic_config(10.0, 0.5))
+    _deferred_while_training(api, checks, cell)
+    airflow.kill("scheduler")
+    time.sleep(2)  # the job goes on without a scheduler
+    airflow.start("scheduler")
+    assert api.wait_run(cell.run) == "success"
+    (job,) = checks.chain(cell, attempts=1)
+    assert job["SecondaryStatus"] == SecondaryStatus.COMPLETED
+    assert_no_problems(checks.log_problems(cell, [job], try_number=1))
