@@ -145,7 +145,7 @@ STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
     "exhausted": _never_capacity_starter("deploy_retry_deferred", "ml.c5.4xlarge", 5),
     # Bug 3 of issue #7, as reported: max_run = max_wait = 5, backoff 4 s, two attempts.
     "backoff": _never_capacity_starter("deploy_backoff_deferred", "ml.c5.9xlarge", 5),
-    # The same with a backoff that surely outlasts the hand-back, even on a loaded machine.
+    # The same with a backoff of 45 s, which outlasts the hand-back on a loaded machine too.
     "long_backoff": _never_capacity_starter("deploy_long_backoff_deferred", "ml.c5.2xlarge", 5),
 }
 
