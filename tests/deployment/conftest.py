@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.emulator import Durations, EmulatorConfig, SpotEmulator
 from tests.deployment.deployment import COMPONENTS, AirflowDeployment
 from tests.deployment.rest import AirflowApi
 from tests.e2e.conftest import BUCKET
@@ -35,7 +35,13 @@ DAG_IDS = [
 @pytest.fixture(scope="session")
 def spot_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotEmulator]:
     """The embedded SageMaker backend, in this process; the deployment reaches it over HTTP."""
-    with SpotEmulator(data_dir=tmp_path_factory.mktemp("deploy-backend")) as backend:
+    config = EmulatorConfig(
+        data_dir=tmp_path_factory.mktemp("deploy-backend"),
+        # Capacity comes back 3 s after an interruption (0.3 s by default): time enough for a
+        # CapacityGap to see the interruption and take capacity away on a loaded machine.
+        durations=Durations(restart_delay_seconds=3.0),
+    )
+    with SpotEmulator(config=config) as backend:
         backend.boto3_client("s3").create_bucket(Bucket=BUCKET)
         yield backend
 

@@ -314,8 +314,9 @@ def triggerer_restart(
     }
     for cell in cells.values():
         _deferred_while_training(api, checks, cell)
-    old = _triggerer_of(api, cells["marked_failed"])
-    assert old is not None, "the deferred task's trigger runs in no triggerer"
+    old = wait_for(
+        lambda: _triggerer_of(api, cells["marked_failed"]), 120, "a triggerer to take the trigger"
+    )
     airflow.restart("triggerer")
     return {"cells": cells, "old_triggerer": old, "restarted_at": time.monotonic()}
 
