@@ -18,7 +18,7 @@ from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
 from tests.deployment.deployment import wait_for
 from tests.deployment.rest import AirflowApi, Run
 from tests.deployment.task_log import attempt_end_problems, transition_problems
-from tests.e2e.conftest import BUCKET, synthetic_config
+from tests.e2e.conftest import synthetic_config
 from tests.e2e.test_spot_training_dags import jobs_named
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -26,23 +26,6 @@ STOPPED_WITHIN_SECONDS = 20
 # A job that trains until the cell stops it (or for ten minutes).
 LONG_JOB = synthetic_config(train_seconds=600, step_seconds=1.0)
 _RESUMED = re.compile(r"resumed from checkpoint at step (\d+)")
-
-
-def spot_conf(name: str, config: dict[str, Any], max_run: int, max_wait: int) -> dict[str, Any]:
-    """A run's conf for the deployment DAGs.
-
-    :param name: the cell's base job name.
-    :param config: the CreateTrainingJob request.
-    :param max_run: MaxRuntimeInSeconds.
-    :param max_wait: MaxWaitTimeInSeconds.
-    """
-    return {
-        "name": name,
-        "config": config,
-        "checkpoint_s3_uri": f"s3://{BUCKET}/checkpoints/{name}/",
-        "max_run": max_run,
-        "max_wait": max_wait,
-    }
 
 
 def assert_no_problems(problems: list[str]) -> None:
@@ -59,11 +42,13 @@ class Cell:
 
     :param name: the base of its job names.
     :param run: its DAG run.
+    :param task_id: the task that follows the chain (and logs its transitions).
     :param notes: what happened during the run (for failure messages).
     """
 
     name: str
     run: Run
+    task_id: str = "train"
     notes: list[str] = field(default_factory=list)
 
 
@@ -144,7 +129,7 @@ class Checks:
         :param jobs: the chain's jobs (final descriptions), oldest first.
         :param try_number: the try whose log is read.
         """
-        entries = self.api.log(cell.run, try_number)
+        entries = self.api.log(cell.run, try_number, cell.task_id)
         names = [j["TrainingJobName"] for j in jobs]
         return transition_problems(entries, jobs) + attempt_end_problems(entries, names)
 

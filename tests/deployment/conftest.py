@@ -29,6 +29,7 @@ DAG_IDS = [
     "deploy_backoff_deferred",
     "deploy_long_backoff_deferred",
     "deploy_once_worker_retried",
+    "deploy_group",
 ]
 
 

@@ -25,7 +25,7 @@ import pytest
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
 from airflow_spot_provider.lifecycle import SecondaryStatus
-from tests.deployment.cells import LONG_JOB, Cell, Checks, assert_no_problems, spot_conf
+from tests.deployment.cells import LONG_JOB, Cell, Checks, assert_no_problems
 from tests.deployment.conftest import cell_name
 from tests.deployment.deployment import (
     TRIGGERER_HEALTH_CHECK_THRESHOLD,
@@ -35,6 +35,7 @@ from tests.deployment.deployment import (
 from tests.deployment.rest import FINISHED_RUN_STATES, AirflowApi
 from tests.deployment.task_log import error_text, repeated_provider_lines
 from tests.e2e.conftest import synthetic_config
+from tests.e2e.test_spot_training_dags import spot_conf
 
 pytestmark = pytest.mark.deployment
 
@@ -62,6 +63,8 @@ def _max_wait_starter(mode: str, instance_type: str) -> Callable[..., Cell]:
         )
         stack.enter_context(CapacityGap(backend, instance_type, name))
         conf = spot_conf(name, _instance(synthetic_config(4.0), instance_type), 6, 7)
+        if mode == "group":
+            return Cell(name, api.trigger("deploy_group", conf), task_id="spot.wait")
         return Cell(name, api.trigger(f"deploy_retry_{mode}", conf))
 
     return start
@@ -139,6 +142,7 @@ STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
     "interrupted": _start_interrupted,
     "max_wait_deferred": _max_wait_starter("deferred", "ml.g4dn.xlarge"),
     "max_wait_worker": _max_wait_starter("worker", "ml.g5.xlarge"),
+    "max_wait_group": _max_wait_starter("group", "ml.p3.2xlarge"),
     # MaxWait of 5 s, not less: a deferral shorter than the executor's report of the previous
     # process exit makes Airflow's scheduler fail the task ("finished with state success, but
     # the task instance's state attribute is queued") on a loaded machine.
@@ -238,7 +242,7 @@ def test_interruption_then_completion(
     assert_no_problems(checks.log_problems(cell, [job], try_number=1))
 
 
-@pytest.mark.parametrize("mode", ["deferred", "worker"])
+@pytest.mark.parametrize("mode", ["deferred", "worker", "group"])
 def test_max_wait_resubmits_and_resumes(
     api: AirflowApi, checks: Checks, batch: dict[str, Cell], mode: str
 ) -> None:

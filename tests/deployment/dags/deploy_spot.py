@@ -45,14 +45,18 @@ _FROM_CONF: dict[str, Any] = {
 }
 
 
-def _spot_dag(dag_id: str, policy: str, deferrable: bool, retries: int) -> DAG:
-    with DAG(
+def _dag(dag_id: str) -> DAG:
+    return DAG(
         dag_id=dag_id,
         schedule=None,
         start_date=datetime(2026, 1, 1),
         render_template_as_native_obj=True,
         tags=["deployment"],
-    ) as dag:
+    )
+
+
+def _spot_dag(dag_id: str, policy: str, deferrable: bool, retries: int) -> DAG:
+    with _dag(dag_id) as dag:
         SageMakerSpotTrainingOperator(
             task_id="train",
             **_FROM_CONF,
@@ -69,13 +73,8 @@ for _dag_id, (_policy, _deferrable, _retries) in SPOT_DAGS.items():
     globals()[_dag_id] = _spot_dag(_dag_id, _policy, _deferrable, _retries)
 
 
-with DAG(
-    dag_id="deploy_group",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    tags=["deployment"],
-) as deploy_group:
+# launch >> wait >> report: the sensor follows the chain in the triggerer and resubmits it.
+with _dag("deploy_group") as deploy_group:
     spot_training_group(
         group_id="spot",
         **_FROM_CONF,
