@@ -3,8 +3,9 @@
 ``airflow db migrate``, then ``api-server``, ``scheduler``, ``triggerer`` and ``dag-processor``
 as separate processes (LocalExecutor, SQLite), sharing an ``AIRFLOW_HOME`` in a temp dir, the
 Execution API URL and the JWT secret. Each component runs in its own session (process group),
-so that :meth:`AirflowDeployment.kill` takes it down with its children as a crash of its host
-would, and :meth:`AirflowDeployment.start` brings it back.
+so that :meth:`AirflowDeployment.kill` takes it down with the children of its group (the
+scheduler's LocalExecutor workers; a task process has a group of its own and lives on), and
+:meth:`AirflowDeployment.start` brings it back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 COMPONENTS = ("api-server", "scheduler", "triggerer", "dag-processor")
@@ -159,6 +161,26 @@ class AirflowDeployment:
         """
         self.kill(component)
         self.start(component)
+
+    def kill_task_process(self, ti_id: str) -> int:
+        """``kill -9`` the process running a task instance (not its supervisor), and wait for it.
+
+        The task process is a child of a LocalExecutor worker, itself a child of the scheduler,
+        and is titled ``airflow worker -- <task instance id>``: looked up among the scheduler's
+        descendants only, so that no other process on the machine is ever hit.
+
+        :param ti_id: the task instance's id (``id`` in the REST API).
+        :returns: the pid killed.
+        """
+        title = f"airflow worker -- {ti_id}"
+        scheduler = psutil.Process(self.processes["scheduler"].pid)
+        for process in scheduler.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if " ".join(process.cmdline()).strip() == title:
+                    process.kill()
+                    process.wait(timeout=30)
+                    return process.pid
+        raise LookupError(f"no process titled {title!r} under the scheduler")
 
     def stop(self) -> None:
         """SIGTERM every component, then SIGKILL what is left after a grace period."""

@@ -12,8 +12,6 @@ One module, so that ``--dist loadfile`` keeps the cells on one pytest worker wit
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -185,12 +183,12 @@ def _duplicates(checks: Checks, cell: Cell, try_number: int = 1) -> list[str]:
 
 
 def test_killed_task_process_is_retried_and_reattaches(
-    api: AirflowApi, checks: Checks, batch: dict[str, Cell]
+    api: AirflowApi, checks: Checks, airflow: AirflowDeployment, batch: dict[str, Cell]
 ) -> None:
     cell = batch["killed_task"]
     wait_for(lambda: checks.jobs(cell), 180, "the job to be created", every=0.1)
-    pid = api.task_instance(cell.run)["pid"]
-    os.kill(pid, signal.SIGKILL)  # the task's own process, right after CreateTrainingJob
+    # The task's own process, right after CreateTrainingJob; its supervisor lives on.
+    airflow.kill_task_process(api.task_instance(cell.run)["id"])
     assert api.wait_run(cell.run) == "success"
     ti = api.task_instance(cell.run)
     assert ti["try_number"] == 2, "the killed try was not retried"
