@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
-from tests.deployment.deployment import wait_for
+from tests.deployment.deployment import AirflowDeployment, wait_for
 from tests.deployment.rest import AirflowApi, Run
 from tests.deployment.task_log import attempt_end_problems, transition_problems
 from tests.e2e.conftest import synthetic_config
@@ -57,11 +57,15 @@ class Checks:
 
     :param api: the deployment's REST API.
     :param backend: the embedded backend.
+    :param deployment: the deployment, whose scheduler's errors explain a failed check.
     """
 
-    def __init__(self, api: AirflowApi, backend: SpotEmulator) -> None:
+    def __init__(
+        self, api: AirflowApi, backend: SpotEmulator, deployment: AirflowDeployment | None = None
+    ) -> None:
         self.api = api
         self.backend = backend
+        self.deployment = deployment
         # The cells throttle the backend: the test's own calls must ride the bursts out.
         patient = Config(retries={"mode": "standard", "max_attempts": 30})
         self.sm = backend.boto3_client("sagemaker", config=patient)
@@ -131,7 +135,12 @@ class Checks:
         """
         entries = self.api.log(cell.run, try_number, cell.task_id)
         names = [j["TrainingJobName"] for j in jobs]
-        return transition_problems(entries, jobs) + attempt_end_problems(entries, names)
+        problems = transition_problems(entries, jobs) + attempt_end_problems(entries, names)
+        if problems and self.deployment is not None:
+            # What Airflow itself said about the task (a scheduler race fails a task too).
+            ti_id = str(self.api.task_instance(cell.run, cell.task_id)["id"])
+            problems += [f"scheduler: {line}" for line in self.deployment.errors_about(ti_id)]
+        return problems
 
     def job_in(self, cell: Cell, status: SecondaryStatus) -> dict[str, Any]:
         """Wait until the cell's latest job is in ``status`` and return its description.

@@ -215,6 +215,15 @@ class AirflowDeployment:
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return all(health.get(part, {}).get("status") == "healthy" for part in parts)
 
+    def errors_about(self, ti_id: str) -> list[str]:
+        """The scheduler's error lines that name a task instance.
+
+        :param ti_id: the task instance's id.
+        """
+        path = self.home / "scheduler.out"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return [line[:400] for line in text.splitlines() if "[error" in line and ti_id in line]
+
     def tail(self, lines: int = 30) -> str:
         """The last lines of each component's output, for failure messages.
 

@@ -166,9 +166,9 @@ def batch(api: AirflowApi, spot_backend: SpotEmulator) -> Iterator[dict[str, Cel
 
 
 @pytest.fixture(scope="module")
-def checks(api: AirflowApi, spot_backend: SpotEmulator) -> Checks:
+def checks(api: AirflowApi, spot_backend: SpotEmulator, airflow: AirflowDeployment) -> Checks:
     """The checks of every cell."""
-    return Checks(api, spot_backend)
+    return Checks(api, spot_backend, airflow)
 
 
 def _duplicates(checks: Checks, cell: Cell, try_number: int = 1) -> list[str]:
