@@ -48,7 +48,7 @@ def _start_interrupted(api: AirflowApi, backend: SpotEmulator, _: ExitStack) -> 
     backend.admin.load_scenario(
         [{"interrupt": {"job": f"{name}*", "at_training_second": 1.0, "attempt": 1}}]
     )
-    conf = spot_conf(name, synthetic_config(4.0), 60, 120)
+    conf = spot_conf(name, synthetic_config(8.0), 60, 120)
     return Cell(name, api.trigger("deploy_once_deferred", conf))
 
 
@@ -57,10 +57,11 @@ def _max_wait_starter(mode: str, instance_type: str) -> Callable[..., Cell]:
         name = cell_name()
         # Attempt 1 is interrupted, then finds no capacity until it has hit MaxWait.
         backend.admin.load_scenario(
-            [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 1.0}}]
+            [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 2.0}}]
         )
         stack.enter_context(CapacityGap(backend, instance_type, name))
-        conf = spot_conf(name, _instance(synthetic_config(4.0), instance_type), 6, 7)
+        config = _instance(synthetic_config(14.0, step_seconds=0.5), instance_type)
+        conf = spot_conf(name, config, max_run=18, max_wait=20)
         if mode == "group":
             return Cell(name, api.trigger("deploy_group", conf), task_id="spot.wait")
         return Cell(name, api.trigger(f"deploy_retry_{mode}", conf))
@@ -141,14 +142,15 @@ STARTERS: dict[str, Callable[[AirflowApi, SpotEmulator, ExitStack], Cell]] = {
     "max_wait_deferred": _max_wait_starter("deferred", "ml.g4dn.xlarge"),
     "max_wait_worker": _max_wait_starter("worker", "ml.g5.xlarge"),
     "max_wait_group": _max_wait_starter("group", "ml.p3.2xlarge"),
-    # MaxWait of 5 s, not less: a deferral shorter than the executor's report of the previous
-    # process exit makes Airflow's scheduler fail the task ("finished with state success, but
-    # the task instance's state attribute is queued") on a loaded machine.
-    "exhausted": _never_capacity_starter("deploy_retry_deferred", "ml.c5.4xlarge", 5),
+    # Deferrals of 10 s or more: one shorter than the executor's report of the previous process
+    # exit makes Airflow's scheduler fail the task ("finished with state success, but the task
+    # instance's state attribute is queued") on a loaded machine.
+    "exhausted": _never_capacity_starter("deploy_retry_deferred", "ml.c5.4xlarge", 10),
     # Bug 3 of issue #7, as reported: max_run = max_wait = 5, backoff 4 s, two attempts.
     "backoff": _never_capacity_starter("deploy_backoff_deferred", "ml.c5.9xlarge", 5),
-    # The same with a backoff of 45 s, which outlasts the hand-back on a loaded machine too.
-    "long_backoff": _never_capacity_starter("deploy_long_backoff_deferred", "ml.c5.2xlarge", 5),
+    # The same with a backoff of 45 s, which outlasts the hand-back on a loaded machine too, and
+    # MaxWaits of 10 s (the spec's 5 s are exposed to the scheduler race above).
+    "long_backoff": _never_capacity_starter("deploy_long_backoff_deferred", "ml.c5.2xlarge", 10),
 }
 
 
