@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow_spot_provider.exceptions import SpotTrainingError
+from airflow_spot_provider.metrics import emit_chain_metrics
 from airflow_spot_provider.operators.driver import SpotTrainingDriver
+from airflow_spot_provider.summary import summarize_attempts
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,9 +43,14 @@ class SpotChainMixin:
             # follower's business (it holds the policy), never a launch task's.
             return driver.created_summary(driver.advance(launch_only=True).job_name)
         while True:
-            step = driver.advance()
+            try:
+                step = driver.advance()
+            except SpotTrainingError as given_up:
+                self._chain_metrics(summarize_attempts(given_up.attempts))
+                raise
             if step.summary is not None:
                 self._active = None
+                self._chain_metrics(step.summary)
                 return step.summary
             if step.wait_seconds > 0:
                 if self.deferrable:
@@ -52,6 +60,10 @@ class SpotChainMixin:
             if self.deferrable:
                 self._defer_follow(step.job_name, driver, wait_first=step.created)
             driver.follow(step.job_name, self.poll_interval, wait_first=step.created)
+
+    def _chain_metrics(self, result: Mapping[str, Any]) -> None:
+        host = cast(Any, self)
+        emit_chain_metrics(result, dag_id=host.dag_id, task_id=host.task_id)
 
     def _defer_follow(self, job_name: str, driver: SpotTrainingDriver, *, wait_first: bool) -> None:
         from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
