@@ -11,6 +11,10 @@ from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
@@ -19,22 +23,15 @@ from airflow_spot_provider.plugins.store import ChainFilter, find_chains
 
 
 def _readable_dag_ids(user: Any) -> set[str]:
-    from airflow.api_fastapi.app import get_auth_manager
-
     return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
 
 
 def _prices() -> dict[str, float]:
-    from airflow.configuration import conf
-
     return parse_prices(conf.get("spot_training", "hourly_prices", fallback=""))
 
 
 def create_app() -> FastAPI:
     """The view's app (the api-server mounts it; auth comes from Airflow's dependencies)."""
-    from airflow.api_fastapi.common.db.common import SessionDep
-    from airflow.api_fastapi.core_api.security import GetUserDep
-
     app = FastAPI(title="Spot training", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/", response_class=HTMLResponse)

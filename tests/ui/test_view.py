@@ -1,0 +1,195 @@
+"""The Spot training view in a real api-server, opened in headless Chromium.
+
+One real multi-attempt chain runs with ``dag.test()`` against the embedded backend (attempt 1 is
+interrupted, then stopped at MaxWait while spot capacity is away; attempt 2 completes), with
+Airflow's StatsD client sending to a UDP listener of the test. Then ``airflow api-server`` starts
+on that DB, and Chromium (Debian's package, through selenium) opens the view.
+
+``SPOT_UI_SCREENSHOT=docs/spot-training-view.png`` also writes the screenshot there (``make
+screenshot``, for the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.state import DagRunState
+
+from airflow_spot_provider import metrics
+from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.emulator.chaos import CapacityGap
+from airflow_spot_provider.standalone import (
+    airflow_env,
+    free_port,
+    start_api_server,
+    stop,
+    wait_until_up,
+)
+from tests.conftest import E2E_DAGS_FOLDER
+from tests.e2e.conftest import BUCKET, synthetic_config
+from tests.test_metrics import StatsdListener, statsd
+
+pytestmark = pytest.mark.e2e
+__all__ = ["statsd"]
+
+INSTANCE = "ml.g4dn.xlarge"
+PRICE = 0.736  # the view's cost column: on-demand USD per hour of INSTANCE (configured)
+
+
+def _browser() -> tuple[str, str]:
+    """Chromium and its driver, or skip with the reason."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip(
+            "Chromium or chromedriver is missing: run `make chromium` (apt-get install chromium "
+            "chromium-driver, as root) to run the browser test"
+        )
+    return browser, driver
+
+
+def run_two_attempt_chain(emulator: SpotEmulator) -> Any:
+    """Run a real two-attempt chain with ``dag.test()``; its DagRun.
+
+    :param emulator: the embedded backend that ``aws_default`` points at.
+    """
+    name = f"v{uuid.uuid4().hex[:8]}"
+    config = synthetic_config(2.0)
+    config["ResourceConfig"]["InstanceType"] = INSTANCE
+    emulator.admin.load_scenario(
+        [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 0.5}}], replace=True
+    )
+    conf = {
+        "name": name,
+        "config": config,
+        "checkpoint_s3_uri": f"s3://{BUCKET}/checkpoints/{name}/",
+        "max_run": 6,
+        "max_wait": 7,
+    }
+    dag = DagBag(dag_folder=str(E2E_DAGS_FOLDER)).get_dag("e2e_retry_worker")
+    assert dag is not None
+    with CapacityGap(emulator, INSTANCE, name):  # until attempt 1 has hit MaxWait
+        run = dag.test(run_conf=conf, logical_date=datetime.now(UTC))
+    assert run.state == DagRunState.SUCCESS
+    return run
+
+
+@pytest.fixture
+def chain_run(emulator: SpotEmulator, statsd: StatsdListener) -> tuple[Any, list[str]]:
+    """A real two-attempt chain run by ``dag.test()``; its DagRun and the StatsD lines."""
+    return run_two_attempt_chain(emulator), statsd.lines()
+
+
+@pytest.fixture
+def api_server(chain_run: Any, tmp_path: Path) -> Iterator[str]:
+    """``airflow api-server`` on a free port, on the DB that holds the chain."""
+    port = free_port()
+    env = airflow_env(Path(os.environ["AIRFLOW_HOME"]), port)
+    env["AIRFLOW__SPOT_TRAINING__HOURLY_PRICES"] = json.dumps({INSTANCE: PRICE})
+    log = tmp_path / "api-server.log"
+    process = start_api_server(env, port, log)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/v2/monitor/health", process)
+        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        print(log.read_text()[-5000:])
+        raise
+    finally:
+        stop([process])
+
+
+def _open_view(url: str, screenshot: Path) -> dict[str, Any]:
+    """Open the view in headless Chromium; what it shows, and a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = _browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,700"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(url)
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", (
+            driver.find_element(By.ID, "error").text
+        )
+        rows = [
+            {
+                c: r.find_element(By.CSS_SELECTOR, f".{c}").text
+                for c in ("attempts", "outcome", "cost")
+            }
+            | {"run_id": r.get_attribute("data-run-id")}
+            for r in driver.find_elements(By.CSS_SELECTOR, "tr.chain-row")
+        ]
+        attempts = [
+            {
+                "outcome": a.get_attribute("data-outcome"),
+                "phases": [
+                    s.get_attribute("data-phase") for s in a.find_elements(By.CSS_SELECTOR, ".seg")
+                ],
+                "console": a.find_element(By.CSS_SELECTOR, ".label a").get_attribute("href"),
+            }
+            for a in driver.find_elements(By.CSS_SELECTOR, "#attempts .attempt")
+        ]
+        driver.save_screenshot(str(screenshot))
+        return {"rows": rows, "attempts": attempts}
+    finally:
+        driver.quit()
+
+
+def test_view_shows_the_chain_and_its_timeline(
+    chain_run: tuple[Any, list[str]], api_server: str, tmp_path: Path
+) -> None:
+    run, statsd_lines = chain_run
+    _browser()
+    # The plugin is registered with the api-server: the UI lists the view.
+    with urllib.request.urlopen(f"{api_server}/api/v2/plugins") as response:
+        plugins = json.load(response)["plugins"]
+    (plugin,) = [p for p in plugins if p["name"] == "spot_training"]
+    assert plugin["external_views"][0]["href"] == "/spot-training/"
+
+    screenshot = tmp_path / "spot-training-view.png"
+    url = f"{api_server}/spot-training/?dag_id={run.dag_id}&run_id={run.run_id}&task_id=train"
+    try:
+        shown = _open_view(url, screenshot)
+    except Exception:
+        print((tmp_path / "api-server.log").read_text()[-5000:])
+        raise
+    assert screenshot.stat().st_size > 10_000
+    if target := os.environ.get("SPOT_UI_SCREENSHOT"):
+        shutil.copyfile(screenshot, target)
+
+    row = next(r for r in shown["rows"] if r["run_id"] == run.run_id)
+    assert row["attempts"] == "2"
+    assert row["outcome"] == "COMPLETED"
+    assert row["cost"].startswith("$")
+    first, second = shown["attempts"]
+    assert first["outcome"] == "MAX_WAIT_EXCEEDED"
+    assert first["phases"][:4] == ["waiting", "downloading", "training", "interrupted"]
+    assert first["phases"][-1] == "stopping"
+    assert second["outcome"] == "COMPLETED"
+    assert second["phases"] == ["waiting", "downloading", "training", "uploading"]
+    assert "#/jobs/" in first["console"]
+
+    # The same real chain sent its metrics through Airflow's StatsD client.
+    sent = {line.split(":")[0] for line in statsd_lines}
+    tags = f"dag_id={run.dag_id},task_id=train"
+    assert f"airflow.{metrics.ATTEMPTS},{tags}" in sent
+    assert f"airflow.{metrics.RESUBMISSIONS},{tags},reason=MAX_WAIT_EXCEEDED" in sent
+    assert f"airflow.{metrics.MAX_WAIT_EXCEEDED},{tags}" in sent
