@@ -23,11 +23,15 @@ from typing import Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
+from sqlalchemy import select
 
 from airflow_spot_provider import metrics
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.emulator.chaos import CapacityGap
+from airflow_spot_provider.plugins.chains import ChainKey, view_url
 from airflow_spot_provider.standalone import (
     airflow_env,
     free_port,
@@ -44,6 +48,20 @@ __all__ = ["statsd"]
 
 INSTANCE = "ml.g4dn.xlarge"
 PRICE = 0.736  # the view's cost column: on-demand USD per hour of INSTANCE (configured)
+
+
+def _xcom(key: ChainKey, xcom_key: str) -> Any:
+    with create_session() as session:
+        row = session.scalar(
+            select(XComModel).where(
+                XComModel.dag_id == key.dag_id,
+                XComModel.run_id == key.run_id,
+                XComModel.task_id == key.task_id,
+                XComModel.key == xcom_key,
+            )
+        )
+        assert row is not None, f"no XCom {xcom_key} of {key}"
+        return XComModel.deserialize_value(row)
 
 
 def _browser() -> tuple[str, str]:
@@ -164,8 +182,12 @@ def test_view_shows_the_chain_and_its_timeline(
     (plugin,) = [p for p in plugins if p["name"] == "spot_training"]
     assert plugin["external_views"][0]["href"] == "/spot-training/"
 
+    # The task's extra link leads to its chain in the view (no base_url set: a path).
+    key = ChainKey(run.dag_id, run.run_id, "train")
+    link = _xcom(key, "_link_SpotTrainingViewLink")
+    assert link == view_url(key)
     screenshot = tmp_path / "spot-training-view.png"
-    url = f"{api_server}/spot-training/?dag_id={run.dag_id}&run_id={run.run_id}&task_id=train"
+    url = f"{api_server}{link}"
     try:
         shown = _open_view(url, screenshot)
     except Exception:
