@@ -69,16 +69,3 @@ def operator_lineage(request: Mapping[str, Any], result: Mapping[str, Any] | Non
         outputs=_datasets(output_uris(request, result)),
     )
 
-
-def task_result(task_instance: Any) -> Mapping[str, Any] | None:
-    """The task's return value as the OpenLineage listener sees it at the task's end.
-
-    :param task_instance: the running task instance.
-    """
-    try:
-        value = task_instance.xcom_pull(
-            task_ids=task_instance.task_id, map_indexes=task_instance.map_index
-        )
-    except Exception:  # lineage is a report: a failed read leaves the model out, no more
-        return None
-    return value if isinstance(value, Mapping) else None

@@ -32,6 +32,8 @@ class SpotChainMixin:
     wait_for_completion: bool = True
     # The chain this task drives, for on_kill (which gets no context).
     _active: SpotTrainingDriver | None = None
+    # The chain's result (or summary when given up) once it has ended, for OpenLineage.
+    chain_result: Mapping[str, Any] | None = None
 
     def _driver(self, context: Context) -> SpotTrainingDriver:
         raise NotImplementedError
@@ -46,11 +48,11 @@ class SpotChainMixin:
             try:
                 step = driver.advance()
             except SpotTrainingError as given_up:
-                self._chain_metrics(summarize_attempts(given_up.attempts))
+                self._chain_ended(summarize_attempts(given_up.attempts))
                 raise
             if step.summary is not None:
                 self._active = None
-                self._chain_metrics(step.summary)
+                self._chain_ended(step.summary)
                 return step.summary
             if step.wait_seconds > 0:
                 if self.deferrable:
@@ -61,7 +63,9 @@ class SpotChainMixin:
                 self._defer_follow(step.job_name, driver, wait_first=step.created)
             driver.follow(step.job_name, self.poll_interval, wait_first=step.created)
 
-    def _chain_metrics(self, result: Mapping[str, Any]) -> None:
+    def _chain_ended(self, result: Mapping[str, Any]) -> None:
+        """Keep the chain's result for OpenLineage and send its metrics, once per chain."""
+        self.chain_result = result
         host = cast(Any, self)
         emit_chain_metrics(result, dag_id=host.dag_id, task_id=host.task_id)
 

@@ -165,4 +165,4 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         """
         from airflow_spot_provider import lineage
 
-        return lineage.operator_lineage(self._spot_request(), lineage.task_result(task_instance))
+        return lineage.operator_lineage(self._spot_request(), self.chain_result)
