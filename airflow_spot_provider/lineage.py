@@ -68,4 +68,3 @@ def operator_lineage(request: Mapping[str, Any], result: Mapping[str, Any] | Non
         inputs=_datasets(input_uris(request)),
         outputs=_datasets(output_uris(request, result)),
     )
-
