@@ -117,9 +117,17 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main() -> int:
-    """Start everything, print the view's URL, wait for Ctrl-C."""
+    """Start everything, print the view's URL, wait for Ctrl-C (or SIGTERM)."""
     from airflow_spot_provider.emulator import SpotEmulator
+
+    # Both stop everything cleanly (the finally below), even where SIGINT was ignored on entry.
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
 
     repo = Path.cwd()
     root = repo / ".demo"
@@ -157,8 +165,6 @@ def main() -> int:
                 time.sleep(1)
             print(f"A component exited; see {log}.", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            return 0
         finally:
             stop(processes)
 

@@ -126,8 +126,26 @@ def api_server(chain_run: Any, tmp_path: Path) -> Iterator[str]:
         stop([process])
 
 
-def _open_view(url: str, screenshot: Path) -> dict[str, Any]:
-    """Open the view in headless Chromium; what it shows, and a screenshot."""
+def _wait_ready(driver: Any) -> None:
+    """Wait until the view's page has loaded its data (or shown an error)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+    )
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", (
+        driver.find_element(By.ID, "error").text
+    )
+
+
+def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]:
+    """Open the view in headless Chromium: what it shows; then a screenshot of it in the UI.
+
+    :param url: the view's page on one chain.
+    :param in_airflow_ui: the Airflow UI's page that frames the view (its nav entry).
+    :param screenshot: where to save the screenshot.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -141,12 +159,7 @@ def _open_view(url: str, screenshot: Path) -> dict[str, Any]:
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         driver.get(url)
-        WebDriverWait(driver, 30).until(
-            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
-        )
-        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", (
-            driver.find_element(By.ID, "error").text
-        )
+        _wait_ready(driver)
         rows = [
             {
                 c: r.find_element(By.CSS_SELECTOR, f".{c}").text
@@ -165,6 +178,12 @@ def _open_view(url: str, screenshot: Path) -> dict[str, Any]:
             }
             for a in driver.find_elements(By.CSS_SELECTOR, "#attempts .attempt")
         ]
+        # The same view inside the Airflow UI, framed under its nav entry.
+        driver.get(in_airflow_ui)
+        frame = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "iframe"))
+        driver.switch_to.frame(frame)
+        _wait_ready(driver)
+        driver.switch_to.default_content()
         driver.save_screenshot(str(screenshot))
         return {"rows": rows, "attempts": attempts}
     finally:
@@ -189,7 +208,7 @@ def test_view_shows_the_chain_and_its_timeline(
     screenshot = tmp_path / "spot-training-view.png"
     url = f"{api_server}{link}"
     try:
-        shown = _open_view(url, screenshot)
+        shown = _open_view(url, f"{api_server}/plugin/spot-training", screenshot)
     except Exception:
         print((tmp_path / "api-server.log").read_text()[-5000:])
         raise
