@@ -49,6 +49,7 @@ ui: $(STAMP)
 
 # The README's screenshot, taken by the browser test from a real run.
 screenshot: $(STAMP) chromium
+	mkdir -p docs
 	SPOT_UI_SCREENSHOT=docs/spot-training-view.png $(BIN)/pytest tests/ui -n 0 -q
 
 bench: $(STAMP)

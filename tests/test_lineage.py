@@ -20,6 +20,7 @@ import pytest
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.lineage import input_uris, operator_lineage, output_uris, s3_dataset_id
 from tests.e2e.conftest import BUCKET, emulator, synthetic_config
+from tests.e2e.test_spot_training_dags import spot_conf
 
 __all__ = ["emulator"]
 
@@ -79,13 +80,7 @@ def test_listener_reports_the_task_lineage_through_the_file_transport(
             },
         }
     ]
-    conf = {
-        "name": name,
-        "config": config,
-        "checkpoint_s3_uri": f"s3://{BUCKET}/checkpoints/{name}/",
-        "max_run": 60,
-        "max_wait": 120,
-    }
+    conf = spot_conf(name, config)
     events_file = tmp_path / "openlineage.jsonl"
     env = {
         **os.environ,

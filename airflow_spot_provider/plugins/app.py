@@ -49,10 +49,7 @@ def create_app() -> FastAPI:
     ) -> dict[str, Any]:
         prices = _prices()
         where = ChainFilter(_readable_dag_ids(user), dag_id or None, since, until, limit=limit)
-        rows = [
-            chain_row(c.key, c.result, ended_at=c.written_at, prices=prices)
-            for c in find_chains(session, where)
-        ]
+        rows = [chain_row(c, prices) for c in find_chains(session, where)]
         return {"chains": rows, "prices_configured": bool(prices)}
 
     @app.get("/api/chain")
@@ -65,6 +62,6 @@ def create_app() -> FastAPI:
         found = next(find_chains(session, where), None)
         if found is None:
             raise HTTPException(404, f"no spot chain for {key}")
-        return chain_detail(key, found.result, ended_at=found.written_at, prices=_prices())
+        return chain_detail(found, _prices())
 
     return app

@@ -123,20 +123,27 @@ def chain_cost(result: Mapping[str, Any], prices: Mapping[str, float]) -> dict[s
     return {"cost": round(cost, 4), "on_demand_cost": round(on_demand, 4)}
 
 
-def chain_row(
-    key: ChainKey,
-    result: Mapping[str, Any],
-    *,
-    ended_at: datetime | None,
-    prices: Mapping[str, float],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StoredChain:
+    """A chain's task instance, its return value and when that was written.
+
+    :param key: the task instance.
+    :param result: the return value.
+    :param written_at: the XCom's timestamp (the chain's end).
+    """
+
+    key: ChainKey
+    result: Mapping[str, Any]
+    written_at: datetime | None = None
+
+
+def chain_row(chain: StoredChain, prices: Mapping[str, float]) -> dict[str, Any]:
     """One row of the view's list.
 
-    :param key: the chain's task instance.
-    :param result: its return value.
-    :param ended_at: when the result was written.
+    :param chain: the chain as stored.
     :param prices: instance type -> on-demand USD per instance-hour (may be empty).
     """
+    key, result, ended_at = chain.key, chain.result, chain.written_at
     attempts = result.get("attempts") or ()
     totals = result.get("totals") or {}
     return {
@@ -160,21 +167,14 @@ def chain_row(
     }
 
 
-def chain_detail(
-    key: ChainKey,
-    result: Mapping[str, Any],
-    *,
-    ended_at: datetime | None,
-    prices: Mapping[str, float],
-) -> dict[str, Any]:
+def chain_detail(chain: StoredChain, prices: Mapping[str, float]) -> dict[str, Any]:
     """A chain's row, and each attempt with its figures, timeline and console link.
 
-    :param key: the chain's task instance.
-    :param result: its return value.
-    :param ended_at: when the result was written (ends a segment left open).
+    :param chain: the chain as stored (its write time ends a segment left open).
     :param prices: instance type -> on-demand USD per instance-hour (may be empty).
     """
-    timelines = summary_timelines(result, now=ended_at)
+    result = chain.result
+    timelines = summary_timelines(result, now=chain.written_at)
     attempts = []
     for attempt, timeline in zip(result.get("attempts") or (), timelines, strict=True):
         attempts.append(
@@ -184,7 +184,7 @@ def chain_detail(
                 "console": console_url(result.get("job_arn"), str(attempt.get("job_name"))),
             }
         )
-    return {**chain_row(key, result, ended_at=ended_at, prices=prices), "attempt_list": attempts}
+    return {**chain_row(chain, prices), "attempt_list": attempts}
 
 
 def is_chain_result(value: Any) -> bool:

@@ -11,24 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from airflow_spot_provider.plugins.chains import ChainKey, is_chain_result
+from airflow_spot_provider.plugins.chains import ChainKey, StoredChain, is_chain_result
 
 # ``TaskInstance.operator`` of the tasks that return a chain summary.
 SPOT_TASK_TYPES = ("SageMakerSpotTrainingOperator", "SageMakerSpotTrainingSensor")
-
-
-@dataclass(frozen=True)
-class StoredChain:
-    """A chain's task instance, its return value and when that was written.
-
-    :param key: the task instance.
-    :param result: the return value.
-    :param written_at: the XCom's timestamp (the chain's end).
-    """
-
-    key: ChainKey
-    result: dict[str, Any]
-    written_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from airflow_spot_provider.links import SpotTrainingViewLink
 from airflow_spot_provider.plugins import SpotTrainingPlugin
 from airflow_spot_provider.plugins.chains import (
     ChainKey,
+    StoredChain,
     chain_cost,
     chain_detail,
     chain_row,
@@ -49,7 +50,7 @@ def _result() -> dict[str, object]:
 
 
 def test_row_has_the_figures_and_links() -> None:
-    row = chain_row(KEY, _result(), ended_at=None, prices={})
+    row = chain_row(StoredChain(KEY, _result()), {})
     assert (row["attempts"], row["interruptions"], row["outcome"]) == (2, 3, "COMPLETED")
     assert (row["training_seconds"], row["billable_seconds"]) == (1030, 315)
     assert row["cost"] is None  # no prices configured
@@ -67,7 +68,7 @@ def test_cost_bills_billable_seconds_at_the_on_demand_price() -> None:
 
 
 def test_detail_draws_each_attempt_with_its_console_link() -> None:
-    detail = chain_detail(KEY, _result(), ended_at=None, prices={})
+    detail = chain_detail(StoredChain(KEY, _result()), {})
     first, second = detail["attempt_list"]
     assert first["outcome"] == "MAX_WAIT_EXCEEDED"
     assert [s["phase"] for s in first["segments"]][-2:] == ["training", "stopping"]

@@ -154,7 +154,7 @@ def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]
     browser, driver_path = _browser()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,700"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,600"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
