@@ -95,3 +95,23 @@ def test_a_chain_that_never_launched_sends_no_seconds(statsd: StatsdListener) ->
     metrics.emit_chain_metrics(summarize_attempts([report]), dag_id="d", task_id="t")
     names = {name.split(",")[0] for name in _parse(statsd.lines())}
     assert names == {metrics.CHAINS, metrics.ATTEMPTS, metrics.MAX_WAIT_EXCEEDED}
+
+
+def test_a_chain_given_up_sends_its_outcome_and_reason_for_the_view(
+    statsd: StatsdListener,
+) -> None:
+    from airflow_spot_provider.chain_end import given_up_result
+    from airflow_spot_provider.exceptions import SpotTrainingError
+    from airflow_spot_provider.lifecycle import JobOutcome
+
+    report = SpotJobReport.from_describe(describe_response("two-interruptions-max-wait"))
+    outcome = JobOutcome.MAX_WAIT_EXCEEDED
+    error = SpotTrainingError(report.job_name, outcome, "budget spent", [report])
+    result = given_up_result(error)
+    assert result["given_up_reason"] == "budget spent"
+    assert result["checkpoint_s3_uri"] == report.checkpoint_s3_uri
+    assert result["totals"] == summarize_attempts([report])["totals"]
+    metrics.emit_chain_metrics(result, dag_id="d", task_id="t")
+    got = _parse(statsd.lines())
+    assert got["spot_training.chains,dag_id=d,task_id=t,outcome=MAX_WAIT_EXCEEDED"] == ("1", "c")
+    assert got["spot_training.interruptions,dag_id=d,task_id=t"] == ("2", "c")

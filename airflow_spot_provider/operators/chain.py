@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow_spot_provider.chain_end import chain_ended, given_up_result
 from airflow_spot_provider.exceptions import SpotTrainingError
-from airflow_spot_provider.metrics import emit_chain_metrics
 from airflow_spot_provider.operators.driver import SpotTrainingDriver
-from airflow_spot_provider.summary import summarize_attempts
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,7 +47,7 @@ class SpotChainMixin:
             try:
                 step = driver.advance()
             except SpotTrainingError as given_up:
-                self._chain_ended(summarize_attempts(given_up.attempts))
+                self._chain_ended(given_up_result(given_up), given_up=True)
                 raise
             if step.summary is not None:
                 self._active = None
@@ -63,11 +62,11 @@ class SpotChainMixin:
                 self._defer_follow(step.job_name, driver, wait_first=step.created)
             driver.follow(step.job_name, self.poll_interval, wait_first=step.created)
 
-    def _chain_ended(self, result: Mapping[str, Any]) -> None:
-        """Keep the chain's result for OpenLineage and send its metrics, once per chain."""
+    def _chain_ended(self, result: Mapping[str, Any], *, given_up: bool = False) -> None:
+        """Keep the chain's result for OpenLineage; metrics, and the view's XCom if given up."""
         self.chain_result = result
         host = cast(Any, self)
-        emit_chain_metrics(result, dag_id=host.dag_id, task_id=host.task_id)
+        chain_ended(result, dag_id=host.dag_id, task_id=host.task_id, given_up=given_up)
 
     def _defer_follow(self, job_name: str, driver: SpotTrainingDriver, *, wait_first: bool) -> None:
         from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger

@@ -152,6 +152,7 @@ def chain_row(chain: StoredChain, prices: Mapping[str, float]) -> dict[str, Any]
         "first_job_name": attempts[0].get("job_name") if attempts else result.get("job_name"),
         "attempts": len(attempts),
         "outcome": result.get("outcome"),
+        "given_up_reason": result.get("given_up_reason"),
         "interruptions": totals.get("interruptions"),
         "training_seconds": totals.get("training_seconds"),
         "billable_seconds": totals.get("billable_seconds"),

@@ -1,7 +1,8 @@
 """The spot chains in Airflow's metadata DB: the return values of the spot training tasks.
 
 Read through the api-server's own session; a chain is a task instance of one of this
-provider's spot classes whose ``return_value`` XCom is a chain summary.
+provider's spot classes whose ``return_value`` XCom (completed) or ``spot_chain_given_up`` XCom
+(given up by the retry policy) is a chain summary.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from airflow_spot_provider.chain_end import GIVEN_UP_XCOM_KEY
 from airflow_spot_provider.plugins.chains import ChainKey, StoredChain, is_chain_result
 
 # ``TaskInstance.operator`` of the tasks that return a chain summary.
 SPOT_TASK_TYPES = ("SageMakerSpotTrainingOperator", "SageMakerSpotTrainingSensor")
+# A completed chain's summary is the return value; a given-up one's has its own key.
+CHAIN_XCOM_KEYS = ("return_value", GIVEN_UP_XCOM_KEY)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def _select(where: ChainFilter) -> Any:
                 TaskInstance.map_index == XComModel.map_index,
             ),
         )
-        .where(XComModel.key == "return_value", TaskInstance.operator.in_(SPOT_TASK_TYPES))
+        .where(XComModel.key.in_(CHAIN_XCOM_KEYS), TaskInstance.operator.in_(SPOT_TASK_TYPES))
         .where(XComModel.dag_id.in_(list(where.dag_ids)))
     )
     if where.dag_id:

@@ -1,7 +1,8 @@
 """The Spot training view in a real api-server, opened in headless Chromium.
 
-One real multi-attempt chain runs with ``dag.test()`` against the embedded backend (attempt 1 is
-interrupted, then stopped at MaxWait while spot capacity is away; attempt 2 completes), with
+Real chains run with ``dag.test()`` against the embedded backend: one that never gets capacity
+and is given up, one of two attempts (attempt 1 is interrupted, then stopped at MaxWait while
+spot capacity is away; attempt 2 completes), with
 Airflow's StatsD client sending to a UDP listener of the test. Then ``airflow api-server`` starts
 on that DB, and Chromium (Debian's package, through selenium) opens the view.
 
@@ -102,10 +103,29 @@ def run_two_attempt_chain(emulator: SpotEmulator) -> Any:
     return run
 
 
+def run_given_up_chain(emulator: SpotEmulator) -> Any:
+    """Run a real chain that never gets capacity, with a budget of one attempt; its DagRun.
+
+    :param emulator: the embedded backend that ``aws_default`` points at.
+    """
+    name = f"g{uuid.uuid4().hex[:8]}"
+    config = synthetic_config(1.0)
+    config["ResourceConfig"]["InstanceType"] = "ml.c5.9xlarge"
+    scenario = [{"no_capacity": {"instance_type": "ml.c5.9xlarge"}}]
+    emulator.admin.load_scenario(scenario, replace=True)
+    conf = {"name": name, "config": config, "max_run": 2, "max_wait": 2}
+    dag = DagBag(dag_folder=str(E2E_DAGS_FOLDER)).get_dag("e2e_once_worker")
+    assert dag is not None
+    run = dag.test(run_conf=conf, logical_date=datetime.now(UTC))
+    assert run.state == DagRunState.FAILED
+    return run
+
+
 @pytest.fixture
-def chain_run(emulator: SpotEmulator, statsd: StatsdListener) -> tuple[Any, list[str]]:
-    """A real two-attempt chain run by ``dag.test()``; its DagRun and the StatsD lines."""
-    return run_two_attempt_chain(emulator), statsd.lines()
+def chain_run(emulator: SpotEmulator, statsd: StatsdListener) -> tuple[Any, Any, list[str]]:
+    """Real chains run by ``dag.test()``: given up, then two attempts; the runs, StatsD lines."""
+    given_up = run_given_up_chain(emulator)
+    return given_up, run_two_attempt_chain(emulator), statsd.lines()
 
 
 @pytest.fixture
@@ -139,6 +159,18 @@ def _wait_ready(driver: Any) -> None:
     )
 
 
+def _rows(driver: Any) -> list[dict[str, Any]]:
+    """The list's rows: some cells' text and the run id."""
+    from selenium.webdriver.common.by import By
+
+    columns = ("attempts", "outcome", "cost")
+    return [
+        {c: r.find_element(By.CSS_SELECTOR, f".{c}").text for c in columns}
+        | {"run_id": r.get_attribute("data-run-id")}
+        for r in driver.find_elements(By.CSS_SELECTOR, "tr.chain-row")
+    ]
+
+
 def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]:
     """Open the view in headless Chromium: what it shows; then a screenshot of it in the UI.
 
@@ -160,14 +192,7 @@ def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]
     try:
         driver.get(url)
         _wait_ready(driver)
-        rows = [
-            {
-                c: r.find_element(By.CSS_SELECTOR, f".{c}").text
-                for c in ("attempts", "outcome", "cost")
-            }
-            | {"run_id": r.get_attribute("data-run-id")}
-            for r in driver.find_elements(By.CSS_SELECTOR, "tr.chain-row")
-        ]
+        rows = _rows(driver)
         attempts = [
             {
                 "outcome": a.get_attribute("data-outcome"),
@@ -183,17 +208,18 @@ def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]
         frame = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "iframe"))
         driver.switch_to.frame(frame)
         _wait_ready(driver)
+        all_rows = _rows(driver)  # no filter: every DAG's chains
         driver.switch_to.default_content()
         driver.save_screenshot(str(screenshot))
-        return {"rows": rows, "attempts": attempts}
+        return {"rows": rows, "attempts": attempts, "all_rows": all_rows}
     finally:
         driver.quit()
 
 
 def test_view_shows_the_chain_and_its_timeline(
-    chain_run: tuple[Any, list[str]], api_server: str, tmp_path: Path
+    chain_run: tuple[Any, Any, list[str]], api_server: str, tmp_path: Path
 ) -> None:
-    run, statsd_lines = chain_run
+    given_up, run, statsd_lines = chain_run
     _browser()
     # The plugin is registered with the api-server: the UI lists the view.
     with urllib.request.urlopen(f"{api_server}/api/v2/plugins") as response:
@@ -220,6 +246,10 @@ def test_view_shows_the_chain_and_its_timeline(
     assert row["attempts"] == "2"
     assert row["outcome"] == "COMPLETED"
     assert row["cost"].startswith("$")
+    assert given_up.run_id not in {r["run_id"] for r in shown["rows"]}  # another DAG
+    # Unfiltered, the view also lists the chain that was given up, and how it ended.
+    failed = next(r for r in shown["all_rows"] if r["run_id"] == given_up.run_id)
+    assert (failed["attempts"], failed["outcome"]) == ("1", "MAX_WAIT_EXCEEDED (given up)")
     first, second = shown["attempts"]
     assert first["outcome"] == "MAX_WAIT_EXCEEDED"
     assert first["phases"][:4] == ["waiting", "downloading", "training", "interrupted"]
