@@ -65,8 +65,9 @@ def _xcom(key: ChainKey, xcom_key: str) -> Any:
         return XComModel.deserialize_value(row)
 
 
-def _browser() -> tuple[str, str]:
-    """Chromium and its driver, or skip with the reason."""
+@pytest.fixture
+def browser() -> tuple[str, str]:
+    """Chromium and its driver, or skip with the reason (before any chain runs)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not browser or not driver:
@@ -171,9 +172,12 @@ def _rows(driver: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]:
+def _open_view(
+    browser: tuple[str, str], url: str, in_airflow_ui: str, screenshot: Path
+) -> dict[str, Any]:
     """Open the view in headless Chromium: what it shows; then a screenshot of it in the UI.
 
+    :param browser: Chromium and chromedriver.
     :param url: the view's page on one chain.
     :param in_airflow_ui: the Airflow UI's page that frames the view (its nav entry).
     :param screenshot: where to save the screenshot.
@@ -183,12 +187,11 @@ def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _browser()
     options = webdriver.ChromeOptions()
-    options.binary_location = browser
+    options.binary_location = browser[0]
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,600"):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = webdriver.Chrome(service=Service(browser[1]), options=options)
     try:
         driver.get(url)
         _wait_ready(driver)
@@ -216,15 +219,28 @@ def _open_view(url: str, in_airflow_ui: str, screenshot: Path) -> dict[str, Any]
         driver.quit()
 
 
+def _api(url: str) -> Any:
+    with urllib.request.urlopen(url) as response:
+        return json.load(response)
+
+
 def test_view_shows_the_chain_and_its_timeline(
-    chain_run: tuple[Any, Any, list[str]], api_server: str, tmp_path: Path
+    browser: tuple[str, str],
+    chain_run: tuple[Any, Any, list[str]],
+    api_server: str,
+    tmp_path: Path,
 ) -> None:
     given_up, run, statsd_lines = chain_run
-    _browser()
     # The plugin is registered with the api-server: the UI lists the view.
-    with urllib.request.urlopen(f"{api_server}/api/v2/plugins") as response:
-        plugins = json.load(response)["plugins"]
+    plugins = _api(f"{api_server}/api/v2/plugins")["plugins"]
     (plugin,) = [p for p in plugins if p["name"] == "spot_training"]
+    # The view's API filters by DAG and by when the chain ended.
+    chains = f"{api_server}/spot-training/api/chains"
+    listed = _api(f"{chains}?dag_id={run.dag_id}")["chains"]
+    assert {c["dag_id"] for c in listed} == {run.dag_id}
+    assert run.run_id in {c["run_id"] for c in listed}
+    assert _api(f"{chains}?since=2999-01-01T00:00:00Z")["chains"] == []
+    assert _api(f"{chains}?until=2000-01-01T00:00:00Z")["chains"] == []
     assert plugin["external_views"][0]["href"] == "/spot-training/"
 
     # The task's extra link leads to its chain in the view (no base_url set: a path).
@@ -234,7 +250,7 @@ def test_view_shows_the_chain_and_its_timeline(
     screenshot = tmp_path / "spot-training-view.png"
     url = f"{api_server}{link}"
     try:
-        shown = _open_view(url, f"{api_server}/plugin/spot-training", screenshot)
+        shown = _open_view(browser, url, f"{api_server}/plugin/spot-training", screenshot)
     except Exception:
         print((tmp_path / "api-server.log").read_text()[-5000:])
         raise
