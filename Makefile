@@ -1,11 +1,11 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make ui` and `make test`.
 # Both install what they need into .venv on first use (python3 >= 3.11 and make are all they need).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint types unit bench clean
+.PHONY: test demo ui screenshot chromium lint types unit bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required")'
@@ -23,13 +23,34 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The Spot training view's browser test needs Debian's chromium and its driver: installed here
+# when missing (root and apt-get); otherwise that test is skipped and says why.
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing chromium and chromium-driver (apt-get) for the browser test..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will be skipped"; \
+	else echo "chromium is missing (installing it needs root and apt-get): the browser test will be skipped"; fi
+
+unit: $(STAMP) chromium
 	$(BIN)/pytest
 
 test: lint types unit
 
 demo: $(STAMP)
 	$(BIN)/python -m airflow_spot_provider.demo
+
+# Airflow (api-server, scheduler, triggerer, dag-processor) with the embedded backend and the
+# example DAGs, on the home of `make demo`; prints the Spot training view's URL. SPOT_UI_PORT=8080.
+ui: $(STAMP)
+	$(BIN)/python -m airflow_spot_provider.standalone
+
+# The README's screenshot, taken by the browser test from a real run.
+screenshot: $(STAMP) chromium
+	mkdir -p docs
+	SPOT_UI_SCREENSHOT=docs/spot-training-view.png $(BIN)/pytest tests/ui -n 0 -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_emulator.py

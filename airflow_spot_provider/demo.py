@@ -93,6 +93,11 @@ def main() -> int:
             print("\nThe second attempt's log:", line.split("] ", 1)[-1].split(" [")[0])
     verdict = "succeeded" if code == 0 else f"failed (exit {code}, see {log})"
     print(f"\nThe DAG run {verdict} in {time.monotonic() - started:.0f} s.")
+    port = os.environ.get("SPOT_UI_PORT", "8080")
+    print(
+        "\nSee this run in the Airflow UI (Spot training view): run\n    make ui\n"
+        f"then open http://127.0.0.1:{port}/spot-training/?dag_id={DAG_ID}"
+    )
     return code
 
 

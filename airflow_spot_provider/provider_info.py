@@ -37,5 +37,8 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": INTEGRATION, "python-modules": [_SENSORS]}],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": [_HOOKS]}],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": [_TRIGGERS]}],
-        "extra-links": ["airflow_spot_provider.links.SageMakerSpotTrainingJobLink"],
+        "extra-links": [
+            "airflow_spot_provider.links.SageMakerSpotTrainingJobLink",
+            "airflow_spot_provider.links.SpotTrainingViewLink",
+        ],
     }

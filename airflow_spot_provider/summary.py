@@ -30,6 +30,10 @@ def summarize_attempts(history: Sequence[SpotJobReport]) -> dict[str, Any]:
             "instance_type": r.instance_type,
             "instance_count": r.instance_count,
             "managed_spot": r.managed_spot,
+            # For the Spot training view's timeline (airflow_spot_provider.timeline).
+            "transitions": [t.to_json() for t in r.transitions],
+            "creation_time": r.creation_time.isoformat() if r.creation_time else None,
+            "end_time": r.end_time.isoformat() if r.end_time else None,
         }
         for number, r in enumerate(history, start=1)
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
+from airflow_spot_provider.links import SageMakerSpotTrainingJobLink, SpotTrainingViewLink
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 
 
@@ -20,4 +20,4 @@ def test_link_points_at_the_job_in_the_console() -> None:
 
 def test_operator_offers_the_link() -> None:
     names = [link.name for link in SageMakerSpotTrainingOperator.operator_extra_links]
-    assert names == [SageMakerSpotTrainingJobLink.name]
+    assert names == [SageMakerSpotTrainingJobLink.name, SpotTrainingViewLink.name]

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow_spot_provider.chain_end import chain_ended, given_up_result
 from airflow_spot_provider.events import ChainState, event_from_json
+from airflow_spot_provider.exceptions import SpotTrainingError
 from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
@@ -80,6 +82,8 @@ class SpotChainMixin:
     wait_for_completion: bool = True
     # The chain this task runs, for on_kill (which gets no context).
     _active: ChainRunner | None = None
+    # The chain's result (or summary when given up) once it has ended, for OpenLineage.
+    chain_result: Mapping[str, Any] | None = None
 
     def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
         raise NotImplementedError
@@ -90,9 +94,20 @@ class SpotChainMixin:
             # Launch only: resubmitting is the follower's business (it holds the policy).
             return runner.launch()
         mode = DeferredMode(self) if self.deferrable else WorkerMode()
-        result = runner.run(mode)
+        try:
+            result = runner.run(mode)
+        except SpotTrainingError as given_up:
+            self._chain_ended(given_up_result(given_up), given_up=True)
+            raise
         self._active = None
+        self._chain_ended(result)
         return result
+
+    def _chain_ended(self, result: Mapping[str, Any], *, given_up: bool = False) -> None:
+        """Keep the chain's result for OpenLineage; metrics, and the view's XCom if given up."""
+        self.chain_result = result
+        host = cast(Any, self)
+        chain_ended(result, dag_id=host.dag_id, task_id=host.task_id, given_up=given_up)
 
     def execute_complete(
         self, context: Context, event: Mapping[str, Any] | None = None

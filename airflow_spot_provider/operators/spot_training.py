@@ -13,7 +13,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
-from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
+from airflow_spot_provider.links import SageMakerSpotTrainingJobLink, SpotTrainingViewLink
 from airflow_spot_provider.operators.chain import SpotChainMixin
 from airflow_spot_provider.request import (
     SAGEMAKER_MAX_WAIT_SECONDS,
@@ -63,7 +63,7 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         "max_wait",
     )
     template_fields_renderers = {"config": "json"}
-    operator_extra_links = (SageMakerSpotTrainingJobLink(),)
+    operator_extra_links = (SageMakerSpotTrainingJobLink(), SpotTrainingViewLink())
     ui_color = "#f2d6a2"
 
     def __init__(
@@ -157,3 +157,12 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         # The chain's identity, for a sensor in another task: ``launch.output["job_name"]``.
         context["ti"].xcom_push(key="job_name", value=runner.first_name)
         return self._run_chain(runner)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the S3 channels in; the model artifact and the checkpoint prefix out.
+
+        :param task_instance: the task instance that completed.
+        """
+        from airflow_spot_provider import lineage
+
+        return lineage.operator_lineage(self._spot_request(), self.chain_result)

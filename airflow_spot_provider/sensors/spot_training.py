@@ -12,7 +12,9 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.bases.sensor import PokeReturnValue
 
 from airflow_spot_provider import position_store
+from airflow_spot_provider.chain_end import given_up_result
 from airflow_spot_provider.events import ChainState
+from airflow_spot_provider.exceptions import SpotTrainingError
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.operators.chain import SpotChainMixin
 from airflow_spot_provider.retry import SpotRetryPolicy
@@ -110,4 +112,8 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
             if self.reschedule:
                 position_store.save(key, runner.state.to_json())
             return PokeReturnValue(is_done=False)
+        except SpotTrainingError as given_up:
+            self._chain_ended(given_up_result(given_up), given_up=True)
+            raise
+        self._chain_ended(summary)
         return PokeReturnValue(is_done=True, xcom_value=summary)
