@@ -166,6 +166,7 @@ class Machine:
     def _add_live(self, job: Job, rt: Runtime) -> None:
         self.live[job.name] = (job, rt)
         self._in_use[(job.instance_type, job.spot)] += job.instance_count
+        rt.wake = lambda: self.wake(job.name)
         self.timers.wake(job.name, 0.0)
 
     def wake(self, name: str) -> None:
