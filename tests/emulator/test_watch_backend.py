@@ -5,6 +5,7 @@ time, FilterLogEvents across streams."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,16 +34,24 @@ def _wait_secondary(sm: Any, name: str, secondary: str, timeout: float = 30) -> 
         time.sleep(0.05)
 
 
-def _walk(sm: Any, pause: float = 0.0, **kwargs: Any) -> list[str]:
-    """Every name of a List walk, page by page (pausing between pages)."""
-    names: list[str] = []
+def _pages(
+    call: Callable[..., dict[str, Any]], token: str, pause: float = 0.0, **kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """Every page of a paginated call, following its ``token`` (pausing between pages)."""
     while True:
-        page = sm.list_training_jobs(**kwargs)
-        names += _names(page)
-        if "NextToken" not in page:
-            return names
-        kwargs["NextToken"] = page["NextToken"]
+        page = call(**kwargs)
+        yield page
+        if token not in page:
+            return
+        kwargs[token] = page[token]
         time.sleep(pause)
+
+
+def _walk(sm: Any, pause: float = 0.0, **kwargs: Any) -> list[str]:
+    """Every name of a List walk, page by page."""
+    return [
+        n for p in _pages(sm.list_training_jobs, "NextToken", pause, **kwargs) for n in _names(p)
+    ]
 
 
 def test_job_changed_between_two_lists_is_listed(sm: Any, bucket: str, job_name: str) -> None:
@@ -129,20 +138,18 @@ def three_streams(sm: Any, logs: Any, bucket: str) -> list[str]:
 
 
 def test_describe_log_streams_by_last_event_time(logs: Any, three_streams: list[str]) -> None:
-    walked: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "orderBy": "LastEventTime",
-        "descending": True,
-        "limit": 2,
-    }
-    while True:
-        page = logs.describe_log_streams(**kwargs)
-        assert len(page["logStreams"]) <= 2
-        walked += page["logStreams"]
-        if "nextToken" not in page:
-            break
-        kwargs["nextToken"] = page["nextToken"]
+    pages = list(
+        _pages(
+            logs.describe_log_streams,
+            "nextToken",
+            logGroupName=LOG_GROUP,
+            orderBy="LastEventTime",
+            descending=True,
+            limit=2,
+        )
+    )
+    assert all(len(page["logStreams"]) <= 2 for page in pages)
+    walked = [stream for page in pages for stream in page["logStreams"]]
     names = [s["logStreamName"] for s in walked]
     assert len(names) == len(set(names))  # each stream once
     last = [s.get("lastEventTimestamp", 0) for s in walked]
@@ -150,14 +157,17 @@ def test_describe_log_streams_by_last_event_time(logs: Any, three_streams: list[
     ours = [n for n in names if n in three_streams]
     assert ours == three_streams[::-1]  # the stream that moved last comes first
 
-    by_name: list[str] = []
-    kwargs = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": "streams-", "limit": 1}
-    while True:
-        page = logs.describe_log_streams(**kwargs)
-        by_name += [s["logStreamName"] for s in page["logStreams"]]
-        if "nextToken" not in page:
-            break
-        kwargs["nextToken"] = page["nextToken"]
+    by_name = [
+        s["logStreamName"]
+        for page in _pages(
+            logs.describe_log_streams,
+            "nextToken",
+            logGroupName=LOG_GROUP,
+            logStreamNamePrefix="streams-",
+            limit=1,
+        )
+        for s in page["logStreams"]
+    ]
     assert by_name == sorted(by_name) and set(three_streams) <= set(by_name)
     with pytest.raises(ClientError) as raised:
         logs.describe_log_streams(logGroupName=LOG_GROUP, limit=51)
@@ -176,21 +186,19 @@ def test_filter_log_events_across_streams(logs: Any, three_streams: list[str]) -
     expected.sort(key=lambda e: e[0])
     start = expected[len(expected) // 2][0]
 
-    read: list[tuple[int, str, str]] = []
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "logStreamNames": three_streams,
-        "startTime": start,
-        "limit": 4,
-        "interleaved": True,
-    }
-    while True:
-        page = logs.filter_log_events(**kwargs)
-        assert len(page["events"]) <= 4
-        read += [(e["timestamp"], e["logStreamName"], e["message"]) for e in page["events"]]
-        if "nextToken" not in page:
-            break
-        kwargs["nextToken"] = page["nextToken"]
+    pages = list(
+        _pages(
+            logs.filter_log_events,
+            "nextToken",
+            logGroupName=LOG_GROUP,
+            logStreamNames=three_streams,
+            startTime=start,
+            limit=4,
+            interleaved=True,
+        )
+    )
+    assert len(pages) > 1 and all(len(page["events"]) <= 4 for page in pages)
+    read = [(e["timestamp"], e["logStreamName"], e["message"]) for p in pages for e in p["events"]]
     wanted = [e for e in expected if e[0] >= start]
     assert [e[0] for e in read] == sorted(e[0] for e in read)
     assert sorted(read) == sorted(wanted)
@@ -203,7 +211,7 @@ def test_filter_log_events_across_streams(logs: Any, three_streams: list[str]) -
 
 
 def test_filter_log_events_limits(logs: Any, three_streams: list[str]) -> None:
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"logStreamNames": [f"s{i}" for i in range(101)]},
         {"logStreamNames": three_streams, "logStreamNamePrefix": "streams-"},
         {"limit": 10_001},
