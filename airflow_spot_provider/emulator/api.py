@@ -9,7 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.utils import parse_timestamp
@@ -24,6 +24,7 @@ from airflow_spot_provider.emulator.errors import (
     ValidationError,
 )
 from airflow_spot_provider.emulator.jobs import Job, wall_clock
+from airflow_spot_provider.emulator.listing import KEYS, Key, page
 from airflow_spot_provider.emulator.machine import Machine
 from airflow_spot_provider.emulator.rules import check_create_request
 from airflow_spot_provider.emulator.validation import operation_model, validate_input
@@ -40,11 +41,6 @@ _LIST_FILTERS = (
     "SortBy",
     "SortOrder",
 )
-_SORT_KEYS = {
-    "Name": lambda job: (job.name,),
-    "CreationTime": lambda job: (job.created, job.name),
-    "Status": lambda job: (job.state.status.value, job.created, job.name),
-}
 
 
 def _epoch(value: Any) -> float:
@@ -125,45 +121,66 @@ class SageMakerApi:
         return {}
 
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``ListTrainingJobs`` with its filters, sorting and pagination.
+        """``ListTrainingJobs`` with its filters, sorting and cursor pagination.
+
+        ``NextToken`` holds the sort key of the last job returned: the next page starts after it
+        in the index, so every job present throughout is listed once, whatever changes between
+        pages (a job whose status changes may move under ``SortBy=Status``, as on SageMaker).
 
         :param params: the request.
         """
         validate_input(operation_model("sagemaker", "ListTrainingJobs"), params)
-        jobs = [job for job in self.machine.jobs.values() if _matches(job, params)]
-        jobs.sort(
-            key=_SORT_KEYS[params.get("SortBy") or "CreationTime"],
-            reverse=params.get("SortOrder") == "Descending",
-        )
+        index = self.machine.index
+        jobs = self.machine.jobs
+        sort_by = params.get("SortBy") or "CreationTime"
+        accept = _filter(params, jobs)
+        keys: list[Key] = index.by_sort[sort_by]
+        if params.get("LastModifiedTimeAfter") is not None:
+            # The jobs changed since then, read from their index: the cost follows the changes.
+            key = KEYS[sort_by]
+            after = _epoch(params["LastModifiedTimeAfter"])
+            keys = sorted(key(jobs[name]) for name in index.modified_after(after))
         fingerprint = _fingerprint(params)
-        offset = _decode_token(params.get("NextToken"), fingerprint)
-        size = int(params.get("MaxResults") or DEFAULT_MAX_RESULTS)
-        result: dict[str, Any] = {
-            "TrainingJobSummaries": [job.summary() for job in jobs[offset : offset + size]]
-        }
-        if offset + size < len(jobs):
-            result["NextToken"] = _encode_token(offset + size, fingerprint)
+        names, more = page(
+            keys,
+            descending=params.get("SortOrder") == "Descending",
+            cursor=_decode_token(params.get("NextToken"), fingerprint),
+            size=int(params.get("MaxResults") or DEFAULT_MAX_RESULTS),
+            accept=accept,
+        )
+        result: dict[str, Any] = {"TrainingJobSummaries": [jobs[n].summary() for n in names]}
+        if more:
+            result["NextToken"] = _encode_token(KEYS[sort_by](jobs[names[-1]]), fingerprint)
         return result
 
 
-def _matches(job: Job, params: Mapping[str, Any]) -> bool:
-    contains = params.get("NameContains")
-    # SageMaker matches NameContains without regard to case.
-    if contains and contains.lower() not in job.name.lower():
-        return False
+def _filter(params: Mapping[str, Any], jobs: Mapping[str, Job]) -> Callable[[str], bool]:
+    """The filters of a List request as one test of a job name (timestamps parsed once)."""
+    contains = str(params.get("NameContains") or "").lower()
     status = params.get("StatusEquals")
-    if status and job.state.status.value != status:
-        return False
-    bounds = (
-        ("CreationTimeAfter", job.created, 1),
-        ("CreationTimeBefore", job.created, -1),
-        ("LastModifiedTimeAfter", job.state.last_modified, 1),
-        ("LastModifiedTimeBefore", job.state.last_modified, -1),
-    )
-    for key, value, sign in bounds:
-        if params.get(key) is not None and (value - _epoch(params[key])) * sign <= 0:
+    bounds = [
+        (field, _epoch(params[key]), sign)
+        for key, field, sign in (
+            ("CreationTimeAfter", "created", 1),
+            ("CreationTimeBefore", "created", -1),
+            ("LastModifiedTimeAfter", "last_modified", 1),
+            ("LastModifiedTimeBefore", "last_modified", -1),
+        )
+        if params.get(key) is not None
+    ]
+
+    def accept(name: str) -> bool:
+        job = jobs[name]
+        # SageMaker matches NameContains without regard to case.
+        if contains and contains not in name.lower():
             return False
-    return True
+        if status and job.state.status.value != status:
+            return False
+        values = {"created": job.created, "last_modified": job.state.last_modified}
+        # After and Before are strict bounds.
+        return all((values[field] - bound) * sign > 0 for field, bound, sign in bounds)
+
+    return accept
 
 
 def _fingerprint(params: Mapping[str, Any]) -> str:
@@ -173,20 +190,24 @@ def _fingerprint(params: Mapping[str, Any]) -> str:
     ]
 
 
-def _encode_token(offset: int, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset, "f": fingerprint}).encode()).decode()
+def _encode_token(key: Key, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"k": key, "f": fingerprint}).encode()).decode()
 
 
-def _decode_token(token: Any, fingerprint: str) -> int:
+def _decode_token(token: Any, fingerprint: str) -> Key | None:
+    """The cursor of a NextToken (the sort key of the last job returned), or None.
+
+    :raises ValidationError: not a token of this emulator, or of other filters.
+    """
     if not token:
-        return 0
+        return None
     try:
         data = json.loads(base64.urlsafe_b64decode(str(token).encode()))
-        offset, seen = int(data["o"]), str(data["f"])
+        key, seen = tuple(data["k"]), str(data["f"])
     except (binascii.Error, ValueError, TypeError, KeyError) as err:
         raise ValidationError("Invalid pagination token.") from err
-    if seen != fingerprint or offset < 0:
+    if seen != fingerprint or not key or not isinstance(key[-1], str):
         raise ValidationError(
             "Invalid pagination token: the filters or the sort order changed since it was issued."
         )
-    return offset
+    return key

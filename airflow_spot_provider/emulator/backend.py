@@ -18,7 +18,13 @@ from airflow_spot_provider.emulator.jobs import Job
 from airflow_spot_provider.emulator.logs import LogStore
 from airflow_spot_provider.emulator.machine import Machine
 from airflow_spot_provider.emulator.market import SpotMarket
-from airflow_spot_provider.emulator.scenario import Scenario, ScenarioError, Throttle, parse_events
+from airflow_spot_provider.emulator.scenario import (
+    InterruptAt,
+    Scenario,
+    ScenarioError,
+    Throttle,
+    parse_events,
+)
 from airflow_spot_provider.emulator.store import Store
 from airflow_spot_provider.emulator.throttle import Throttler
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus
@@ -72,6 +78,9 @@ class Backend:
             self.scenario.clear()
             self.throttler.clear()
         self.scenario.add(events)
+        if any(isinstance(event, InterruptAt) for event in events):
+            self.machine.poll_training = True  # scripted by training seconds: polled from now on
+        self.machine.wake_all()
         for event in events:
             if isinstance(event, Throttle):
                 if event.rate is not None:
@@ -102,6 +111,7 @@ class Backend:
         if secondary not in BILLABLE_SECONDARY:
             raise AdminError(f"{name} holds no instances in {secondary.value}", 409)
         self.machine.live[name][1].interrupt_requested = True  # acted on at the next tick
+        self.machine.wake(name)
         self.events.record("admin_interrupt", job=name)
         return {"job": name, "interrupt": "requested", "secondary_status": secondary.value}
 
@@ -123,6 +133,7 @@ class Backend:
         self._live_job(name)
         # Now if it holds instances, else at its next start.
         self.machine.live[name][1].fail_requested = True
+        self.machine.wake(name)
         self.events.record("admin_fail", job=name)
         return {"job": name, "internal_error": "requested"}
 
@@ -139,6 +150,7 @@ class Backend:
         if available is not None and not isinstance(available, bool):
             raise AdminError("available must be true, false or null", 400)
         self.market.set_capacity(instance_type, available)
+        self.machine.wake_all()
         self.events.record("capacity", instance_type=instance_type, available=available)
         return {"instance_type": instance_type, "available": available}
 

@@ -56,6 +56,7 @@ def _operations(backend: Backend) -> dict[str, Operation]:
         "SageMaker.ListTrainingJobs": api.list_training_jobs,
         "Logs_20140328.DescribeLogStreams": logs.describe_log_streams,
         "Logs_20140328.GetLogEvents": logs.get_log_events,
+        "Logs_20140328.FilterLogEvents": logs.filter_log_events,
     }
 
 

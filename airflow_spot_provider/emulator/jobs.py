@@ -160,6 +160,13 @@ class Job:
             state.billable_since = now
         state.secondary = secondary
         state.phase_since = now
+        # LastModifiedTime advances with every SecondaryStatus (and so TrainingJobStatus) change.
+        # AWS documents it as "when the status of the training job was last modified"
+        # (DescribeTrainingJob) and LastModifiedTimeAfter as "jobs modified after the specified
+        # time" (ListTrainingJobs). Unverified: whether a StatusMessage-only change (the
+        # capacity wait shown on Starting) or other updates advance it too (here they do not),
+        # and how soon a change shows in ListTrainingJobs (here at once; a watch must allow a
+        # margin for eventual consistency).
         state.last_modified = now
 
     def training_time(self) -> int | None:

@@ -1,4 +1,4 @@
-"""CloudWatch Logs for training jobs: ``DescribeLogStreams`` and ``GetLogEvents``.
+"""CloudWatch Logs for training jobs: ``DescribeLogStreams``, ``GetLogEvents``, ``FilterLogEvents``.
 
 Log group ``/aws/sagemaker/TrainingJobs``; one stream per host, named as SageMaker names it,
 ``<job>/algo-1-<epoch seconds of the first start>``. The stream is kept across spot restarts so
@@ -11,16 +11,24 @@ forward read returns the token it was given, which is how readers know to stop.
 Events live on disk (the SQLite store), not in memory: a stream keeps a few figures in memory
 and the events appended since the last flush. Each stream is capped (``log_cap_bytes``): past
 the cap its oldest lines are dropped and the first remaining event says how many were.
+
+Each group keeps its stream names sorted and its streams sorted by last event time
+(:class:`_Group`), so that a ``DescribeLogStreams`` page costs its size, not the number of streams;
+its ``nextToken`` holds the sort key of the last stream returned. ``FilterLogEvents`` reads the
+events of up to 100 named streams (or of a prefix) in one SQL query by time.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import json
 import threading
 import time
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_spot_provider.emulator.errors import (
@@ -34,6 +42,10 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MAX_MESSAGE_BYTES = 256 * 1024 - 26
 DEFAULT_EVENTS_LIMIT = 10_000
 DEFAULT_STREAMS_LIMIT = 50
+MAX_STREAMS_LIMIT = 50  # DescribeLogStreams' limit, 1-50 (botocore's logs model)
+MAX_FILTER_LIMIT = 10_000  # FilterLogEvents' limit, 1-10,000
+MAX_FILTER_STREAMS = 100  # FilterLogEvents' logStreamNames, 1-100 names
+_LAST = "\U0010ffff"  # sorts after any stream name
 DEFAULT_CAP_BYTES = 8 * 1024 * 1024
 # CloudWatch counts 26 bytes of overhead per event.
 _EVENT_OVERHEAD = 26
@@ -62,6 +74,34 @@ class _Stream:
     @property
     def empty(self) -> bool:
         return self.next_seq == self.first_seq
+
+
+@dataclass
+class _Group:
+    """A log group's streams, sorted by name and by last event time (0 when empty)."""
+
+    names: list[str] = field(default_factory=list)
+    by_last: list[tuple[int, str]] = field(default_factory=list)
+    last: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, last_ts: int = 0) -> None:
+        bisect.insort(self.names, name)
+        bisect.insort(self.by_last, (last_ts, name))
+        self.last[name] = last_ts
+
+    def touch(self, name: str, last_ts: int) -> None:
+        old = self.last[name]
+        if old == last_ts:
+            return
+        index = bisect.bisect_left(self.by_last, (old, name))
+        del self.by_last[index]
+        bisect.insort(self.by_last, (last_ts, name))
+        self.last[name] = last_ts
+
+    def prefixed(self, prefix: str) -> tuple[int, int]:
+        """The span of ``names`` that start with ``prefix``."""
+        low = bisect.bisect_left(self.names, prefix)
+        return low, bisect.bisect_left(self.names, prefix + _LAST) if prefix else len(self.names)
 
 
 def _token(direction: str, index: int) -> str:
@@ -98,10 +138,13 @@ class LogStore:
         self.cap_bytes = cap_bytes
         self._arn_prefix = f"arn:aws:logs:{region}:{account}:log-group:"
         self._streams: dict[tuple[str, str], _Stream] = {}
+        self._groups: dict[str, _Group] = {}
         self._pending: list[EventRow] = []
         self._lock = threading.Lock()  # log sinks may be called from worker threads
+        last_ts = store.last_event_times()
         for group, name, created in store.load_streams():
             self._streams[(group, name)] = _Stream(group, name, created, loaded=False)
+            self._groups.setdefault(group, _Group()).add(name, last_ts.get((group, name), 0))
 
     def create_stream(self, name: str, group: str = LOG_GROUP) -> None:
         """Create a stream if it does not exist.
@@ -113,6 +156,7 @@ class LogStore:
             if (group, name) not in self._streams:
                 now = int(time.time() * 1000)
                 self._streams[(group, name)] = _Stream(group, name, now)
+                self._groups.setdefault(group, _Group()).add(name)
                 self._store.add_stream(group, name, now)
 
     def append(self, stream: str, message: str, group: str = LOG_GROUP) -> None:
@@ -145,6 +189,7 @@ class LogStore:
             self._store.add_events(pending)
             for group, name in {(row[0], row[1]) for row in pending}:
                 stream = self._streams[(group, name)]
+                self._groups[group].touch(name, stream.last_ts)
                 if stream.size > self.cap_bytes:
                     self._trim(stream)
 
@@ -191,39 +236,53 @@ class LogStore:
         group = str(group)
         if group.startswith(self._arn_prefix):
             group = group[len(self._arn_prefix) :].removesuffix(":*")
-        if not any(g == group for g, _ in self._streams):
+        if group not in self._groups:
             raise LogsResourceNotFoundError("The specified log group does not exist.")
         return group
 
     def describe_log_streams(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``DescribeLogStreams``.
+        """``DescribeLogStreams``: a page of the group's streams by name or last event time.
 
         :param params: the request (logGroupName, logStreamNamePrefix, orderBy, descending,
             nextToken, limit).
         """
+        self.flush()  # the last event times of this tick too
         with self._lock:
-            group = self._group_name(params)
+            group_name = self._group_name(params)
+            group = self._groups[group_name]
             prefix = str(params.get("logStreamNamePrefix") or "")
             order_by = params.get("orderBy") or "LogStreamName"
             if order_by == "LastEventTime" and prefix:
                 raise LogsInvalidParameterError(
                     "Cannot order by LastEventTime with a logStreamNamePrefix."
                 )
-            streams = [
-                self._loaded(g, n) for g, n in self._streams if g == group and n.startswith(prefix)
-            ]
+            limit = _limit(params, DEFAULT_STREAMS_LIMIT, MAX_STREAMS_LIMIT)
+            descending = bool(params.get("descending"))
+            cursor = _decode_cursor(params.get("nextToken"), f"streams:{order_by}")
+            keys: list[Any]
             if order_by == "LastEventTime":
-                streams.sort(key=lambda s: (0 if s.empty else s.last_ts, s.name))
+                keys, low, high = group.by_last, 0, len(group.by_last)
             else:
-                streams.sort(key=lambda s: s.name)
-            if params.get("descending"):
-                streams.reverse()
-            start = _decode_offset(params.get("nextToken"))
-            limit = int(params.get("limit") or DEFAULT_STREAMS_LIMIT)
-            page = streams[start : start + limit]
-            result: dict[str, Any] = {"logStreams": [self._describe(s) for s in page]}
-            if start + limit < len(streams):
-                result["nextToken"] = _encode_offset(start + limit)
+                keys, (low, high) = group.names, group.prefixed(prefix)
+            if cursor is not None:
+                at = tuple(cursor) if order_by == "LastEventTime" else cursor[0]
+                if descending:
+                    high = max(low, min(high, bisect.bisect_left(keys, at)))
+                else:
+                    low = min(high, max(low, bisect.bisect_right(keys, at)))
+            if descending:
+                span = keys[max(low, high - limit) : high][::-1]
+            else:
+                span = keys[low : min(high, low + limit)]
+            names = [key[1] if isinstance(key, tuple) else key for key in span]
+            result: dict[str, Any] = {
+                "logStreams": [self._describe(self._loaded(group_name, n)) for n in names]
+            }
+            if names and high - low > limit:
+                last = span[-1]
+                result["nextToken"] = _encode_cursor(
+                    f"streams:{order_by}", list(last) if isinstance(last, tuple) else [last]
+                )
             return result
 
     def _describe(self, stream: _Stream) -> dict[str, Any]:
@@ -276,6 +335,64 @@ class LogStore:
                 "nextBackwardToken": _token("b", first),
             }
 
+    def filter_log_events(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``FilterLogEvents``: the events of several streams, interleaved by time.
+
+        Events are ordered by (timestamp, stream, sequence); ``nextToken`` holds the last one
+        returned. ``interleaved`` is deprecated by AWS (results are always interleaved) and is
+        ignored; so is ``startFromHead``'s absence (always from the head). A ``filterPattern`` is
+        refused: the emulator does not implement CloudWatch's pattern syntax.
+
+        :param params: the request (logGroupName, logStreamNames, logStreamNamePrefix,
+            startTime, endTime, limit, nextToken, interleaved).
+        """
+        self.flush()
+        with self._lock:
+            group = self._group_name(params)
+            names = params.get("logStreamNames")
+            prefix = params.get("logStreamNamePrefix")
+            if names is not None and prefix is not None:
+                raise LogsInvalidParameterError(
+                    "logStreamNames and logStreamNamePrefix are mutually exclusive."
+                )
+            if names is not None and not 1 <= len(names) <= MAX_FILTER_STREAMS:
+                raise LogsInvalidParameterError(
+                    f"1 validation error detected: Value with {len(names)} names at "
+                    "'logStreamNames' failed to satisfy constraint: Member must have length "
+                    f"less than or equal to {MAX_FILTER_STREAMS}"
+                )
+            if params.get("filterPattern"):
+                raise LogsInvalidParameterError(
+                    f"filterPattern {params['filterPattern']!r} is not supported by the emulator"
+                    " (give no pattern to read every event)."
+                )
+            limit = _limit(params, MAX_FILTER_LIMIT, MAX_FILTER_LIMIT)
+            cursor = _decode_cursor(params.get("nextToken"), "events")
+            rows = self._store.filter_events(
+                group,
+                streams=None if names is None else [str(n) for n in names],
+                prefix=None if prefix is None else str(prefix),
+                start=None if params.get("startTime") is None else int(params["startTime"]),
+                end=None if params.get("endTime") is None else int(params["endTime"]),
+                after=None if cursor is None else (int(cursor[0]), str(cursor[1]), int(cursor[2])),
+                limit=limit + 1,
+            )
+            events = [
+                {
+                    "logStreamName": stream,
+                    "timestamp": ts,
+                    "message": message,
+                    "ingestionTime": ingested,
+                    "eventId": f"{ts:013d}{zlib.crc32(stream.encode()):010d}{seq:012d}",
+                }
+                for stream, seq, ts, ingested, message in rows[:limit]
+            ]
+            result: dict[str, Any] = {"events": events, "searchedLogStreams": []}
+            if len(rows) > limit:
+                stream, seq, ts, _ingested, _message = rows[limit - 1]
+                result["nextToken"] = _encode_cursor("events", [ts, stream, seq])
+            return result
+
     def _bounds(self, stream: _Stream, start: Any, end: Any) -> tuple[int, int]:
         """The seqs ``[low, high)`` of a stream's events in ``[startTime, endTime)``."""
         low, high = stream.first_seq, stream.next_seq
@@ -298,17 +415,36 @@ def _dropped_count(first_events: list[tuple[int, int, str]]) -> int:
     return 0
 
 
-def _encode_offset(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"streams:{offset}".encode()).decode()
+def _limit(params: Mapping[str, Any], default: int, most: int) -> int:
+    """A request's ``limit``, checked against AWS's range."""
+    limit = params.get("limit")
+    if limit is None:
+        return default
+    if not isinstance(limit, int) or not 1 <= limit <= most:
+        rule = (
+            f"less than or equal to {most}"
+            if isinstance(limit, int) and limit > most
+            else ("greater than or equal to 1")
+        )
+        raise LogsInvalidParameterError(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy "
+            f"constraint: Member must have value {rule}"
+        )
+    return limit
 
 
-def _decode_offset(token: Any) -> int:
+def _encode_cursor(kind: str, key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"t": kind, "k": key}).encode()).decode()
+
+
+def _decode_cursor(token: Any, kind: str) -> list[Any] | None:
+    """The sort key a nextToken holds (the last item returned), or None without a token."""
     if not token:
-        return 0
+        return None
     try:
-        kind, _, offset = base64.urlsafe_b64decode(str(token).encode()).decode().partition(":")
-        if kind == "streams" and offset.isdigit():
-            return int(offset)
-    except (binascii.Error, UnicodeDecodeError):
+        data = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+        if data["t"] == kind and isinstance(data["k"], list) and data["k"]:
+            return list(data["k"])
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, KeyError):
         pass
     raise LogsInvalidParameterError("The specified nextToken is invalid.")

@@ -1,7 +1,12 @@
-"""The job state machine: one asyncio loop ticks every live job, in real time.
+"""The job state machine: one asyncio loop moves the live jobs that are due, in real time.
 
-Each tick looks at every live job and moves it when its phase's work is done or the market, a
-deadline or a request says so. Every move is checked against
+A timer queue (:class:`~.timers.Timers`) holds each live job's next wake-up: the earliest
+deadline its phase knows of (capacity, interruption, MaxWait, MaxRuntime, a phase's minimum
+duration), the end of its phase's work (a task's done callback), or a request (stop, admin).
+Each tick of the clock handles only the jobs due, so an idle backend costs nothing per job. A job
+whose next move depends on what cannot be foreseen (capacity models, scripted interruptions) is
+polled every tick, as every job was before. A job is moved when its phase's work is done or the
+market, a deadline or a request says so. Every move is checked against
 :data:`~airflow_spot_provider.lifecycle.SPOT_TRANSITIONS`, recorded (transition, event log) and
 persisted. The lifecycle, as the SageMaker developer guide draws it::
 
@@ -18,8 +23,9 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_spot_provider.emulator.config import EmulatorConfig
 from airflow_spot_provider.emulator.events import EventLog
@@ -31,10 +37,12 @@ from airflow_spot_provider.emulator.jobs import (
     wall_clock,
 )
 from airflow_spot_provider.emulator.leftovers import ProcessRecord
+from airflow_spot_provider.emulator.listing import JobIndex
 from airflow_spot_provider.emulator.logs import LogStore
 from airflow_spot_provider.emulator.market import SpotMarket
 from airflow_spot_provider.emulator.phases import INTERNAL_ERROR, Phases
 from airflow_spot_provider.emulator.store import Store
+from airflow_spot_provider.emulator.timers import Timers
 from airflow_spot_provider.emulator.work import After, Runtime
 from airflow_spot_provider.lifecycle import (
     BILLABLE_SECONDARY,
@@ -92,6 +100,12 @@ class Machine:
         # What the next start kills if this backend dies without stopping its jobs.
         self.processes = ProcessRecord(config.processes_path)
         self.phases = Phases(self)
+        self.timers = Timers()
+        self.index = JobIndex()  # ListTrainingJobs' sorted keys
+        # Scripted interruptions are checked at every tick of the Training jobs (backend sets it).
+        self.poll_training = False
+        self._watched: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+        self._pids_due = True  # the process record is refreshed when a job was moved
 
     # -- creation, persistence, restart -------------------------------------------------------
 
@@ -118,6 +132,7 @@ class Machine:
         job = Job(request, now, state, self.arn(name))
         job.record_transition(_S.STARTING, now, STATUS_MESSAGES[_S.STARTING])
         self.jobs[name] = job
+        self.index.update(job)
         self._add_live(job, Runtime(ready_at=self.capacity_time(job, now, attempt=1)))
         self.store.save_job((name, now, _dumps(request), state.to_json()))
         self.store.commit()
@@ -133,6 +148,7 @@ class Machine:
         for name, created, request, state_text in self.store.load_jobs():
             job = Job(_loads(request), created, JobState.from_json(state_text), self.arn(name))
             self.jobs[name] = job
+            self.index.update(job)
             if job.state.status.is_terminal:
                 continue
             rt = Runtime(ready_at=now + self.config.durations.restart_delay_seconds)
@@ -150,6 +166,20 @@ class Machine:
     def _add_live(self, job: Job, rt: Runtime) -> None:
         self.live[job.name] = (job, rt)
         self._in_use[(job.instance_type, job.spot)] += job.instance_count
+        rt.wake = lambda: self.wake(job.name)
+        self.timers.wake(job.name, 0.0)
+
+    def wake(self, name: str) -> None:
+        """Handle a live job at the next tick (a request changed what it waits for).
+
+        :param name: the job name.
+        """
+        self.timers.wake(name, 0.0)
+
+    def wake_all(self) -> None:
+        """Handle every live job at the next tick (the market or the scenario changed)."""
+        for name in self.live:
+            self.timers.wake(name, 0.0)
 
     def instances_in_use(self, instance_type: str, spot: bool) -> int:
         """Instances of a type the live jobs hold (spot and on-demand counted apart).
@@ -165,11 +195,12 @@ class Machine:
         :param job: the job.
         """
         self.store.save_job((job.name, job.created, "", job.state.to_json()))
+        self.index.update(job)
 
     # -- the clock ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick every live job every ``tick_seconds`` until cancelled."""
+        """Tick every ``tick_seconds`` until cancelled."""
         while True:
             try:
                 self.tick(wall_clock())
@@ -178,21 +209,76 @@ class Machine:
             await asyncio.sleep(self.config.tick_seconds)
 
     def tick(self, now: float) -> None:
-        """Move every live job that has somewhere to go; then persist.
+        """Move the live jobs that are due and have somewhere to go; then persist.
 
         :param now: epoch seconds.
         """
-        for job, rt in list(self.live.values()):
+        for name in self.timers.pop_due(now):
+            entry = self.live.get(name)
+            if entry is None:
+                continue
+            job, rt = entry
+            self._pids_due = True
             try:
                 self._tick_job(job, rt, now)
             except Exception as err:  # a bug in one job's handling must not stop the others
                 self._abort(job, rt, err, now)
+            if name in self.live:
+                self.timers.wake(name, self._next_wake(job, rt, now))
         self.logs.flush()
-        self.processes.update(self.training_pids())
-        if now - self._heartbeat >= HEARTBEAT_SECONDS:
+        heartbeat = now - self._heartbeat >= HEARTBEAT_SECONDS
+        if self._pids_due or heartbeat:
+            # A process starts inside a phase's task: the heartbeat catches it within a second.
+            self._pids_due = False
+            self.processes.update(self.training_pids())
+        if heartbeat:
             self._heartbeat = now
             self.store.set_meta("heartbeat", repr(now))
         self.store.commit()
+
+    def _next_wake(self, job: Job, rt: Runtime, now: float) -> float:
+        """When a live job must be handled again (``now`` + a tick when it must be polled).
+
+        The end of a pending task wakes it earlier through a done callback.
+
+        :param job: a live job, just handled.
+        :param rt: its runtime.
+        :param now: epoch seconds.
+        """
+        poll = now + self.config.tick_seconds
+        if rt.interrupt_requested or rt.fail_requested:
+            return poll
+        if rt.teardown is not None:
+            if rt.teardown.done():
+                return poll
+            self.watch(job.name, rt.teardown)
+            stoppable = rt.then in (After.INTERRUPTED, After.RETRY, After.UPLOAD)
+            return max(self._deadline(job, now) if stoppable else float("inf"), poll)
+        wake = self.phases.next_wake(job, rt, now)
+        if wake is None:
+            return poll
+        if job.state.secondary is not _S.STOPPING:
+            wake = min(wake, self._deadline(job, now))
+        return max(wake, poll)
+
+    def _deadline(self, job: Job, now: float) -> float:
+        """When :meth:`stop_reason` turns true at the earliest (MaxWait, MaxRuntime)."""
+        wake = float("inf")
+        if job.max_wait is not None:
+            wake = job.created + job.max_wait
+        if job.state.secondary in (_S.DOWNLOADING, _S.TRAINING):
+            wake = min(wake, now + job.max_runtime - job.billable_seconds(now))
+        return wake
+
+    def watch(self, name: str, task: asyncio.Future[Any]) -> None:
+        """Wake a job when a task of its phase ends (one callback per task).
+
+        :param name: the job name.
+        :param task: the task (work or teardown).
+        """
+        if task not in self._watched:
+            self._watched.add(task)
+            task.add_done_callback(lambda _task: self.timers.wake(name, 0.0))
 
     def training_pids(self) -> dict[str, int]:
         """Job name to the pid of its training process, for the jobs that have one now."""
@@ -356,6 +442,7 @@ class Machine:
         job.state.stop_reason = reason
         self.move(job, _S.STOPPING, now, TrainingJobStatus.STOPPING)
         self.events.record("stop", job=job.name, reason=reason.value)
+        self.wake(job.name)
         # A teardown already running (interruption, failure) goes on; Stopped follows it.
         rt.start_teardown(After.STOP, self.config.durations.interruption_notice_seconds)
 

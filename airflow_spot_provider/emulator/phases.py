@@ -174,6 +174,37 @@ class Phases:
         self.m.move(job, reason, now, TrainingJobStatus.STOPPED)
         self.m.finish(job, rt)
 
+    def next_wake(self, job: Job, rt: Runtime, now: float) -> float | None:
+        """When a job's phase can next move it (its task's end wakes it too); None: poll it.
+
+        Starting and Interrupted wait for capacity, which the market's models decide tick by
+        tick: they are polled. So is Training when scripted interruptions are in force.
+
+        :param job: a live job without a teardown in flight.
+        :param rt: its runtime.
+        :param now: epoch seconds.
+        """
+        secondary = job.state.secondary
+        durations = self.m.config.durations
+        if secondary is _S.STOPPING:
+            return job.state.phase_since + durations.stopping_seconds
+        if rt.work is None or rt.work.done():
+            if secondary is _S.DOWNLOADING:
+                return job.state.phase_since + durations.downloading_min_seconds
+            if secondary is _S.UPLOADING:
+                return job.state.phase_since + durations.uploading_min_seconds
+            return None
+        if secondary is _S.TRAINING and job.spot:
+            if self.m.poll_training:
+                return None
+            self.m.watch(job.name, rt.work)
+            plan = self.m.market.plan(job.name, job.state.starts, job.instance_type)
+            return job.state.phase_since + plan.interrupt_after
+        if secondary in (_S.DOWNLOADING, _S.TRAINING, _S.UPLOADING):
+            self.m.watch(job.name, rt.work)
+            return float("inf")
+        return None
+
     def _begin_interrupt(self, job: Job, rt: Runtime, source: str) -> None:
         rt.interrupt_requested = False
         self.m.events.record("interrupt", job=job.name, source=source, start=job.state.starts)

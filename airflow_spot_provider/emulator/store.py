@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS log_events (
     message TEXT NOT NULL,
     PRIMARY KEY (group_name, stream, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS log_events_by_time ON log_events (group_name, ts);
 """
 
 JobRow = tuple[str, float, str, str]  # name, created, request JSON, state JSON
@@ -263,3 +264,54 @@ class Store:
             (group, stream, ts),
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def last_event_times(self) -> dict[tuple[str, str], int]:
+        """The last event timestamp of every stream that has events: (group, stream) -> ms."""
+        rows = self._db.execute(
+            "SELECT group_name, stream, MAX(ts) FROM log_events GROUP BY group_name, stream"
+        ).fetchall()
+        return {(str(g), str(s)): int(t) for g, s, t in rows}
+
+    def filter_events(
+        self,
+        group: str,
+        *,
+        streams: list[str] | None,
+        prefix: str | None,
+        start: int | None,
+        end: int | None,
+        after: tuple[int, str, int] | None,
+        limit: int,
+    ) -> list[tuple[str, int, int, int, str]]:
+        """Events of a group by (timestamp, stream, seq): stream, seq, ts, ingestion, message.
+
+        :param group: the log group.
+        :param streams: only these streams (None: any).
+        :param prefix: only streams whose name starts with it (None: any).
+        :param start: timestamps at or after it, ms.
+        :param end: timestamps before it, ms.
+        :param after: only events after this (ts, stream, seq).
+        :param limit: the most rows.
+        """
+        where: list[str] = ["group_name = ?"]
+        args: list[str | int] = [group]
+        if streams is not None:
+            where.append(f"stream IN ({','.join('?' * len(streams))})")
+            args += streams
+        if prefix is not None:
+            where.append("stream >= ? AND stream < ?")
+            args += [prefix, prefix + "\U0010ffff"]
+        for clause, value in (("ts >= ?", start), ("ts < ?", end)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if after is not None:
+            where.append("(ts, stream, seq) > (?, ?, ?)")
+            args += list(after)
+        rows = self._db.execute(
+            "SELECT stream, seq, ts, ingested, message FROM log_events WHERE "
+            + " AND ".join(where)
+            + " ORDER BY ts, stream, seq LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [(str(s), int(q), int(t), int(i), str(m)) for s, q, t, i, m in rows]

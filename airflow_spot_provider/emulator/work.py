@@ -57,6 +57,8 @@ class Runtime:
     failure: str = ""
     # The current Starting shows that it waits for capacity (set once per Starting).
     capacity_wait_shown: bool = False
+    # Asks the state machine to look at the job at its next tick (its timer queue's wake-up).
+    wake: Callable[[], None] | None = None
 
     def start_teardown(self, then: After, notice_seconds: float) -> None:
         """Stop the process and sync checkpoints in the background; ``then`` follows.
@@ -121,6 +123,8 @@ async def train(
         log_sink=log_sink,
         job_arn=job.arn,
     )
+    if rt.wake is not None:  # a process to record, a handler that waits for the run
+        rt.wake()
     if rt.sync is not None:
         rt.sync_task = asyncio.ensure_future(rt.sync.run(sync_seconds))
     return await rt.run.wait()
