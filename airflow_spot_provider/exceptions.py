@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport
@@ -12,6 +13,43 @@ if TYPE_CHECKING:
 
 class SpotProviderError(Exception):
     """Base of every error this provider raises."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` limits (depth, entries, characters), and huge ints told by their size.
+
+    ``repr`` of an int past 4300 digits raises ValueError (Python 3.11's conversion limit), so an
+    int that large is never converted; ``reprlib`` already bounds nesting and self-references.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 60, 60, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:
+            return f"<int of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT_REPR: Final = _ShortRepr()
+_SHOWN_FIELD_CHARS: Final = 200
+_SHOWN_VIOLATIONS: Final = 50
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so that a log file in UTF-8 can take it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A short, printable repr of any value: huge, deep, self-referencing or badly behaved.
+
+    :param value: what to show.
+    :param limit: the most characters to return.
+    """
+    text = _printable(_SHORT_REPR.repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -28,10 +66,15 @@ class Violation:
     rule: str
 
     def __str__(self) -> str:
-        shown = repr(self.value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return f"{self.field}={shown}: {self.rule}"
+        field = _printable(self.field)
+        if len(field) > _SHOWN_FIELD_CHARS:
+            field = field[: _SHOWN_FIELD_CHARS - 3] + "..."
+        return f"{field}={shown(self.value)}: {_printable(self.rule)}"
+
+    def __repr__(self) -> str:
+        return (
+            f"Violation({self.field!r:.{_SHOWN_FIELD_CHARS}}, {shown(self.value)}, {self.rule!r})"
+        )
 
 
 class SpotRequestValidationError(SpotProviderError, ValueError):
@@ -42,9 +85,12 @@ class SpotRequestValidationError(SpotProviderError, ValueError):
 
     def __init__(self, violations: Sequence[Violation]) -> None:
         self.violations: tuple[Violation, ...] = tuple(violations)
-        lines = "\n".join(f"  - {v}" for v in self.violations)
+        lines = [f"  - {v}" for v in self.violations[:_SHOWN_VIOLATIONS]]
+        if len(self.violations) > _SHOWN_VIOLATIONS:
+            lines.append(f"  - ... and {len(self.violations) - _SHOWN_VIOLATIONS} more")
         super().__init__(
-            f"Invalid spot training request ({len(self.violations)} violation(s)):\n{lines}"
+            f"Invalid spot training request ({len(self.violations)} violation(s)):\n"
+            + "\n".join(lines)
         )
 
     @property

@@ -11,14 +11,14 @@ Job names are deterministic (:func:`task_job_base_name`, :func:`attempt_job_name
 instance and attempt give the same name on every Airflow retry, so a retry finds its job again.
 
 This module holds the builder; the rules live in :mod:`~airflow_spot_provider.request_rules`, the
-model checks in :mod:`~airflow_spot_provider.request_model` and the names in
+model checks in :mod:`~airflow_spot_provider.request_model`, the bounded reading of any input in
+:mod:`~airflow_spot_provider.request_input` and the names in
 :mod:`~airflow_spot_provider.job_names`. Their public names are re-exported here, the one place
 callers import from.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from datetime import timedelta
@@ -26,6 +26,7 @@ from typing import Any, Final, cast
 
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.job_names import JOB_NAME_MAX_CHARS, attempt_job_name, task_job_base_name
+from airflow_spot_provider.request_input import is_static, load_json, plain_copy, positive_seconds
 from airflow_spot_provider.request_model import _cast_ints, _input_shape, _seconds_or_none
 from airflow_spot_provider.request_rules import (
     _MAX_RUN,
@@ -38,6 +39,7 @@ from airflow_spot_provider.request_rules import (
     KEEP_ALIVE_MAX_SECONDS,
     S3_URI_PATTERN,
     SAGEMAKER_MAX_RUNTIME_SECONDS,
+    SAGEMAKER_MAX_WAIT_SECONDS,
     _first_per_field,
     check_spot_request,
     is_builtin_algorithm_image,
@@ -57,10 +59,13 @@ __all__ = [
     "KEEP_ALIVE_MAX_SECONDS",
     "S3_URI_PATTERN",
     "SAGEMAKER_MAX_RUNTIME_SECONDS",
+    "SAGEMAKER_MAX_WAIT_SECONDS",
     "attempt_job_name",
     "build_spot_request",
     "check_spot_request",
     "is_builtin_algorithm_image",
+    "is_static",
+    "positive_seconds",
     "task_job_base_name",
     "to_seconds",
     "validate_spot_request",
@@ -70,6 +75,9 @@ __all__ = [
 DEFAULT_CHECKPOINT_LOCAL_PATH: Final = "/opt/ml/checkpoints/"
 DEFAULT_TRAINING_INPUT_MODE: Final = "File"
 _SECONDS_RULE = "must be a whole number of seconds: an int, a digit string or a timedelta"
+# Ints past this many bits print as more digits than a hyperparameter value may hold (and may pass
+# Python's int-to-text limit): they are refused as ints rather than converted.
+_HYPERPARAMETER_INT_BITS: Final = HYPERPARAMETER_MAX_CHARS * 4
 
 
 def to_seconds(value: int | str | float | timedelta, field: str) -> int:
@@ -85,26 +93,15 @@ def to_seconds(value: int | str | float | timedelta, field: str) -> int:
     return seconds
 
 
-def _plain_copy(value: Any) -> Any:
-    """A deep copy with plain containers (dict, list), as botocore and JSON expect."""
-    if isinstance(value, Mapping):
-        return {key: _plain_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain_copy(item) for item in value]
-    return copy.deepcopy(value)
-
-
 def _load_config(config: Mapping[str, Any] | str, found: list[Violation]) -> dict[str, Any] | None:
     if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except json.JSONDecodeError as err:
-            found.append(Violation("config", config, f"must be JSON text of an object: {err}"))
+        config = load_json(config, "config", found)
+        if config is None:
             return None
     if not isinstance(config, Mapping):
         found.append(Violation("config", config, "must be a mapping (a CreateTrainingJob request)"))
         return None
-    return cast(dict[str, Any], _plain_copy(config))
+    return cast("dict[str, Any] | None", plain_copy(config, "", found))
 
 
 def _fill_stopping_condition(
@@ -144,7 +141,9 @@ def _fill_defaults(request: dict[str, Any]) -> None:
     if isinstance(hyperparameters, dict):
         # SageMaker takes strings only; JSON keeps numbers and booleans readable to the script.
         for key, value in hyperparameters.items():
-            if isinstance(value, bool | int | float):
+            if isinstance(value, bool | float) or (
+                isinstance(value, int) and value.bit_length() <= _HYPERPARAMETER_INT_BITS
+            ):
                 hyperparameters[key] = json.dumps(value)
 
 

@@ -2,7 +2,8 @@
 
 The model is loaded on first use only (:func:`_input_shape`), so importing this module stays cheap.
 Types, required members and minimums are checked by botocore's ParamValidator; maximums and
-patterns, which it leaves out, are read from the same model. The names here are the package's
+patterns, which it leaves out, are read from the same model, and integers are kept within the Java
+types the model names. The names here are the package's
 own: :mod:`airflow_spot_provider.request` and :mod:`airflow_spot_provider.request_rules` use them.
 """
 
@@ -14,12 +15,21 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from airflow_spot_provider.exceptions import Violation
+from airflow_spot_provider.request_input import key_text
 
 if TYPE_CHECKING:
     from botocore.model import ListShape, MapShape, Shape, StructureShape
+
+# The service is written in Java: botocore's "integer" is a Java int, "long" a Java long. A value
+# outside them is refused by the service, and past 4300 digits by botocore's JSON encoder.
+_JAVA_RANGES: Final = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+# Enums are left open on purpose (AWS adds values before botocore knows them), but AWS enum values
+# are short names: this bounds the text a request can carry in one.
+_ENUM_MAX_CHARS: Final = 256
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def _seconds_or_none(value: object) -> int | None:
@@ -86,28 +96,47 @@ def _nodes(value: Any, shape: Shape, path: str) -> Iterator[tuple[str, Any, Shap
     elif kind == "map" and isinstance(value, dict):
         map_shape = cast("MapShape", shape)
         for key, item in value.items():
-            yield from _nodes(key, map_shape.key, _join(path, str(key)))
-            yield from _nodes(item, map_shape.value, _join(path, str(key)))
+            yield from _nodes(key, map_shape.key, _join(path, key_text(key)))
+            yield from _nodes(item, map_shape.value, _join(path, key_text(key)))
+
+
+def _integer_rule(value: Any, meta: Mapping[str, Any], low: int, high: int) -> str | None:
+    """Bounds of an integer member: the model's where it has them, else the Java type's."""
+    if isinstance(value, bool):
+        return "must be an integer, not a boolean"
+    if not isinstance(value, int):
+        return None  # botocore's ParamValidator names the wrong type
+    low, high = max(low, meta.get("min", low)), min(high, meta.get("max", high))
+    if not low <= value <= high:
+        return f"must be <= {high}" if value > high else f"must be >= {low}"
+    return None
+
+
+def _string_rule(value: str, meta: Mapping[str, Any]) -> str | None:
+    top = meta.get("max")
+    if top is None and meta.get("enum"):
+        top = _ENUM_MAX_CHARS
+    if top is not None and len(value) > top:
+        return f"must be at most {top} characters"
+    if _LONE_SURROGATE.search(value):
+        return "must be Unicode text: it holds a lone surrogate, which no UTF-8 encoder takes"
+    pattern = _model_pattern(meta.get("pattern"))
+    if pattern is not None and not pattern.fullmatch(value):
+        return f"must match the pattern {pattern.pattern}"
+    return None
 
 
 def _model_rule(value: Any, shape: Shape) -> str | None:
     """The model constraint ``value`` breaks that botocore's ParamValidator does not check."""
     kind, meta = shape.type_name, shape.metadata
+    if kind in _JAVA_RANGES:
+        return _integer_rule(value, meta, *_JAVA_RANGES[kind])
     top = meta.get("max")
-    if kind in ("integer", "long") and isinstance(value, bool):
-        return "must be an integer, not a boolean"
-    if kind in ("integer", "long") and isinstance(value, int) and top is not None and value > top:
-        return f"must be <= {top}"
     if kind in ("list", "map") and isinstance(value, list | tuple | dict):
         return f"must have at most {top} entries" if top is not None and len(value) > top else None
     if kind != "string" or not isinstance(value, str):
-        return None  # enums are left alone on purpose: AWS adds values before botocore knows them
-    if top is not None and len(value) > top:
-        return f"must be at most {top} characters"
-    pattern = _model_pattern(meta.get("pattern"))
-    if pattern is not None and not pattern.fullmatch(value):
-        return f"must match the pattern {pattern.pattern}"
-    return None
+        return None
+    return _string_rule(value, meta)
 
 
 def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list[Violation]:
@@ -126,7 +155,7 @@ def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list
                 continue
             found.append(Violation(_join(field, details["required_name"]), None, "is required"))
         elif reason == "unknown field":
-            unknown, known = str(details["unknown_param"]), details["valid_names"]
+            unknown, known = key_text(details["unknown_param"]), details["valid_names"]
             close = difflib.get_close_matches(unknown, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "known here: " + ", ".join(known)
             rule = f"is no CreateTrainingJob parameter; {hint}"

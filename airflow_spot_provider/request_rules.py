@@ -13,12 +13,16 @@ from collections.abc import Mapping, Sized
 from typing import Any, Final, cast
 
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
+from airflow_spot_provider.request_input import plain_copy
 from airflow_spot_provider.request_model import _input_shape, _model_pattern, _model_violations
 
 # The logger's name predates the split of request.py; logging configurations and tests select it.
 log = logging.getLogger("airflow_spot_provider.request")
 
 SAGEMAKER_MAX_RUNTIME_SECONDS: Final = 2_419_200  # 28 days
+# The API model gives MaxWaitTimeInSeconds a minimum only. *Unverified*: we assume it cannot
+# exceed MaxRuntimeInSeconds' documented maximum of 28 days (SAGEMAKER_FACTS.md).
+SAGEMAKER_MAX_WAIT_SECONDS: Final = SAGEMAKER_MAX_RUNTIME_SECONDS
 DEFAULT_MAX_RUNTIME_SECONDS: Final = 86_400  # the service's default when the field is absent
 BUILTIN_NO_CHECKPOINT_MAX_WAIT_SECONDS: Final = 3600
 KEEP_ALIVE_MAX_SECONDS: Final = 21_600
@@ -190,7 +194,7 @@ def _stopping_rules(r: _Rules, spot: bool) -> None:
             rule = "is only supported when EnableManagedSpotTraining is true"
             r.add(_MAX_WAIT, r.get(_MAX_WAIT), rule)
         return
-    wait = r.integer(_MAX_WAIT, 1, required=True)
+    wait = r.integer(_MAX_WAIT, 1, SAGEMAKER_MAX_WAIT_SECONDS, required=True)
     run = r.get(_MAX_RUN)
     run = DEFAULT_MAX_RUNTIME_SECONDS if run is _MISSING else run
     if wait is None:
@@ -205,10 +209,11 @@ def _stopping_rules(r: _Rules, spot: bool) -> None:
             )
             r.add(_MAX_WAIT, wait, rule)
         else:
+            name = r.get("TrainingJobName")
             log.warning(
                 "Spot training job %s has no CheckpointConfig: an interruption restarts it from "
                 "the beginning.",
-                r.request.get("TrainingJobName", "(unnamed)"),
+                name if isinstance(name, str) else "(unnamed)",
             )
 
 
@@ -233,11 +238,16 @@ def validate_training_request(
     """
     if not isinstance(request, Mapping):
         return [Violation("request", request, "must be a mapping (the CreateTrainingJob request)")]
-    rules = _Rules(request)
+    found: list[Violation] = []
+    # Checked on a bounded copy: every walk below then stays within plain_copy's limits.
+    plain = plain_copy(request, "", found)
+    if plain is None:
+        return found
+    rules = _Rules(plain)
     _required_rules(rules, require_name)
     _limit_rules(rules)
-    _stopping_rules(rules, request.get("EnableManagedSpotTraining") is True)
-    return _first_per_field(rules.found + _model_violations(request, require_name))
+    _stopping_rules(rules, plain.get("EnableManagedSpotTraining") is True)
+    return _first_per_field(found + rules.found + _model_violations(plain, require_name))
 
 
 def validate_spot_request(

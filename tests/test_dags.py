@@ -13,6 +13,7 @@ EXPECTED = {
     "example_scheduled_retraining",
     "example_retry_on_stopped",
     "example_spot_sweep",
+    "example_verify_resume_gate",
 }
 
 

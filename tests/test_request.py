@@ -21,6 +21,7 @@ from airflow_spot_provider.request import (
     DEFAULT_CHECKPOINT_LOCAL_PATH,
     DEFAULT_MAX_RUNTIME_SECONDS,
     SAGEMAKER_MAX_RUNTIME_SECONDS,
+    SAGEMAKER_MAX_WAIT_SECONDS,
     attempt_job_name,
     build_spot_request,
     check_spot_request,
@@ -299,7 +300,7 @@ ACCEPTED: dict[str, Mutation] = {
     "max run at 28 days": _both(
         _set(_RUN, SAGEMAKER_MAX_RUNTIME_SECONDS), _set(_WAIT, SAGEMAKER_MAX_RUNTIME_SECONDS)
     ),
-    "max wait beyond 28 days": _set(_WAIT, 10 * SAGEMAKER_MAX_RUNTIME_SECONDS),
+    "max wait at 28 days": _set(_WAIT, SAGEMAKER_MAX_WAIT_SECONDS),
     "max run absent, max wait above the one-day default": _both(
         _set(_RUN, ...), _set(_WAIT, DEFAULT_MAX_RUNTIME_SECONDS)
     ),
@@ -367,6 +368,7 @@ REFUSED: dict[str, tuple[Mutation, str]] = {
     "max wait as a boolean": (_set(_WAIT, True), _WAIT),
     "max run zero": (_set(_RUN, 0), _RUN),
     "max run beyond 28 days": (_set(_RUN, SAGEMAKER_MAX_RUNTIME_SECONDS + 1), _RUN),
+    "max wait beyond 28 days": (_set(_WAIT, SAGEMAKER_MAX_WAIT_SECONDS + 1), _WAIT),
     "stopping condition not a mapping": (_set("StoppingCondition", "1h"), "StoppingCondition"),
     "checkpoint uri without scheme": (
         _set("CheckpointConfig.S3Uri", "bucket/ck"),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.request import (
     SAGEMAKER_MAX_RUNTIME_SECONDS,
+    SAGEMAKER_MAX_WAIT_SECONDS,
     attempt_job_name,
     build_spot_request,
     check_spot_request,
@@ -110,7 +111,7 @@ def spot_inputs(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     # Built-in algorithms without checkpoints may wait at most an hour.
     short = image != PYTORCH_IMAGE and checkpoint is None
     run = draw(st.integers(1, 3600 if short else SAGEMAKER_MAX_RUNTIME_SECONDS))
-    wait = draw(st.integers(run, 3600 if short else run + 10**7))
+    wait = draw(st.integers(run, 3600 if short else SAGEMAKER_MAX_WAIT_SECONDS))
     spec: dict[str, Any] = {"TrainingImage": image}
     _optional(draw, spec, "TrainingInputMode", st.sampled_from(["File", "Pipe", "FastFile"]))
     resources: dict[str, Any] = {

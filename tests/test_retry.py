@@ -696,6 +696,11 @@ def test_to_json_is_plain_and_round_trips() -> None:
         "on_demand_fallback": True,
         "deadline": "2025-03-02T06:30:00.123456+00:00",
         "allow_without_checkpoints": True,
+        "deadline_aware": False,
+        "expected_training_seconds": None,
+        "restart_overhead_seconds": 300.0,
+        "checkpoint_interval_seconds": 1800.0,
+        "deadline_margin_seconds": 900.0,
     }
     assert SpotRetryPolicy.from_json(json.loads(json.dumps(data))) == policy
     assert SpotRetryPolicy.from_json({}) == SpotRetryPolicy()

@@ -7,12 +7,17 @@ The emulator pulls no container. It recognises an image URI and runs an equivale
   :data:`SCRIPT_MODE_REPOSITORIES`: scikit-learn, XGBoost, PyTorch, TensorFlow, Hugging Face...).
   Runs ``python <sagemaker_program>`` from ``sagemaker_submit_directory`` under the container
   contract, as those images' training toolkit does.
+- ``CONTAINER_ENTRYPOINT``: the same images with ``AlgorithmSpecification.ContainerEntrypoint``
+  (SageMaker SDK v3's ``ModelTrainer`` sends ``["/bin/bash"]`` and ``ContainerArguments`` running
+  ``/opt/ml/input/data/sm_drivers/sm_train.sh``): that command runs instead of the toolkit, with
+  the host's programs standing in for the image's (``python3`` is the backend's interpreter).
 - ``SYNTHETIC``: ``spot-emulator/synthetic`` (any tag or digest, optionally behind a registry
   host). No process: an asyncio task that "trains" for ``train_seconds``, for scale tests.
 
 A script-mode image needs the hyperparameters ``sagemaker_program`` and
-``sagemaker_submit_directory`` (the SageMaker Python SDK sets both): without them the image would
-run its built-in algorithm, which the emulator does not have. Any other image is refused with
+``sagemaker_submit_directory`` (the SageMaker Python SDK v2 sets both) or a
+``ContainerEntrypoint``: without either the image would run its built-in algorithm, which the
+emulator does not have. Any other image is refused with
 :class:`UnknownImageError`, which the HTTP layer answers as a ``ValidationException``.
 """
 
@@ -40,6 +45,7 @@ class ImageKind(StrEnum):
     """How the emulator runs a training image."""
 
     SCRIPT_MODE = "script-mode"  # an OS process running the submitted entry point
+    CONTAINER_ENTRYPOINT = "container-entrypoint"  # the request's ContainerEntrypoint command
     SYNTHETIC = "synthetic"  # an asyncio task writing a checkpoint per step; for scale tests
 
 
@@ -86,7 +92,8 @@ def known_images() -> str:
     return (
         f"'{SYNTHETIC_REPOSITORY}[:tag]' (synthetic); AWS framework training images "
         f"'<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>' with repository one of "
-        f"{repos} (script mode, with hyperparameters {' and '.join(SCRIPT_MODE_HYPERPARAMETERS)})"
+        f"{repos} (script mode, with hyperparameters {' and '.join(SCRIPT_MODE_HYPERPARAMETERS)}, "
+        "or with AlgorithmSpecification.ContainerEntrypoint)"
     )
 
 
@@ -121,13 +128,16 @@ def resolve_image(request: Mapping[str, Any]) -> ImageKind:
             f"(AlgorithmName is not supported). Known images: {known_images()}"
         )
     kind = resolve_image_uri(str(uri))
+    if kind is ImageKind.SCRIPT_MODE and spec.get("ContainerEntrypoint"):
+        return ImageKind.CONTAINER_ENTRYPOINT
     if kind is ImageKind.SCRIPT_MODE:
         hps = request.get("HyperParameters") or {}
         missing = [name for name in SCRIPT_MODE_HYPERPARAMETERS if not hps.get(name)]
         if missing:
             raise UnknownImageError(
                 f"TrainingImage {uri!r} runs in script mode here and needs the hyperparameters "
-                f"{', '.join(missing)}; its built-in algorithm is not emulated"
+                f"{', '.join(missing)} (or AlgorithmSpecification.ContainerEntrypoint); its "
+                "built-in algorithm is not emulated"
             )
     return kind
 

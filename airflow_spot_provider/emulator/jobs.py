@@ -6,6 +6,7 @@ renders it in the service's shapes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_spot_provider.emulator.rules import DEFAULT_MAX_RUNTIME_SECONDS
+from airflow_spot_provider.emulator.stages import model_artifact_uri
 from airflow_spot_provider.emulator.validation import operation_model
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, TrainingJobStatus
 
@@ -117,6 +119,11 @@ class Job:
         self.max_retries = int((request.get("RetryStrategy") or {}).get("MaximumRetryAttempts", 0))
         self.checkpoint_uri: str | None = (request.get("CheckpointConfig") or {}).get("S3Uri")
 
+    @functools.cached_property
+    def model_uri(self) -> str:
+        """``<S3OutputPath>/<job>/output/model.tar.gz``, where the model goes (or would go)."""
+        return model_artifact_uri(self.request, self.name)
+
     @property
     def is_live(self) -> bool:
         """Whether the job holds or waits for instances (counts against quotas)."""
@@ -205,8 +212,9 @@ class Job:
             "BillableTimeInSeconds": self.billable_time(price_ratio),
         }
         out.update({k: v for k, v in optional.items() if v is not None})
-        if state.model_artifacts:
-            out["ModelArtifacts"] = {"S3ModelArtifacts": state.model_artifacts}
+        # A required member of the output shape: SageMaker shows where the model will go from
+        # creation on, whether or not the job ever uploads one.
+        out["ModelArtifacts"] = {"S3ModelArtifacts": state.model_artifacts or self.model_uri}
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -1,23 +1,26 @@
-"""Runs the training of one host of a job: a real OS process (script mode) or a synthetic task.
+"""Runs the training of one host of a job: a real OS process or a synthetic task.
 
-Script mode follows the SageMaker training toolkit: the entry point ``sagemaker_program`` from
-``sagemaker_submit_directory`` runs as ``python <program> --<hp> <value>...`` in ``/opt/ml/code``,
-with the container contract in its environment (see :func:`training_env`). It is started with
+A framework image runs in one of two forms, both inside the job's container (:mod:`.container`:
+its own namespaces with the sandbox at ``/opt/ml`` where Linux allows, else the sandbox path):
+
+- script mode, as the SageMaker training toolkit does: the entry point ``sagemaker_program`` from
+  ``sagemaker_submit_directory``, copied to ``/opt/ml/code``, runs as
+  ``python <program> --<hp> <value>...`` there;
+- ``AlgorithmSpecification.ContainerEntrypoint`` + ``ContainerArguments`` (SageMaker SDK v3's
+  ``ModelTrainer``): that command, exec'd as given, in ``/opt/ml/code``.
+
+The environment is the container contract (:mod:`.contract`). The process is started with
 ``asyncio.create_subprocess_exec`` (never a shell) in a new session, so that the whole process
 group can be signalled; its stdout and stderr are read by two asyncio tasks, not threads.
-
-Besides SageMaker's variables the process gets ``SM_CHECKPOINT_DIR``, an emulator addition: the
-sandbox path of ``CheckpointConfig.LocalPath`` (``/opt/ml/checkpoints`` on SageMaker), since the
-sandbox cannot live at that absolute path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
+import posixpath
 import signal
 import sys
 import tarfile
@@ -28,15 +31,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_spot_provider.emulator.container import (
+    checkpoint_path,
+    container_base,
+    namespaces_unavailable,
+    start_container,
+)
+from airflow_spot_provider.emulator.contract import command_args, process_environment
 from airflow_spot_provider.emulator.images import ImageKind, SyntheticRun, decode_hp, resolve_image
 from airflow_spot_provider.emulator.sandbox import Sandbox, SandboxError
-from airflow_spot_provider.emulator.stages import (
-    StageError,
-    fetch_source,
-    hosts_of,
-    input_data_config,
-    resource_config,
-)
+from airflow_spot_provider.emulator.stages import StageError, fetch_source
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,10 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LogSink = Callable[[str], None]
-# Variables of the emulator's own environment a training process may see; nothing else leaks
-# (no AWS credentials, no Airflow connections).
-_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
-_ALLOWED_AWS_ENV = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"})
 _MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces rather than held whole
 _DRAIN_SECONDS = 2.0  # how long output is read after the process ended (a child may hold it)
 _EXIT_POLL_SECONDS = 0.05
@@ -138,10 +138,14 @@ class ProcessRun:
 
     :param process: the started process (its own session and process group).
     :param log_sink: receives every stdout and stderr line as it comes.
+    :param lifeline: the write end of the job's lifeline pipe, closed once the process ended.
     """
 
-    def __init__(self, process: asyncio.subprocess.Process, log_sink: LogSink) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, log_sink: LogSink, lifeline: int | None = None
+    ) -> None:
         self._process = process
+        self._lifeline = lifeline
         self._log_sink = log_sink
         self._tail = OutputTail()
         self._terminating: asyncio.Future[None] | None = None
@@ -167,6 +171,7 @@ class ProcessRun:
             reader.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._process.wait(), timeout=_DRAIN_SECONDS)
+        self._cut_lifeline()
         return _exit_code(returncode)
 
     async def terminate(self, notice_seconds: float) -> None:
@@ -202,6 +207,13 @@ class ProcessRun:
                 await asyncio.wait_for(self._exited(), timeout=max(notice_seconds, 0.0))
         self._signal_group(signal.SIGKILL)
         await self._exited()
+        self._cut_lifeline()
+
+    def _cut_lifeline(self) -> None:
+        # The job's init reads EOF and ends whatever is left of the job.
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
@@ -230,80 +242,6 @@ class ProcessRun:
             log.exception("log sink failed")
 
 
-def _user_hyperparameters(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The decoded hyperparameters, without the toolkit's own ``sagemaker_*`` ones."""
-    hps = request.get("HyperParameters") or {}
-    return {k: decode_hp(str(v)) for k, v in hps.items() if not k.startswith("sagemaker_")}
-
-
-def _cli_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def command_args(request: Mapping[str, Any]) -> list[str]:
-    """``--<name> <value>`` for each user hyperparameter, sorted, as the training toolkit passes.
-
-    :param request: the CreateTrainingJob request.
-    """
-    args: list[str] = []
-    for name, value in sorted(_user_hyperparameters(request).items()):
-        args += [f"--{name}", _cli_value(value)]
-    return args
-
-
-def training_env(
-    sandbox: Sandbox, request: Mapping[str, Any], job_name: str, program: str, python: str
-) -> dict[str, str]:
-    """The environment of a script-mode training process: SageMaker's container contract.
-
-    :param sandbox: the host's sandbox.
-    :param request: the CreateTrainingJob request (``Environment`` is applied first).
-    :param job_name: the job's name.
-    :param program: the entry point, relative to the code dir.
-    :param python: the interpreter; its directory leads ``PATH``.
-    """
-    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
-    env["PATH"] = os.pathsep.join(p for p in (str(Path(python).parent), env.get("PATH")) if p)
-    for key, value in (request.get("Environment") or {}).items():
-        if not key.startswith("AWS_") or key in _ALLOWED_AWS_ENV:  # never credentials
-            env[str(key)] = str(value)
-    hps = _user_hyperparameters(request)
-    channels = sorted(input_data_config(request))
-    hosts = hosts_of(request)
-    contract: dict[str, str] = {
-        "SM_MODEL_DIR": str(sandbox.model_dir),
-        "SM_OUTPUT_DIR": str(sandbox.output_dir),
-        "SM_OUTPUT_DATA_DIR": str(sandbox.output_data_dir),
-        "SM_INPUT_DIR": str(sandbox.root / "input"),
-        "SM_INPUT_CONFIG_DIR": str(sandbox.input_config_dir),
-        "SM_CHECKPOINT_DIR": str(sandbox.checkpoint_dir),
-        "SM_MODULE_DIR": str(sandbox.code_dir),
-        "SM_USER_ENTRY_POINT": program,
-        "SM_USER_ARGS": json.dumps(command_args(request)),
-        "SM_HPS": json.dumps(hps, sort_keys=True),
-        "SM_CHANNELS": json.dumps(channels),
-        "SM_CURRENT_HOST": sandbox.host,
-        "SM_HOSTS": json.dumps(hosts),
-        "SM_NUM_CPUS": str(os.cpu_count() or 1),
-        "SM_NUM_GPUS": "0",
-        "SM_NETWORK_INTERFACE_NAME": "eth0",
-        "SM_RESOURCE_CONFIG": json.dumps(resource_config(request, sandbox.host)),
-        "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config(request)),
-        "TRAINING_JOB_NAME": job_name,
-        "HOME": str(sandbox.root),
-        "TMPDIR": str(sandbox.tmp_dir),
-        "PYTHONPATH": str(sandbox.code_dir),
-        "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    for name in channels:
-        contract[f"SM_CHANNEL_{name.upper()}"] = str(sandbox.channel_dir(name))
-    for name, value in hps.items():
-        contract[f"SM_HP_{name.upper()}"] = _cli_value(value)
-    env.update(contract)
-    return env
-
-
 def _entry_point(code_dir: Path, program: str) -> Path:
     rel = PurePosixPath(program)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
@@ -316,36 +254,60 @@ def _entry_point(code_dir: Path, program: str) -> Path:
     return path
 
 
-async def _start_script(
+def _argv(
+    kind: ImageKind, request: Mapping[str, Any], code_dir: Path, base: str, python: str
+) -> list[str]:
+    """The command of the container: the request's entry point, or the toolkit's script call."""
+    spec = request.get("AlgorithmSpecification") or {}
+    if kind is ImageKind.CONTAINER_ENTRYPOINT:
+        # As on SageMaker, the entry point IS the user's command: exec'd as given, no shell
+        # added; it runs inside the job's namespaces and sandbox.
+        return [str(a) for a in [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])]]
+    hps = request.get("HyperParameters") or {}
+    program = str(decode_hp(str(hps.get("sagemaker_program", ""))))
+    rel = _entry_point(code_dir, program).relative_to(code_dir).as_posix()
+    return [python, posixpath.join(base, "code", rel), *command_args(request)]
+
+
+async def _start_process(
+    kind: ImageKind,
     sandbox: Sandbox,
     request: Mapping[str, Any],
-    job_name: str,
+    job: tuple[str, str],
     s3: S3Client,
     log_sink: LogSink,
     python: str,
 ) -> TrainingRun:
-    hps = request.get("HyperParameters") or {}
+    namespaced = await asyncio.to_thread(namespaces_unavailable) is None
+    base = container_base(sandbox, namespaced)
     try:
-        program = str(decode_hp(str(hps.get("sagemaker_program", ""))))
-        submit = str(decode_hp(str(hps.get("sagemaker_submit_directory", ""))))
-        code_dir = await asyncio.to_thread(fetch_source, s3, sandbox, submit)
-        entry = _entry_point(code_dir, program)
-        process = await asyncio.create_subprocess_exec(
-            python,
-            str(entry),
-            *command_args(request),
-            cwd=code_dir,
-            env=training_env(sandbox, request, job_name, program, python),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: signals reach its children too
+        if kind is ImageKind.SCRIPT_MODE:
+            hps = request.get("HyperParameters") or {}
+            submit = str(decode_hp(str(hps.get("sagemaker_submit_directory", ""))))
+            await asyncio.to_thread(fetch_source, s3, sandbox, submit)
+        env = process_environment(
+            request=request,
+            job_name=job[0],
+            arn=job[1],
+            host=sandbox.host,
+            base=base,
+            checkpoint_dir=checkpoint_path(sandbox, namespaced),
+            python=python,
+            namespaced=namespaced,
+        )
+        process, lifeline = await start_container(
+            sandbox=sandbox,
+            argv=_argv(kind, request, sandbox.code_dir, base, python),
+            cwd=posixpath.join(base, "code"),
+            env=env,
+            python=sys.executable,
+            namespaced=namespaced,
         )
     except (StageError, SandboxError, tarfile.TarError, ClientError, BotoCoreError, OSError) as err:
         message = f"Cannot start the training script: {err}"
         log_sink(message)
         return FinishedRun(1, message)
-    return ProcessRun(process, log_sink)
+    return ProcessRun(process, log_sink, lifeline)
 
 
 async def start_run(
@@ -356,6 +318,7 @@ async def start_run(
     s3: S3Client,
     log_sink: Callable[[str], None],
     python: str = sys.executable,
+    job_arn: str = "",
 ) -> TrainingRun:
     """Start the training of ``sandbox``'s host, as the request's image says.
 
@@ -368,7 +331,8 @@ async def start_run(
     :param job_name: the job's name.
     :param s3: the S3 client (script mode fetches ``sourcedir.tar.gz`` with it).
     :param log_sink: receives each output line, as it comes, without its newline.
-    :param python: the interpreter of script mode.
+    :param python: the interpreter of script mode (``python3`` on the job's ``PATH``).
+    :param job_arn: the job's ARN (``TRAINING_JOB_ARN``).
     :raises UnknownImageError: an image the registry does not know (checked at creation).
     """
     kind = resolve_image(request)
@@ -376,4 +340,4 @@ async def start_run(
         return SyntheticRun.start(
             sandbox=sandbox, request=request, job_name=job_name, log_sink=log_sink
         )
-    return await _start_script(sandbox, request, job_name, s3, log_sink, python)
+    return await _start_process(kind, sandbox, request, (job_name, job_arn), s3, log_sink, python)

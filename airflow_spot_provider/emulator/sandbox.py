@@ -12,6 +12,7 @@ container's ``/opt/ml``::
         checkpoints/                       /opt/ml/checkpoints (CheckpointConfig.LocalPath default)
         rootfs/<path>                      any other absolute LocalPath, e.g. /ckpt -> rootfs/ckpt
         tmp/                               TMPDIR of the training process
+    <data_dir>/jobs/<job>/.<host>-ns/      (empty) where the job's namespace mounts its root
 
 Paths that come from a request (the checkpoint ``LocalPath``, channel names, the job name) are
 checked so that none can point outside the root.
@@ -156,6 +157,12 @@ class Sandbox:
     def output_data_dir(self) -> Path:
         """``/opt/ml/output/data``."""
         return self.output_dir / "data"
+
+    @property
+    def namespace_stage(self) -> Path:
+        """An empty dir beside the root, where the job's own mount namespace builds its file
+        view (the mounts are never seen outside that namespace)."""
+        return self.root.parent / f".{self.host}-ns"
 
     @property
     def tmp_dir(self) -> Path:

@@ -9,6 +9,8 @@ with SpotEmulator(config=fast_config(tmp_path)) as emulator:
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,50 @@ def secondary_statuses(described: dict[str, Any]) -> list[str]:
     :param described: a DescribeTrainingJob response.
     """
     return [t["Status"] for t in described.get("SecondaryStatusTransitions", [])]
+
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def log_lines(logs: Any, name: str) -> list[str]:
+    """Every line a job wrote to CloudWatch Logs, stream by stream, page by page.
+
+    :param logs: a boto3 CloudWatch Logs client.
+    :param name: the job name (its streams are ``<name>/algo-1-<epoch>``).
+    """
+    try:
+        streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=name + "/")
+    except logs.exceptions.ResourceNotFoundException:  # no job has written a line yet
+        return []
+    lines: list[str] = []
+    for stream in streams["logStreams"]:
+        kwargs: dict[str, Any] = {
+            "logGroupName": LOG_GROUP,
+            "logStreamName": stream["logStreamName"],
+            "startFromHead": True,
+        }
+        while True:
+            page = logs.get_log_events(**kwargs)
+            lines += [event["message"] for event in page["events"]]
+            if page["nextForwardToken"] == kwargs.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextForwardToken"]
+    return lines
+
+
+def model_files(s3: Any, described: dict[str, Any]) -> dict[str, bytes]:
+    """The files of a job's ``model.tar.gz``, by name.
+
+    :param s3: a boto3 S3 client.
+    :param described: the job's DescribeTrainingJob response.
+    """
+    uri = described["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    blob = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                files[member.name] = extracted.read()
+    return files

@@ -114,7 +114,12 @@ async def train(
     """
     assert rt.sandbox is not None, "Downloading prepares the sandbox"
     rt.run = await start_run(
-        sandbox=rt.sandbox, request=job.request, job_name=job.name, s3=s3, log_sink=log_sink
+        sandbox=rt.sandbox,
+        request=job.request,
+        job_name=job.name,
+        s3=s3,
+        log_sink=log_sink,
+        job_arn=job.arn,
     )
     if rt.sync is not None:
         rt.sync_task = asyncio.ensure_future(rt.sync.run(sync_seconds))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -12,12 +11,16 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from airflow_spot_provider.events import ChainState
+from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.links import SageMakerSpotTrainingJobLink
 from airflow_spot_provider.operators.chain import SpotChainMixin
 from airflow_spot_provider.request import (
+    SAGEMAKER_MAX_WAIT_SECONDS,
     attempt_job_name,
     build_spot_request,
+    is_static,
+    positive_seconds,
     task_job_base_name,
 )
 from airflow_spot_provider.retry import SpotRetryPolicy
@@ -25,21 +28,6 @@ from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def _is_static(value: Any) -> bool:
-    """Whether a value is known at parse time (no Jinja template, no XComArg)."""
-    try:
-        text = value if isinstance(value, str) else json.dumps(value, default=_not_json)
-    except TypeError:
-        return False
-    return "{{" not in text and "{%" not in text
-
-
-def _not_json(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(type(value).__name__)
 
 
 class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpotHook]):
@@ -101,14 +89,18 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         self.max_run = max_run
         self.max_wait = max_wait
         self.job_name = job_name
-        self.spot_retry_policy = spot_retry_policy or SpotRetryPolicy()
+        self.spot_retry_policy = SpotRetryPolicy.checked(spot_retry_policy)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
+        # No poll is worth waiting longer than a job may live.
+        self.poll_interval = positive_seconds(
+            poll_interval, "poll_interval", SAGEMAKER_MAX_WAIT_SECONDS
+        )
         self.print_log = print_log
-        if self.poll_interval <= 0:
-            raise ValueError(f"poll_interval={poll_interval!r}: must be > 0 seconds")
-        if _is_static([config, checkpoint_s3_uri, checkpoint_local_path, max_run, max_wait]):
+        if is_static(job_name) and not isinstance(job_name, str | None):
+            rule = "must be a string: the readable start of the job names"
+            raise SpotRequestValidationError([Violation("job_name", job_name, rule)])
+        if is_static([config, checkpoint_s3_uri, checkpoint_local_path, max_run, max_wait]):
             # Fail at DAG parse time where the values are already known.
             self._spot_request()
 

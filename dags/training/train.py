@@ -7,13 +7,16 @@ spot emulator. What it reads, under SageMaker's container contract:
   (default ``/opt/ml/input/config``); command-line ``--name value`` arguments are ignored;
 - the ``train`` channel ``SM_CHANNEL_TRAIN``: the first ``.npz`` (arrays ``X``, ``y``) or ``.csv``
   (label in the last column) found there; without one, a data set generated from ``seed``;
-- the checkpoint dir ``SM_CHECKPOINT_DIR`` (set by the spot emulator), else ``/opt/ml/checkpoints``,
-  SageMaker's default ``CheckpointConfig.LocalPath``.
+- the checkpoint dir: the hyperparameter ``checkpoint_dir`` when the job's
+  ``CheckpointConfig.LocalPath`` is not the default, else ``/opt/ml/checkpoints`` (SageMaker's
+  default ``LocalPath``); outside a container, ``$SAGEMAKER_BASE_DIR/checkpoints`` (the training
+  toolkit's variable for where ``/opt/ml`` is).
 
 Hyperparameters: ``epochs`` (5) x ``steps_per_epoch`` (20) steps, or ``total_steps``;
 ``learning_rate`` (0.1), ``batch_size`` (32), ``seed`` (0), ``checkpoint_every`` (10 steps),
 ``step_sleep`` (0 s: time added to each step, so that a demo run lasts a while), ``n_samples``
-(1024) and ``n_features`` (8) of the generated data set, ``keep_checkpoints`` (2).
+(1024) and ``n_features`` (8) of the generated data set, ``keep_checkpoints`` (2),
+``checkpoint_dir`` (see above).
 
 Determinism: step ``i`` draws its minibatch from a ``numpy.random.Generator`` whose state after
 step ``i - 1`` is part of the checkpoint, and the arithmetic uses no BLAS (whose summation order
@@ -64,6 +67,7 @@ class Config:
     n_samples: int = 1024
     n_features: int = 8
     keep_checkpoints: int = 2
+    checkpoint_dir: str = ""  # empty: <base>/checkpoints, see checkpoint_path()
 
     @classmethod
     def from_hyperparameters(cls, hps: dict[str, Any]) -> Config:
@@ -75,7 +79,7 @@ class Config:
         for field in fields(cls):
             if field.name in hps:
                 value = hps[field.name]
-                kwargs[field.name] = float(value) if field.type == "float" else _as_int(value)
+                kwargs[field.name] = _typed(field.type, value)
         return cls(**kwargs)
 
     @property
@@ -95,6 +99,22 @@ class Config:
             "seed": self.seed,
             "data": [list(data.shape), digest],
         }
+
+
+def _typed(kind: Any, value: Any) -> Any:
+    if kind == "str":
+        return str(value)
+    return float(value) if kind == "float" else _as_int(value)
+
+
+def checkpoint_path(cfg: Config) -> Path:
+    """Where checkpoints go: as on SageMaker, ``/opt/ml/checkpoints`` unless told otherwise.
+
+    :param cfg: the configuration (``checkpoint_dir``).
+    """
+    if cfg.checkpoint_dir:
+        return Path(cfg.checkpoint_dir)
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")) / "checkpoints"
 
 
 def _as_int(value: Any) -> int:
@@ -270,7 +290,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     cfg = Config.from_hyperparameters(load_hyperparameters())
-    checkpoint_dir = Path(os.environ.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+    checkpoint_dir = checkpoint_path(cfg)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     x, y = load_data(cfg)
     trainer = Trainer(cfg, x, y, checkpoint_dir)

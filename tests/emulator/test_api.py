@@ -83,8 +83,11 @@ def test_service_model_constraints(sm: Any, bucket: str, job_name: str) -> None:
             "Invalid MaxWaitTimeInSeconds. It is only supported when EnableManagedSpotTraining "
             "is set to true",
         ),
-        ({"max_runtime": 60, "max_wait": 30}, "Invalid MaxWaitTimeInSeconds. It must be"),
-        ({"max_wait": None}, "Invalid MaxWaitTimeInSeconds. It is required"),
+        (
+            {"max_runtime": 60, "max_wait": 30},
+            "Invalid MaxWaitTimeInSeconds. It must be present and be greater",
+        ),
+        ({"max_wait": None}, "Invalid MaxWaitTimeInSeconds. It must be present"),
         (
             {"AlgorithmSpecification": {"TrainingImage": "busybox", "TrainingInputMode": "File"}},
             "TrainingImage 'busybox' is not known to the spot emulator",

@@ -99,7 +99,25 @@ def test_script_mode_needs_program_and_source(hps: dict[str, str], missing: str)
     uri = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
     with pytest.raises(UnknownImageError) as err:
         resolve_image(_request(uri, hps))
-    assert f"needs the hyperparameters {missing};" in str(err.value)
+    assert f"needs the hyperparameters {missing} (or AlgorithmSpecification.Container" in str(
+        err.value
+    )
+
+
+def test_a_container_entrypoint_runs_without_script_mode_hyperparameters() -> None:
+    # What SageMaker SDK v3's ModelTrainer sends: the image's entry point replaced.
+    uri = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+    request = _request(uri, {"epochs": "2"})
+    request["AlgorithmSpecification"]["ContainerEntrypoint"] = ["/bin/bash"]
+    request["AlgorithmSpecification"]["ContainerArguments"] = ["-c", "sm_train.sh"]
+    assert resolve_image(request) is ImageKind.CONTAINER_ENTRYPOINT
+    # The entry point wins over script mode's hyperparameters, as it replaces the toolkit.
+    request["HyperParameters"] = SCRIPT_HPS
+    assert resolve_image(request) is ImageKind.CONTAINER_ENTRYPOINT
+    # An unknown image stays unknown, entry point or not.
+    request["AlgorithmSpecification"]["TrainingImage"] = "busybox:latest"
+    with pytest.raises(UnknownImageError, match="busybox"):
+        resolve_image(request)
 
 
 @pytest.mark.parametrize(

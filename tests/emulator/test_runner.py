@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import textwrap
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_spot_provider.emulator.checkpoints import CheckpointSync
+from airflow_spot_provider.emulator.container import (
+    NAMESPACES_ENV,
+    forget_probe,
+    namespaces_unavailable,
+)
+from airflow_spot_provider.emulator.contract import command_args
 from airflow_spot_provider.emulator.images import UnknownImageError
-from airflow_spot_provider.emulator.runner import TrainingRun, command_args, start_run
+from airflow_spot_provider.emulator.runner import TrainingRun, start_run
 from airflow_spot_provider.emulator.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -47,9 +59,8 @@ FAIL_SCRIPT = """
 """
 TERM_SCRIPT = """
     import os, signal, subprocess, sys, time
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
-        handle.write(str(child.pid))
+    marker = os.environ["SM_HP_MARKER"]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     def on_term(signum, frame):
         print("got SIGTERM", flush=True)
         sys.exit(143)
@@ -58,6 +69,48 @@ TERM_SCRIPT = """
     print("ready", flush=True)
     time.sleep(60)
 """
+
+
+@pytest.fixture(params=["namespaces", "fallback"])
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test with jobs in their own namespaces, then without (the fallback)."""
+    forget_probe()
+    if request.param == "fallback":
+        monkeypatch.setenv(NAMESPACES_ENV, "off")
+    else:
+        monkeypatch.delenv(NAMESPACES_ENV, raising=False)
+        reason = namespaces_unavailable()
+        if reason is not None:
+            pytest.skip(f"namespaces are not available here: {reason}")
+    yield request.param
+    forget_probe()
+
+
+def _marker() -> str:
+    return f"spot-emulator-test-{uuid.uuid4().hex}"
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if marker.encode() in cmdline and "\nState:\tZ" not in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _assert_gone(marker: str) -> None:
+    """No process of the marker is left, within a slack that load cannot use up."""
+    deadline = time.monotonic() + SLACK_SECONDS
+    while _pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with(marker) == []
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +176,7 @@ async def _start(box: Sandbox, request: dict[str, Any], s3: S3Client, sink: Line
 
 
 def test_script_mode_runs_under_the_container_contract(
-    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolation: str
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "parent-key")
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", "secret")
@@ -142,25 +195,42 @@ def test_script_mode_runs_under_the_container_contract(
     assert set(sink.lines) == {"hello from the helper", "a warning", "done"}
     report = json.loads((box.model_dir / "report.json").read_text())
     assert report["argv"] == ["--epochs", "3", "--lr", "0.5", "--name", "abc"]
-    assert report["cwd"] == str(box.code_dir)
+    # In namespaces the job sees SageMaker's paths; without, its sandbox's.
+    base = "/opt/ml" if isolation == "namespaces" else str(box.root)
+    assert report["cwd"] == f"{base}/code"
     env = report["env"]
-    assert env["SM_MODEL_DIR"] == str(box.model_dir)
-    assert env["SM_OUTPUT_DATA_DIR"] == str(box.output_data_dir)
-    assert env["SM_CHANNEL_TRAIN"] == str(box.channel_dir("train"))
+    assert env["SM_MODEL_DIR"] == f"{base}/model"
+    assert env["SM_OUTPUT_DATA_DIR"] == f"{base}/output/data"
+    assert env["SM_OUTPUT_INTERMEDIATE_DIR"] == f"{base}/output/intermediate"
+    assert env["SM_INPUT_CONFIG_DIR"] == f"{base}/input/config"
+    assert env["SM_CHANNEL_TRAIN"] == f"{base}/input/data/train"
     assert json.loads(env["SM_CHANNELS"]) == ["train"]
-    assert json.loads(env["SM_HPS"]) == {"epochs": 3, "lr": 0.5, "name": "abc"}
+    assert env["SM_HPS"] == '{"epochs":3,"lr":0.5,"name":"abc"}'  # the toolkit's compact JSON
     assert env["SM_HP_EPOCHS"] == "3"
     assert env["SM_HP_NAME"] == "abc"
     assert "SM_HP_SAGEMAKER_PROGRAM" not in env
     assert env["SM_CURRENT_HOST"] == "algo-1"
     assert json.loads(env["SM_HOSTS"]) == ["algo-1"]
-    assert env["SM_CHECKPOINT_DIR"] == str(box.root / "ckpt")
+    assert env["SM_CURRENT_INSTANCE_TYPE"] == "ml.m5.large"
+    assert env["SM_MODULE_NAME"] == "train"
     assert env["SM_USER_ENTRY_POINT"] == "train.py"
+    assert env["SM_MODULE_DIR"] == str(source)  # sagemaker_submit_directory, as the toolkit
+    assert env["SM_LOG_LEVEL"] == "20"
+    assert env["SM_IS_HETERO"] == "false"
+    assert json.loads(env["SM_TRAINING_ENV"])["channel_input_dirs"] == {
+        "train": f"{base}/input/data/train"
+    }
     assert env["TRAINING_JOB_NAME"] == "job-1"
-    assert env["HOME"] == str(box.root)
+    assert env["HOME"] == base
     assert env["MY_SETTING"] == "on"
     assert env["AWS_REGION"] == "r"
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_AWS_DEFAULT"} & set(env)
+    if isolation == "namespaces":
+        assert env["SM_CHECKPOINT_DIR"] == "/opt/ml/ckpt"
+        assert "SAGEMAKER_BASE_DIR" not in env
+    else:
+        assert env["SM_CHECKPOINT_DIR"] == str(box.root / "ckpt")
+        assert env["SAGEMAKER_BASE_DIR"] == str(box.root)
     # The job got a copy: the source is untouched.
     assert sorted(p.name for p in source.iterdir()) == ["helper.py", "train.py"]
 
@@ -238,31 +308,16 @@ def test_unknown_image_raises(s3: S3Client, tmp_path: Path) -> None:
         asyncio.run(_start(box, request, s3, Lines()))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _assert_ends(pid: int) -> None:
-    """The process ends (killed with its group), within a slack that load cannot use up."""
-    deadline = time.monotonic() + SLACK_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(pid)
-
-
 @pytest.mark.parametrize(
     ("mode", "notice", "expected"),
     # A long notice for the graceful run: ending well before it shows no SIGKILL was waited for.
     [("graceful", 20.0, 143), ("stubborn", 0.5, 137)],
 )
 def test_terminate_sigterm_then_sigkill_of_the_whole_group(
-    s3: S3Client, tmp_path: Path, mode: str, notice: float, expected: int
+    s3: S3Client, tmp_path: Path, mode: str, notice: float, expected: int, isolation: str
 ) -> None:
-    request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode)
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, TERM_SCRIPT)), mode=mode, marker=marker)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
     sink = Lines()
 
@@ -282,18 +337,20 @@ def test_terminate_sigterm_then_sigkill_of_the_whole_group(
         assert elapsed < notice / 2
     else:
         assert notice <= elapsed < notice + SLACK_SECONDS
-    _assert_ends(int((box.model_dir / "child.pid").read_text()))
+    _assert_gone(marker)
 
 
-def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) -> None:
+def test_children_left_behind_do_not_hold_the_run(
+    s3: S3Client, tmp_path: Path, isolation: str
+) -> None:
     script = """
         import os, subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        with open(os.path.join(os.environ["SM_MODEL_DIR"], "child.pid"), "w") as handle:
-            handle.write(str(child.pid))
+        sleep = [sys.executable, "-c", "import time; time.sleep(60)", os.environ["SM_HP_MARKER"]]
+        child = subprocess.Popen(sleep)
         print("main done", flush=True)
     """
-    request = _script_request(str(_source(tmp_path, script)))
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, script)), marker=marker)
     box = Sandbox.create(tmp_path / "data", "job-1", request)
     sink = Lines()
 
@@ -304,7 +361,7 @@ def test_children_left_behind_do_not_hold_the_run(s3: S3Client, tmp_path: Path) 
     assert asyncio.run(scenario()) == 0
     assert time.monotonic() - started < 60 / 2  # the child would hold it 60 s
     assert sink.lines == ["main done"]
-    _assert_ends(int((box.model_dir / "child.pid").read_text()))
+    _assert_gone(marker)
 
 
 def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
@@ -323,7 +380,7 @@ def test_missing_interpreter_ends_at_once(s3: S3Client, tmp_path: Path) -> None:
         return await run.wait(), run
 
     code, run = asyncio.run(scenario())
-    assert code == 1
+    assert code == 127  # what a shell or a container runtime reports for a missing program
     assert "no-python" in run.stderr_tail()
 
 
@@ -343,8 +400,18 @@ def test_a_very_long_line_is_cut_not_fatal(s3: S3Client, tmp_path: Path) -> None
 
 
 def test_command_args_follow_the_training_toolkit() -> None:
-    request = {"HyperParameters": {"b": "2", "a": '"x"', "c": '{"k": 1}', "sagemaker_region": "r"}}
-    assert command_args(request) == ["--a", "x", "--b", "2", "--c", '{"k": 1}']
+    hps = {"bb": "2", "a": '"x"', "c": '{"k": 1, "j": "v"}', "d": "true", "sagemaker_region": "r"}
+    # sagemaker_training.mapping.to_cmd_args: one dash for one letter, objects as k=v, str().
+    assert command_args({"HyperParameters": hps}) == [
+        "-a",
+        "x",
+        "--bb",
+        "2",
+        "-c",
+        "j=v,k=1",
+        "-d",
+        "True",
+    ]
 
 
 def _discard(line: str) -> None:
@@ -481,3 +548,140 @@ def test_interrupted_trainer_resumes_from_synced_checkpoints_to_the_same_model(
     ]
     assert len(keys) <= 2  # the trainer prunes, and the deletions reached S3
     assert "trainer-ckpt/ckpt-000000040.json" in keys
+
+
+ESCAPE_SCRIPT = """
+    import os, signal, subprocess, sys, time
+    marker = "escaper-" + os.environ["SM_HP_MARKER"]
+    sleep = "import time; time.sleep(60)"
+    # A child in its own session, and a daemon: double fork, setsid, orphaned.
+    subprocess.Popen([sys.executable, "-c", sleep, marker], start_new_session=True)
+    daemon = "import os, sys, time\\nif os.fork(): sys.exit(0)\\nos.setsid()\\ntime.sleep(60)"
+    subprocess.run([sys.executable, "-c", daemon, marker], check=True)
+    if os.environ["SM_HP_MODE"] == "stay":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(60)
+    print("ready", flush=True)
+    go = os.path.join(os.environ["SM_MODEL_DIR"], "go")  # the test saw the children started
+    while not os.path.exists(go):
+        time.sleep(0.02)
+"""
+
+
+def _escapers_started(marker: str) -> None:
+    """Both processes that left the job's session run (as their marker says)."""
+    escaper = f"escaper-{marker}"
+    deadline = time.monotonic() + SLACK_SECONDS
+    while len(_pids_with(escaper)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(_pids_with(escaper)) == 2
+
+
+@pytest.mark.parametrize(("ending", "expected"), [("end", 0), ("killed", 137)])
+def test_setsid_children_die_with_their_job(
+    s3: S3Client, tmp_path: Path, isolation: str, ending: str, expected: int
+) -> None:
+    if ending == "killed" and isolation == "fallback":
+        pytest.skip("without namespaces a process that left the job's session survives a SIGKILL")
+    marker = _marker()
+    mode = "end" if ending == "end" else "stay"  # "stay": ignores SIGTERM, runs on
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode=mode)
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        run = await _start(box, request, s3, sink)
+        await sink.wait_for("ready")
+        _escapers_started(marker)
+        if ending == "end":
+            (box.model_dir / "go").touch()  # the main process ends by itself
+        else:
+            await run.terminate(0.2)  # SIGTERM is ignored: SIGKILL after the notice
+        return await run.wait()
+
+    assert asyncio.run(scenario()) == expected
+    _assert_gone(marker)
+
+
+BACKEND_SCRIPT = """
+import asyncio, json, sys
+from pathlib import Path
+from airflow_spot_provider.emulator.runner import start_run
+from airflow_spot_provider.emulator.sandbox import Sandbox
+
+async def main() -> None:
+    request = json.loads(sys.argv[1])
+    box = Sandbox.create(Path(sys.argv[2]), "job-1", request)
+    run = await start_run(
+        sandbox=box, request=request, job_name="job-1", s3=None,
+        log_sink=lambda line: print(line, flush=True),
+    )
+    await run.wait()
+
+asyncio.run(main())
+"""
+
+
+def test_job_processes_die_with_the_backend(tmp_path: Path, isolation: str) -> None:
+    marker = _marker()
+    request = _script_request(str(_source(tmp_path, ESCAPE_SCRIPT)), marker=marker, mode="stay")
+    backend_py = tmp_path / "backend.py"
+    backend_py.write_text(BACKEND_SCRIPT)
+    env = dict(os.environ)
+    if isolation == "fallback":
+        env[NAMESPACES_ENV] = "off"
+    backend = subprocess.Popen(
+        [sys.executable, str(backend_py), json.dumps(request), str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert backend.stdout is not None
+        assert backend.stdout.readline().strip() == "ready"
+        _escapers_started(marker)
+    finally:
+        backend.kill()  # SIGKILL: no clean-up code of the backend runs
+        backend.wait()
+    _assert_gone(marker)
+
+
+def test_the_fallback_is_said_once_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(NAMESPACES_ENV, "off")
+    forget_probe()
+    try:
+        with caplog.at_level("WARNING"), ThreadPoolExecutor(4) as pool:
+            reasons = list(pool.map(lambda _i: namespaces_unavailable(), range(8)))
+    finally:
+        forget_probe()
+    assert reasons == [f"{NAMESPACES_ENV}=off"] * 8
+    said = [r.getMessage() for r in caplog.records if "WITHOUT namespaces" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "SAGEMAKER_BASE_DIR" in said[0]
+
+
+def test_a_local_path_outside_opt_ml_is_bound_at_its_path(s3: S3Client, tmp_path: Path) -> None:
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(f"needs namespaces, not available here: {reason}")
+    script = """
+        import os
+        os.makedirs("/spot-emulator-ckpt/run", exist_ok=True)
+        with open("/spot-emulator-ckpt/run/state.txt", "w") as handle:
+            handle.write(os.uname().nodename)
+        print(sorted(os.listdir("/opt/ml")))
+    """
+    request = _script_request(str(_source(tmp_path, script)))
+    request["CheckpointConfig"] = {"S3Uri": "s3://b/c", "LocalPath": "/spot-emulator-ckpt/run"}
+    box = Sandbox.create(tmp_path / "data", "job-1", request)
+    sink = Lines()
+
+    async def scenario() -> int:
+        return await (await _start(box, request, s3, sink)).wait()
+
+    assert asyncio.run(scenario()) == 0, sink.lines
+    assert (box.checkpoint_dir / "state.txt").read_text() == "algo-1"
+    assert not Path("/spot-emulator-ckpt").exists()  # only inside the job's own view

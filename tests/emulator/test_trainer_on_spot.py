@@ -3,52 +3,26 @@ checkpoints and ends with a model bit-identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from airflow_spot_provider.emulator.admin import AdminClient
-from airflow_spot_provider.emulator.testing import script_request, secondary_statuses, wait_for_job
+from airflow_spot_provider.emulator.testing import (
+    log_lines,
+    model_files,
+    script_request,
+    secondary_statuses,
+    wait_for_job,
+)
 from airflow_spot_provider.lifecycle import SecondaryStatus as S
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 HYPERPARAMETERS = {
     "total_steps": 150,
-    "step_sleep": 0.01,
+    "step_sleep": 0.03,
     "checkpoint_every": 7,
     "learning_rate": 0.2,
 }
-
-
-def _model_files(s3: Any, uri: str) -> dict[str, bytes]:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    blob = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        return {
-            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isfile()
-        }
-
-
-def _log_lines(logs: Any, job: str) -> list[str]:
-    (stream,) = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")[
-        "logStreams"
-    ]
-    lines: list[str] = []
-    kwargs: dict[str, Any] = {
-        "logGroupName": LOG_GROUP,
-        "logStreamName": stream["logStreamName"],
-        "startFromHead": True,
-    }
-    while True:
-        page = logs.get_log_events(**kwargs)
-        lines += [e["message"] for e in page["events"]]
-        if page["nextForwardToken"] == kwargs.get("nextToken"):
-            return lines
-        kwargs["nextToken"] = page["nextForwardToken"]
 
 
 def test_interrupted_trainer_ends_bit_identical(
@@ -72,8 +46,10 @@ def test_interrupted_trainer_ends_bit_identical(
     reference, chaos = job_name + "-ref", job_name + "-chaos"
     admin.load_scenario(
         [
-            {"interrupt": {"job": chaos, "at_training_second": 0.8, "attempt": 1}},
-            {"interrupt": {"job": chaos, "at_training_second": 0.6, "attempt": 2}},
+            # Late enough that the trainer's SIGTERM handler is in place even when a loaded
+            # machine takes a second or two to start Python and numpy.
+            {"interrupt": {"job": chaos, "at_training_second": 2.5, "attempt": 1}},
+            {"interrupt": {"job": chaos, "at_training_second": 2.0, "attempt": 2}},
         ]
     )
     for name in (reference, chaos):
@@ -105,14 +81,14 @@ def test_interrupted_trainer_ends_bit_identical(
     ]
     assert all(f["TrainingJobStatus"] == TrainingJobStatus.COMPLETED for f in finals.values())
 
-    expected = _model_files(s3, finals[reference]["ModelArtifacts"]["S3ModelArtifacts"])
-    got = _model_files(s3, finals[chaos]["ModelArtifacts"]["S3ModelArtifacts"])
+    expected = model_files(s3, finals[reference])
+    got = model_files(s3, finals[chaos])
     assert set(expected) == {"model.npy", "metrics.json"}
     assert got == expected  # bit for bit
 
     # Each restart restored the checkpoints synced before the interruption (SIGTERM, notice,
     # final sync) and went on from there.
-    lines = _log_lines(logs, chaos)
+    lines = log_lines(logs, chaos)
     assert sum(line.startswith("SIGTERM: checkpoint saved") for line in lines) == 2
     resumed = [line for line in lines if line.startswith("resumed from checkpoint step=")]
     assert len(resumed) == 2

@@ -24,7 +24,7 @@ def _env(root: Path, hps: dict[str, Any] | None = None, **extra: str) -> dict[st
     env = {
         "PATH": os.environ.get("PATH", ""),
         "SM_MODEL_DIR": str(root / "model"),
-        "SM_CHECKPOINT_DIR": str(root / "checkpoints"),
+        "SAGEMAKER_BASE_DIR": str(root),  # where /opt/ml is, outside a container
         **extra,
     }
     if hps is not None:
@@ -194,3 +194,14 @@ def test_checkpoint_of_other_hyperparameters_is_refused(tmp_path: Path) -> None:
     result = _run(_env(tmp_path, HPS | {"learning_rate": 0.5}))
     assert result.returncode == 1
     assert "written with other hyperparameters" in result.stderr
+
+
+def test_checkpoint_dir_hyperparameter_overrides_the_default(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "ckpt" / "here"
+    hps = HPS | {"total_steps": 7, "checkpoint_dir": str(elsewhere)}
+    assert _run(_env(tmp_path / "box", hps)).returncode == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["ckpt-000000007.json"]
+    assert not (tmp_path / "box" / "checkpoints").exists()
+    # The same run with the checkpoint dir moved is the same run: it resumes at the end.
+    result = _run(_env(tmp_path / "other", hps))
+    assert result.stdout.startswith("resumed from checkpoint step=7\n")

@@ -1,0 +1,177 @@
+"""Checkpoint advice from a chain's observed interruptions: work lost and the Young/Daly interval.
+
+Young (1974) and Daly (2006): with a checkpoint cost C (seconds to write one) and a mean time
+between interruptions M, the interval between checkpoints that minimises the time lost is about
+``sqrt(2 C M)``; the work lost per interruption is then about half an interval plus the restart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_spot_provider.deadline import training_segments
+from airflow_spot_provider.lifecycle import SpotJobReport
+from airflow_spot_provider.retry import (
+    CreateAttempt,
+    GiveUp,
+    KeepWaiting,
+    Resubmit,
+    SwitchToOnDemand,
+)
+from airflow_spot_provider.summary import summarize_attempts
+
+__all__ = [
+    "checkpoint_advice",
+    "decision_entry",
+    "expected_work_lost_seconds",
+    "summarize_with_advice",
+    "young_daly_interval_seconds",
+]
+
+
+def young_daly_interval_seconds(checkpoint_cost_seconds: float, mtbi_seconds: float) -> float:
+    """The Young/Daly checkpoint interval ``sqrt(2 C M)``.
+
+    :param checkpoint_cost_seconds: C, seconds to write one checkpoint (> 0).
+    :param mtbi_seconds: M, mean seconds between interruptions while running (> 0).
+    :raises ValueError: on a non-positive or non-finite figure.
+    """
+    for name, value in (
+        ("checkpoint_cost_seconds", checkpoint_cost_seconds),
+        ("mtbi_seconds", mtbi_seconds),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value!r}: must be a finite number > 0")
+    return math.sqrt(2 * checkpoint_cost_seconds * mtbi_seconds)
+
+
+def expected_work_lost_seconds(interval_seconds: float, restart_overhead_seconds: float) -> float:
+    """Expected seconds lost per interruption: half an interval of work plus the restart.
+
+    :param interval_seconds: seconds of work between two checkpoints.
+    :param restart_overhead_seconds: seconds a restart spends before it trains again.
+    """
+    return interval_seconds / 2 + restart_overhead_seconds
+
+
+def _running_seconds(history: Sequence[SpotJobReport]) -> tuple[float, int]:
+    """Seconds the chain held instances, and the interruptions among its runs."""
+    held, interruptions = 0.0, 0
+    for report in history:
+        end = report.end_time or report.creation_time
+        if end is None:
+            continue
+        for seconds, interrupted in training_segments(report, end):
+            held += seconds
+            interruptions += interrupted
+    return held, interruptions
+
+
+def checkpoint_advice(
+    history: Sequence[SpotJobReport],
+    *,
+    checkpoint_cost_seconds: float,
+    checkpoint_interval_seconds: float | None = None,
+    restart_overhead_seconds: float = 300.0,
+) -> dict[str, Any]:
+    """The ``advice`` block for a chain's summary (plain JSON, for the log and XCom).
+
+    From the attempts' transitions: the seconds spent on instances and the interruptions
+    among them give the observed mean time between interruptions; with the checkpoint cost
+    (seconds between SIGTERM and the last checkpoint sync, or the user's figure) that gives the
+    Young/Daly interval. Without an interruption there is nothing to estimate: the interval is
+    None and the advice says so.
+
+    :param history: every attempt's report, oldest first.
+    :param checkpoint_cost_seconds: seconds to write one checkpoint.
+    :param checkpoint_interval_seconds: the interval in use, if known (for the work-lost figure).
+    :param restart_overhead_seconds: seconds a restart spends before it trains again.
+    """
+    held, interruptions = _running_seconds(history)
+    advice: dict[str, Any] = {
+        "interruptions": interruptions,
+        "running_seconds": round(held, 1),
+        "checkpoint_cost_seconds": checkpoint_cost_seconds,
+        "mean_seconds_between_interruptions": None,
+        "young_daly_interval_seconds": None,
+        "expected_work_lost_seconds_per_interruption": None,
+        "advice": "no interruption observed: nothing to base a checkpoint interval on",
+    }
+    if interruptions == 0 or held <= 0 or checkpoint_cost_seconds <= 0:
+        return advice
+    mtbi = held / interruptions
+    best = young_daly_interval_seconds(checkpoint_cost_seconds, mtbi)
+    interval = checkpoint_interval_seconds if checkpoint_interval_seconds else best
+    advice |= {
+        "mean_seconds_between_interruptions": round(mtbi, 1),
+        "young_daly_interval_seconds": round(best, 1),
+        "expected_work_lost_seconds_per_interruption": round(
+            expected_work_lost_seconds(interval, restart_overhead_seconds), 1
+        ),
+        "advice": (
+            f"{interruptions} interruption(s) in {held / 3600:.2f} h on instances (one per"
+            f" {mtbi / 3600:.2f} h); with {checkpoint_cost_seconds:.0f} s per checkpoint,"
+            f" checkpoint every {best / 60:.0f} min (Young/Daly sqrt(2CM))"
+        ),
+    }
+    return advice
+
+
+_KINDS: dict[type, str] = {
+    CreateAttempt: "create",
+    Resubmit: "resubmit",
+    GiveUp: "give-up",
+    KeepWaiting: "keep-waiting",
+    SwitchToOnDemand: "switch-to-on-demand",
+}
+
+
+def decision_entry(
+    decision: CreateAttempt | Resubmit | GiveUp | KeepWaiting | SwitchToOnDemand,
+) -> dict[str, Any]:
+    """One decision as plain JSON for the summary: kind, rule that fired, when, and why.
+
+    :param decision: any decision of :class:`~airflow_spot_provider.retry.SpotRetryPolicy`.
+    """
+    on_demand = isinstance(decision, CreateAttempt | Resubmit | SwitchToOnDemand) and (
+        decision.changes.on_demand
+    )
+    return {
+        "kind": _KINDS[type(decision)],
+        "rule": decision.rule.value if decision.rule else None,
+        "at": decision.at.isoformat() if decision.at else None,
+        "on_demand": on_demand,
+        "reason": decision.reason,
+    }
+
+
+def summarize_with_advice(
+    history: Sequence[SpotJobReport],
+    *,
+    checkpoint_cost_seconds: float,
+    checkpoint_interval_seconds: float | None = None,
+    restart_overhead_seconds: float = 300.0,
+    decisions: Sequence[CreateAttempt | Resubmit | GiveUp | KeepWaiting | SwitchToOnDemand] = (),
+) -> dict[str, Any]:
+    """:func:`~airflow_spot_provider.summary.summarize_attempts` plus ``advice`` and ``decisions``.
+
+    The follower calls this instead of ``summarize_attempts`` when it knows a checkpoint cost;
+    the result is plain JSON for the task log and XCom.
+
+    :param history: every attempt's report, oldest first.
+    :param checkpoint_cost_seconds: seconds to write one checkpoint (measured or the user's).
+    :param checkpoint_interval_seconds: the interval in use, if known.
+    :param restart_overhead_seconds: seconds a restart spends before it trains again.
+    :param decisions: the policy's decisions of the chain, oldest first (which rule fired, when).
+    """
+    summary = summarize_attempts(history)
+    summary["advice"] = checkpoint_advice(
+        history,
+        checkpoint_cost_seconds=checkpoint_cost_seconds,
+        checkpoint_interval_seconds=checkpoint_interval_seconds,
+        restart_overhead_seconds=restart_overhead_seconds,
+    )
+    summary["decisions"] = [decision_entry(d) for d in decisions]
+    return summary

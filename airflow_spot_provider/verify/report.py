@@ -1,0 +1,301 @@
+"""The outcome of a verification: per run findings, the verdict line, JSON for CI (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_spot_provider.verify.analysis import InterruptionReport, Reference
+from airflow_spot_provider.verify.artifacts import ArtifactComparison
+from airflow_spot_provider.verify.plan import RunPlan
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One interrupted run.
+
+    :param plan: where it was to be interrupted.
+    :param job_name: its training job.
+    :param final_status: its last ``SecondaryStatus``.
+    :param failure_reason: its ``FailureReason``, if any.
+    :param interruptions: what each interruption cost.
+    :param model: its model compared with the reference's (None: it has none).
+    :param attempt_seconds: how long each attempt trained.
+    :param log_evidence: the trainer's lines about checkpoints.
+    :param max_lost_seconds: the loss allowed per interruption.
+    """
+
+    plan: RunPlan
+    job_name: str
+    final_status: str
+    failure_reason: str | None
+    interruptions: tuple[InterruptionReport, ...]
+    model: ArtifactComparison | None
+    attempt_seconds: tuple[float, ...]
+    log_evidence: tuple[str, ...]
+    max_lost_seconds: float
+
+    @property
+    def completed(self) -> bool:
+        """Whether the job completed."""
+        return self.final_status == "Completed"
+
+    def problems(self) -> list[str]:
+        """What makes this run fail the verification, in words; empty when it passes."""
+        found: list[str] = []
+        if not self.completed:
+            reason = f": {self.failure_reason}" if self.failure_reason else ""
+            found.append(f"the job ended {self.final_status}{reason}")
+        if not self.interruptions and self.completed:
+            found.append("the job was never interrupted (it ended before the planned moment)")
+        for item in self.interruptions:
+            where = f"interruption in attempt {item.attempt}"
+            if item.from_scratch:
+                found.append(
+                    f"{where}: the next attempt started from scratch "
+                    f"({item.progress_seconds:.2f} s of work lost; {item.restore_evidence})"
+                )
+            elif item.restored is False:
+                found.append(f"{where}: the next attempt did not restore ({item.restore_evidence})")
+            elif item.lost_seconds is not None and item.lost_seconds > self.max_lost_seconds:
+                found.append(
+                    f"{where}: {item.lost_seconds:.2f} s of work lost "
+                    f"(allowed {self.max_lost_seconds:.2f} s)"
+                )
+        if self.model is not None and not self.model.equal:
+            found.append(
+                "the model differs from the reference: " + "; ".join(self.model.differences)
+            )
+        if self.model is None and self.completed:
+            found.append("the job left no model.tar.gz")
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {
+            "run": self.plan.index,
+            "kind": self.plan.kind.value,
+            "planned": [i.to_json() for i in self.plan.interruptions],
+            "job_name": self.job_name,
+            "final_status": self.final_status,
+            "failure_reason": self.failure_reason,
+            "completed": self.completed,
+            "interruptions": [i.to_json() for i in self.interruptions],
+            "model": None if self.model is None else self.model.to_json(),
+            "attempt_training_seconds": [round(s, 3) for s in self.attempt_seconds],
+            "log_evidence": list(self.log_evidence),
+            "problems": self.problems(),
+            "passed": not self.problems(),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to "does this trainer resume?".
+
+    :param resumes: every restart went on from its checkpoint, none started over.
+    :param max_lost_seconds: the most work one interruption cost (None: no interruption).
+    :param checkpoint_interval: the reference's checkpoint interval.
+    :param within_interval: every loss was within one interval (plus timing noise).
+    :param sigterm: ``yes``, ``no``, ``partly`` or ``n/a`` (never had anything new to save).
+    :param passed: the verification passed.
+    :param problems: why it failed, run by run.
+    """
+
+    resumes: bool
+    max_lost_seconds: float | None
+    checkpoint_interval: float
+    within_interval: bool
+    sigterm: str
+    passed: bool
+    problems: tuple[str, ...]
+
+    def line(self) -> str:
+        """``resumes: yes; lost per interruption: <= 1 checkpoint interval (0.5 s); ...``."""
+        interval = f"{self.checkpoint_interval:.2g} s"
+        if self.max_lost_seconds is None:
+            lost = "n/a (no interruption)"
+        elif not self.resumes:
+            lost = f"everything, up to {self.max_lost_seconds:.2f} s (restarts from scratch)"
+        elif self.within_interval:
+            lost = f"<= 1 checkpoint interval ({interval}; at most {self.max_lost_seconds:.2f} s)"
+        else:
+            lost = f"up to {self.max_lost_seconds:.2f} s (checkpoint interval {interval})"
+        outcome = "PASS" if self.passed else "FAIL"
+        return (
+            f"resumes: {'yes' if self.resumes else 'no'}; lost per interruption: {lost}; "
+            f"SIGTERM checkpoint: {self.sigterm} -> {outcome}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {
+            "resumes": self.resumes,
+            "max_lost_seconds": None
+            if self.max_lost_seconds is None
+            else round(self.max_lost_seconds, 3),
+            "checkpoint_interval_seconds": round(self.checkpoint_interval, 3),
+            "within_one_interval": self.within_interval,
+            "sigterm_checkpoint": self.sigterm,
+            "passed": self.passed,
+            "problems": list(self.problems),
+            "line": self.line(),
+        }
+
+
+def _sigterm_word(items: Sequence[InterruptionReport]) -> str:
+    answers = {i.sigterm_checkpoint for i in items} - {None}
+    if not answers:
+        return "n/a"
+    if answers == {True}:
+        return "yes"
+    return "no" if answers == {False} else "partly"
+
+
+def verdict_of(
+    reference: Reference,
+    runs: Sequence[RunReport],
+    *,
+    slack: float,
+    require_sigterm: bool = False,
+) -> Verdict:
+    """The verdict over all runs.
+
+    :param reference: the reference figures.
+    :param runs: the interrupted runs.
+    :param slack: seconds of timing noise added to one interval.
+    :param require_sigterm: fail unless every interruption that had something new to save saved.
+    """
+    items = [i for run in runs for i in run.interruptions]
+    problems = [
+        f"run {run.plan.index} ({run.plan.kind.value}): {p}" for run in runs for p in run.problems()
+    ]
+    resumes = not any(i.from_scratch or i.restored is False for i in items)
+    losses = [i.lost_seconds for i in items if i.lost_seconds is not None]
+    max_lost = max(losses) if losses else None
+    interval = reference.checkpoint_interval
+    within = max_lost is None or max_lost <= interval + slack
+    sigterm = _sigterm_word(items)
+    if require_sigterm and sigterm in ("no", "partly"):
+        problems.append("SIGTERM checkpoint required, but not every interruption saved one")
+    return Verdict(
+        resumes=resumes,
+        max_lost_seconds=max_lost,
+        checkpoint_interval=interval,
+        within_interval=within,
+        sigterm=sigterm,
+        passed=not problems and resumes,
+        problems=tuple(problems),
+    )
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The whole verification.
+
+    :param reference: the uninterrupted run's figures.
+    :param runs: the interrupted runs.
+    :param verdict: the verdict.
+    :param seed: the seed of the plan.
+    :param seconds: how long the verification took.
+    :param sigterm_checkpoint_seconds: SIGTERM to checkpoint in S3, the slowest seen.
+    """
+
+    reference: Reference
+    runs: tuple[RunReport, ...]
+    verdict: Verdict
+    seed: int
+    seconds: float
+
+    @property
+    def exit_status(self) -> int:
+        """0 when it passed, 1 when it failed."""
+        return EXIT_PASS if self.verdict.passed else EXIT_FAIL
+
+    @property
+    def sigterm_checkpoint_seconds(self) -> float | None:
+        """SIGTERM to checkpoint seen in S3, the slowest over the interruptions."""
+        seen = [
+            i.sigterm_checkpoint_seconds
+            for run in self.runs
+            for i in run.interruptions
+            if i.sigterm_checkpoint_seconds is not None
+        ]
+        return max(seen) if seen else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the figures less reliable than they should be (not a failure)."""
+        ref = self.reference
+        if ref.listing_gap > ref.checkpoint_interval / 2:
+            return [
+                f"the checkpoint prefix was listed up to {ref.listing_gap:.2f} s apart, more than "
+                f"half the checkpoint interval ({ref.checkpoint_interval:.2f} s): a busy machine; "
+                "times are coarse (save less often in the verification, or run it again)"
+            ]
+        return []
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for CI (``--json``)."""
+        sigterm_seconds = self.sigterm_checkpoint_seconds
+        return {
+            "verdict": self.verdict.to_json(),
+            "warnings": self.warnings,
+            "reference": self.reference.to_json(),
+            "sigterm_checkpoint_seconds": None
+            if sigterm_seconds is None
+            else round(sigterm_seconds, 3),
+            "runs": [run.to_json() for run in self.runs],
+            "seed": self.seed,
+            "seconds": round(self.seconds, 3),
+            "exit_status": self.exit_status,
+        }
+
+    def text(self) -> str:
+        """A readable report: the reference, one block per run, the verdict line last."""
+        ref = self.reference
+        lines = [
+            f"reference {ref.job_name}: trained {ref.training_seconds:.2f} s, "
+            f"{len(ref.checkpoint_moments)} checkpoint write(s), interval "
+            f"{ref.checkpoint_interval:.2f} s, {ref.objects} object(s), "
+            f"{ref.checkpoint_bytes} bytes; prefix listed every <= {ref.listing_gap:.2f} s"
+        ]
+        for run in self.runs:
+            lines.append(_run_text(run))
+        sigterm_seconds = self.sigterm_checkpoint_seconds
+        if sigterm_seconds is not None:
+            lines.append(f"SIGTERM to checkpoint in S3: at most {sigterm_seconds:.2f} s")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [f"  problem: {p}" for p in self.verdict.problems]
+        lines.append(self.verdict.line())
+        return "\n".join(lines)
+
+
+def _run_text(run: RunReport) -> str:
+    model = (
+        "no model"
+        if run.model is None
+        else (
+            "model bit-identical"
+            if run.model.bit_identical
+            else ("model within tolerance" if run.model.equal else "model DIFFERS")
+        )
+    )
+    head = (
+        f"run {run.plan.index} ({run.plan.kind.value}) {run.job_name}: {run.final_status}, {model}"
+    )
+    parts = [head]
+    for item in run.interruptions:
+        restored = {True: "restored", False: "NOT restored", None: "restore n/a"}[item.restored]
+        lost = "-" if item.lost_seconds is None else f"{item.lost_seconds:.2f} s"
+        sigterm = {True: "yes", False: "no", None: "n/a"}[item.sigterm_checkpoint]
+        parts.append(
+            f"    attempt {item.attempt} at {item.at_training_second:.2f} s: {restored} "
+            f"({item.checkpoints_at_restart} object(s)), lost {lost}, SIGTERM checkpoint {sigterm}"
+        )
+    return "\n".join(parts)

@@ -1,0 +1,128 @@
+"""Tests of the checkpoint advice and the summary's advice and decisions blocks."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airflow_spot_provider.economics import (
+    checkpoint_advice,
+    decision_entry,
+    expected_work_lost_seconds,
+    summarize_with_advice,
+    young_daly_interval_seconds,
+)
+from airflow_spot_provider.lifecycle import SecondaryStatus
+from airflow_spot_provider.retry import RETRYABLE_OUTCOMES, SpotRetryPolicy, SwitchToOnDemand
+from airflow_spot_provider.summary import summarize_attempts
+from tests.spot_reports import T0, job
+
+S = SecondaryStatus
+
+
+def test_young_daly() -> None:
+    # C = 60 s, M = 4 h: sqrt(2 * 60 * 14400) = 1314.5 s, about 22 minutes.
+    assert young_daly_interval_seconds(60, 4 * 3600) == pytest.approx(1314.53, abs=0.01)
+    assert expected_work_lost_seconds(1800, 300) == 1200
+    for bad in (0, -1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="must be a finite number > 0"):
+            young_daly_interval_seconds(bad, 100)
+
+
+@given(
+    cost=st.floats(min_value=1, max_value=3600),
+    mtbi=st.floats(min_value=60, max_value=1e7),
+    factor=st.floats(min_value=0.2, max_value=5),
+)
+def test_young_daly_minimises_the_first_order_waste(
+    cost: float, mtbi: float, factor: float
+) -> None:
+    # Waste per second of work ~ C / T + T / (2 M): the Young interval is its minimum.
+    def waste(interval: float) -> float:
+        return cost / interval + interval / (2 * mtbi)
+
+    best = young_daly_interval_seconds(cost, mtbi)
+    assert waste(best) <= waste(best * factor) * (1 + 1e-9)
+
+
+TWO_INTERRUPTIONS = job(
+    "train-a1",
+    [
+        (S.STARTING, 0),
+        (S.DOWNLOADING, 0),
+        (S.TRAINING, 300),
+        (S.INTERRUPTED, 7200),
+        (S.DOWNLOADING, 9000),
+        (S.TRAINING, 9300),
+        (S.INTERRUPTED, 16200),
+        (S.DOWNLOADING, 18000),
+        (S.TRAINING, 18300),
+        (S.UPLOADING, 21600),
+        (S.COMPLETED, 21600),
+    ],
+    status="Completed",
+    ended=21600,
+    TrainingTimeInSeconds=21600,
+    BillableTimeInSeconds=6480,
+)
+
+
+def test_advice_from_observed_interruptions() -> None:
+    advice = checkpoint_advice(
+        [TWO_INTERRUPTIONS], checkpoint_cost_seconds=60, checkpoint_interval_seconds=1800
+    )
+    held = 7200 + 7200 + 3600  # the three runs on instances
+    assert advice["interruptions"] == 2
+    assert advice["running_seconds"] == held
+    assert advice["mean_seconds_between_interruptions"] == held / 2
+    assert advice["young_daly_interval_seconds"] == pytest.approx(
+        math.sqrt(2 * 60 * held / 2), abs=0.1
+    )
+    assert advice["expected_work_lost_seconds_per_interruption"] == 1800 / 2 + 300
+    assert "checkpoint every 17 min" in advice["advice"]
+
+
+def test_no_interruption_no_interval() -> None:
+    quiet = job(
+        "train-a1",
+        [(S.STARTING, 0), (S.DOWNLOADING, 0), (S.TRAINING, 300), (S.COMPLETED, 3600)],
+        status="Completed",
+        ended=3600,
+    )
+    advice = checkpoint_advice([quiet], checkpoint_cost_seconds=60)
+    assert advice["young_daly_interval_seconds"] is None
+    assert "no interruption observed" in advice["advice"]
+
+
+def test_summary_with_advice_and_decisions_is_plain_json() -> None:
+    policy = SpotRetryPolicy(
+        retry_on=RETRYABLE_OUTCOMES,
+        deadline=T0 + timedelta(hours=12),
+        deadline_aware=True,
+        expected_training_seconds=8 * 3600,
+    )
+    first = policy.first_attempt(now=T0, request={"EnableManagedSpotTraining": True})
+    waiting = job("train-a1", [(S.STARTING, 0)])
+    switch = policy.decide_while_waiting(
+        [], waiting, now=T0 + timedelta(hours=4), last_request={"EnableManagedSpotTraining": True}
+    )
+    assert isinstance(switch, SwitchToOnDemand)
+    summary = summarize_with_advice(
+        [TWO_INTERRUPTIONS], checkpoint_cost_seconds=60, decisions=[first, switch]
+    )
+    assert json.loads(json.dumps(summary)) == summary
+    base = summarize_attempts([TWO_INTERRUPTIONS])
+    assert {k: summary[k] for k in base} == base  # the existing blocks are untouched
+    assert summary["decisions"] == [decision_entry(first), decision_entry(switch)]
+    assert summary["decisions"][1] | {"reason": ""} == {
+        "kind": "switch-to-on-demand",
+        "rule": "slack-exhausted",
+        "at": (T0 + timedelta(hours=4)).isoformat(),
+        "on_demand": True,
+        "reason": "",
+    }
