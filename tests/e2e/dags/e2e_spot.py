@@ -6,7 +6,7 @@ chooses its job and its spot market scenario; the policy and the mode are fixed 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task, task_group
@@ -21,6 +21,28 @@ POLICIES = {
     "retry": SpotRetryPolicy(max_attempts=3, backoff_initial_seconds=0.5),
     # A backoff longer than the trigger's hand-back: the task defers (or sleeps) on it.
     "backoff": SpotRetryPolicy(max_attempts=2, backoff_initial_seconds=4),
+    # Deadline-aware, the deadline 150 s after the DAG is parsed (each test run parses it): 3 s
+    # of work, 1 s restarts and checkpoints and a 120 s margin leave spot about 20 s, then an
+    # attempt still waiting for capacity gives way to on-demand.
+    "deadline": SpotRetryPolicy(
+        max_attempts=2,
+        backoff_initial_seconds=0,
+        deadline=datetime.now(UTC) + timedelta(seconds=150),
+        deadline_aware=True,
+        expected_training_seconds=3,
+        restart_overhead_seconds=1,
+        checkpoint_interval_seconds=1,
+        deadline_margin_seconds=120,
+    ),
+    "past": SpotRetryPolicy(max_attempts=2, deadline=datetime(2026, 1, 1, tzinfo=UTC)),
+    # An attempt that would start from scratch is not made.
+    "progress": SpotRetryPolicy(
+        max_attempts=2, backoff_initial_seconds=0.5, require_checkpoint_progress="give_up"
+    ),
+    # Resubmits whatever the checkpoints say; a 1 s interval flags checkpoints that stood still.
+    "stale": SpotRetryPolicy(
+        max_attempts=2, backoff_initial_seconds=0.5, checkpoint_interval_seconds=1
+    ),
 }
 POLL = 0.3
 
