@@ -343,3 +343,26 @@ def test_backoff_trigger_round_trip_fires_with_the_state() -> None:
     assert event_from_json(asyncio.run(fire())) == BackoffEnded({"latest": "j-a2"})
     with pytest.raises(ValueError, match="time zone"):
         SpotBackoffTrigger(until="2026-01-01T00:00:00")
+
+
+def test_on_kill_cancelled_again_still_stops_the_job(
+    emulator: SpotEmulator, sm: Any, name: str
+) -> None:
+    # The triggerer cancels a killed trigger again on its next loop, about a second later,
+    # possibly while on_kill is still opening its client: the stop must go on regardless.
+    create_job(sm, name, train_seconds=60.0)
+
+    def stopped() -> bool:
+        status = sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+        return bool(status == TrainingJobStatus.STOPPED)
+
+    async def kill_then_cancel_again() -> None:
+        killing = asyncio.ensure_future(trigger_for(name).on_kill())
+        await asyncio.sleep(0)  # on_kill has started
+        killing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        await asyncio.to_thread(_wait_until, stopped)  # the loop runs on: the stop finishes
+
+    with supervisor_comms():
+        asyncio.run(kill_then_cancel_again())
