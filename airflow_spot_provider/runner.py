@@ -179,7 +179,12 @@ class ChainRunner:
         uri = (describes[-1].get("CheckpointConfig") or {}).get("S3Uri")
         if not last.is_terminal or last.outcome is JobOutcome.COMPLETED or not uri:
             return []
-        objects = self.list_checkpoints(str(uri))
+        try:
+            objects = self.list_checkpoints(str(uri))
+        except Exception as error:  # a check must not fail the chain
+            # No s3:ListBucket, a bucket in another account: the resubmission goes on unchecked.
+            self.log.warning("Progress checks skipped: listing %s failed: %s", uri, error)
+            return []
         found = attempt_findings(
             objects, reports, self._requested_spot(reports), self.policy.checkpoint_interval_seconds
         )
@@ -254,6 +259,7 @@ class ChainRunner:
             self.state.decisions.append(dict(action.decision))
         if action.reports:
             self.log.error(format_summary_table(summarize_attempts(action.reports)))
+        self.log.error("No further attempt: %s", action.reason)
         last_name = action.reports[-1].job_name if action.reports else self.first_name
         raise SpotTrainingError(last_name, action.outcome, action.reason, action.reports)
 

@@ -193,25 +193,10 @@ def test_give_up_on_an_empty_prefix_turns_a_resubmission_into_a_give_up() -> Non
     last = ended("never-launched", "j-a1")
     assert isinstance(decide([last]), Submit)
     strict = replace(POLICY, require_checkpoint_progress="give_up")
-    now = to_datetime("2026-01-01T00:05:00+00:00")
-    assert now is not None
-    kept = next_action(
-        first_name="j-a1",
-        describes=[last],
-        policy=POLICY,
-        base_request=REQUEST,
-        now=now,
-        findings=[empty],
+    kept, action = (
+        deadline_decide([last], 300, policy=policy, findings=[empty]) for policy in (POLICY, strict)
     )
     assert isinstance(kept, Submit)
-    action = next_action(
-        first_name="j-a1",
-        describes=[last],
-        policy=strict,
-        base_request=REQUEST,
-        now=now,
-        findings=[empty],
-    )
     assert isinstance(action, GiveUp)
     assert "require_checkpoint_progress=give_up" in action.reason
 

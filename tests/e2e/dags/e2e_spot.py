@@ -6,14 +6,18 @@ chooses its job and its spot market scenario; the policy and the mode are fixed 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task, task_group
 
+from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.groups import spot_training_group
+from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.runner import ChainRunner
 from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
 
 POLICIES = {
@@ -21,18 +25,18 @@ POLICIES = {
     "retry": SpotRetryPolicy(max_attempts=3, backoff_initial_seconds=0.5),
     # A backoff longer than the trigger's hand-back: the task defers (or sleeps) on it.
     "backoff": SpotRetryPolicy(max_attempts=2, backoff_initial_seconds=4),
-    # Deadline-aware, the deadline 150 s after the DAG is parsed (each test run parses it): 3 s
-    # of work, 1 s restarts and checkpoints and a 120 s margin leave spot about 20 s, then an
-    # attempt still waiting for capacity gives way to on-demand.
+    # Deadline-aware: 3 s of work, 1 s restarts and checkpoints and a 40 s margin leave spot
+    # about 14 s of a 60 s deadline, then an attempt still waiting for capacity gives way to
+    # on-demand. The deadline here is a placeholder: _DeadlineAfterFirstJob sets the real one.
     "deadline": SpotRetryPolicy(
         max_attempts=2,
         backoff_initial_seconds=0,
-        deadline=datetime.now(UTC) + timedelta(seconds=150),
+        deadline=datetime(2100, 1, 1, tzinfo=UTC),
         deadline_aware=True,
         expected_training_seconds=3,
         restart_overhead_seconds=1,
         checkpoint_interval_seconds=1,
-        deadline_margin_seconds=120,
+        deadline_margin_seconds=40,
     ),
     "past": SpotRetryPolicy(max_attempts=2, deadline=datetime(2026, 1, 1, tzinfo=UTC)),
     # An attempt that would start from scratch is not made.
@@ -47,6 +51,25 @@ POLICIES = {
 POLL = 0.3
 
 
+DEADLINE_AFTER = timedelta(seconds=60)
+
+
+class _DeadlineAfterFirstJob(SageMakerSpotTrainingOperator):
+    """The deadline is 60 s after the chain's first job was created (or after now, before it).
+
+    A loaded machine may take half a minute to start a task: a deadline fixed when the DAG is
+    parsed would leave a test's spot phase to chance.
+    """
+
+    def _runner(self, context: Any, state: ChainState | None = None) -> ChainRunner:
+        runner = super()._runner(context, state)
+        chain = runner.chain()
+        first = SpotJobReport.from_describe(runner.describe(chain[0])) if chain else None
+        start = (first.creation_time if first else None) or datetime.now(UTC)
+        runner.policy = replace(runner.policy, deadline=start + DEADLINE_AFTER)
+        return runner
+
+
 def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
     with DAG(
         dag_id=dag_id,
@@ -55,7 +78,8 @@ def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
         render_template_as_native_obj=True,
         tags=["e2e"],
     ) as dag:
-        SageMakerSpotTrainingOperator(
+        operator = _DeadlineAfterFirstJob if policy == "deadline" else SageMakerSpotTrainingOperator
+        operator(
             task_id="train",
             config="{{ dag_run.conf['config'] }}",
             checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
