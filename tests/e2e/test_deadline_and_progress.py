@@ -35,7 +35,7 @@ def _events(captured: list[dict[str, Any]]) -> str:
     return "\n".join(str(e) for e in captured)
 
 
-@pytest.mark.parametrize("mode", ["deferred", "worker"])
+@pytest.mark.parametrize("mode", ["deferred", "worker", "sensor"])
 def test_waiting_spot_job_switches_to_on_demand_before_the_deadline(
     emulator: SpotEmulator, sm: Any, name: str, mode: str
 ) -> None:
@@ -47,10 +47,11 @@ def test_waiting_spot_job_switches_to_on_demand_before_the_deadline(
     )
     # Spot capacity goes once attempt 1 is interrupted, and comes back when it has ended: the
     # spot job waits (Starting), then the policy stops it; the on-demand attempt finds capacity.
+    dag_id = "e2e_launch_and_deadline_sensor" if mode == "sensor" else f"e2e_deadline_{mode}"
     with CapacityGap(emulator, instance, name):
-        run = run_dag(f"e2e_deadline_{mode}", spot_conf(name, config, 60, 120))
+        run = run_dag(dag_id, spot_conf(name, config, 60, 120))
     assert run.state == DagRunState.SUCCESS
-    summary = xcom(run, "train")
+    summary = xcom(run, "wait" if mode == "sensor" else "train")
     assert [a["outcome"] for a in summary["attempts"]] == ["STOPPED", "COMPLETED"]
     assert [a["managed_spot"] for a in summary["attempts"]] == [True, False]
     first, second = jobs_named(sm, name)
@@ -60,12 +61,11 @@ def test_waiting_spot_job_switches_to_on_demand_before_the_deadline(
     assert "MaxWaitTimeInSeconds" not in second["StoppingCondition"]
     assert second["CheckpointConfig"] == first["CheckpointConfig"]
     kinds = [(d["kind"], d["rule"]) for d in summary["decisions"]]
-    assert kinds == [
-        ("create", "slack-covers-work"),
-        ("switch-to-on-demand", "slack-exhausted"),
-        ("resubmit", "slack-exhausted"),
-    ]
-    switch = summary["decisions"][1]
+    switched = [("switch-to-on-demand", "slack-exhausted"), ("resubmit", "slack-exhausted")]
+    # The sensor did not create attempt 1 (the launch task did): its decisions start later.
+    created = [] if mode == "sensor" else [("create", "slack-covers-work")]
+    assert kinds == [*created, *switched]
+    switch = summary["decisions"][-2]
     deadline = datetime.fromisoformat(switch["reason"].split("deadline ")[1].split(" ")[0])
     assert datetime.fromisoformat(switch["at"]) < deadline
     assert datetime.fromisoformat(str(second["TrainingEndTime"])) < deadline

@@ -54,20 +54,33 @@ POLL = 0.3
 DEADLINE_AFTER = timedelta(seconds=60)
 
 
-class _DeadlineAfterFirstJob(SageMakerSpotTrainingOperator):
-    """The deadline is 60 s after the chain's first job was created (or after now, before it).
+def _deadline_after_first_job(runner: ChainRunner) -> ChainRunner:
+    """Set the deadline 60 s after the chain's first job was created (or after now, before it).
 
     A loaded machine may take half a minute to start a task: a deadline fixed when the DAG is
     parsed would leave a test's spot phase to chance.
+
+    :param runner: the task's runner.
     """
+    chain = runner.chain()
+    first = SpotJobReport.from_describe(runner.describe(chain[0])) if chain else None
+    start = (first.creation_time if first else None) or datetime.now(UTC)
+    runner.policy = replace(runner.policy, deadline=start + DEADLINE_AFTER)
+    return runner
+
+
+class _DeadlineAfterFirstJob(SageMakerSpotTrainingOperator):
+    """The operator, with :func:`_deadline_after_first_job`."""
 
     def _runner(self, context: Any, state: ChainState | None = None) -> ChainRunner:
-        runner = super()._runner(context, state)
-        chain = runner.chain()
-        first = SpotJobReport.from_describe(runner.describe(chain[0])) if chain else None
-        start = (first.creation_time if first else None) or datetime.now(UTC)
-        runner.policy = replace(runner.policy, deadline=start + DEADLINE_AFTER)
-        return runner
+        return _deadline_after_first_job(super()._runner(context, state))
+
+
+class _SensorDeadlineAfterFirstJob(SageMakerSpotTrainingSensor):
+    """The sensor, with :func:`_deadline_after_first_job`."""
+
+    def _runner(self, context: Any, state: ChainState | None = None) -> ChainRunner:
+        return _deadline_after_first_job(super()._runner(context, state))
 
 
 def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
@@ -119,6 +132,31 @@ with DAG(
         task_id="wait",
         job_name=launch.output["job_name"],
         spot_retry_policy=POLICIES["retry"],
+        poke_interval=POLL,
+        mode="reschedule",
+    )
+
+
+with DAG(
+    dag_id="e2e_launch_and_deadline_sensor",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    render_template_as_native_obj=True,
+    tags=["e2e"],
+) as e2e_launch_and_deadline_sensor:
+    _launch = SageMakerSpotTrainingOperator(
+        task_id="launch",
+        config="{{ dag_run.conf['config'] }}",
+        checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
+        max_run="{{ dag_run.conf['max_run'] }}",
+        max_wait="{{ dag_run.conf['max_wait'] }}",
+        job_name="{{ dag_run.conf['name'] }}",
+        wait_for_completion=False,
+    )
+    _launch >> _SensorDeadlineAfterFirstJob(
+        task_id="wait",
+        job_name=_launch.output["job_name"],
+        spot_retry_policy=POLICIES["deadline"],
         poke_interval=POLL,
         mode="reschedule",
     )
