@@ -2,7 +2,7 @@
 
 ``from airflow_spot_provider.emulator import SpotEmulator`` starts it in-process; the console
 script ``spot-emulator serve`` runs it standalone. Imports are lazy so that the light modules
-(``images``, ``sandbox``...) can be used without loading aiohttp and moto.
+(``images``, ``sandbox``...) can be used without loading aiohttp.
 """
 
 from __future__ import annotations

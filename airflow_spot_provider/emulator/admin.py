@@ -1,7 +1,8 @@
 """A small client of the admin API (``/_emulator/``), for tests and chaos experiments.
 
 Plain ``urllib`` so that it works against any running emulator, in-process or ``spot-emulator
-serve`` on another terminal.
+serve`` on another terminal. Every call carries the run's admin token: ``SpotEmulator.admin``
+passes it; for a served emulator, :meth:`AdminClient.for_data_dir` reads it from the data dir.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
+
+TOKEN_HEADER = "X-Spot-Emulator-Token"
 
 
 class AdminApiError(RuntimeError):
@@ -30,12 +34,24 @@ class AdminClient:
     """Calls of the admin API of one emulator.
 
     :param endpoint_url: the emulator's endpoint (``http://127.0.0.1:4599``).
+    :param token: the run's admin token (printed by ``spot-emulator serve``).
     :param timeout: seconds per call.
     """
 
-    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, endpoint_url: str, token: str, timeout: float = 10.0) -> None:
         self.base = endpoint_url.rstrip("/") + "/_emulator"
+        self.token = token
         self.timeout = timeout
+
+    @classmethod
+    def for_data_dir(cls, endpoint_url: str, data_dir: Path | str) -> AdminClient:
+        """A client of the emulator serving ``data_dir``, with the token it wrote there.
+
+        :param endpoint_url: the emulator's endpoint.
+        :param data_dir: its ``--data-dir``.
+        """
+        token = (Path(data_dir) / "admin-token").read_text(encoding="utf-8").strip()
+        return cls(endpoint_url, token)
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -43,7 +59,7 @@ class AdminClient:
             self.base + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", TOKEN_HEADER: self.token},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

@@ -86,15 +86,10 @@ class SageMakerApi:
     def _check_quota(self, params: Mapping[str, Any]) -> None:
         resources = params["ResourceConfig"]
         instance_type = resources["InstanceType"]
-        limit = self.machine.config.quotas.get(instance_type)
-        if limit is None:
-            return
+        config = self.machine.config
+        limit = config.quotas.get(instance_type, config.default_quota)
         spot = bool(params.get("EnableManagedSpotTraining"))
-        current = sum(
-            job.instance_count
-            for job, _rt in self.machine.live.values()
-            if job.instance_type == instance_type and job.spot == spot
-        )
+        current = self.machine.instances_in_use(instance_type, spot)
         delta = int(resources.get("InstanceCount") or 1)
         if current + delta > limit:
             usage = "spot training job" if spot else "training job"

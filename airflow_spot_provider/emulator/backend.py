@@ -41,7 +41,7 @@ class Backend:
         self.started = time.time()
         self.events = EventLog()
         self.store = Store(config.db_path)
-        self.logs = LogStore(self.store, config.region, config.account)
+        self.logs = LogStore(self.store, config.region, config.account, config.log_cap_bytes)
         self.scenario = Scenario()
         self.market = SpotMarket(config, self.scenario)
         self.throttler = Throttler(config.throttle_rates)

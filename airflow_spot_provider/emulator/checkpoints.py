@@ -6,15 +6,24 @@ deleted locally is deleted in S3; objects added to S3 after the start are not co
 
 The key of a local file is the URI's prefix, as a folder, plus the file's relative POSIX path:
 ``s3://b/ckpt`` and ``s3://b/ckpt/`` both put ``sub/a.pt`` at ``ckpt/sub/a.pt``.
+
+Bounded: files stream from disk (one PUT each, so that the ETag is the file's MD5), several at
+a time; a sync stops starting uploads once its budget is spent or it is asked to stop, so that a
+teardown never waits for 100,000 small files. What it left is not lost: a restarted host's
+checkpoint dir is kept (:meth:`.Sandbox.reset_for_restart`) and :meth:`CheckpointSync.restore`
+first uploads every local file that S3 does not hold as it is, then brings in the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import stat
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # What identifies a version of a local file between two scans.
 _Stamp = tuple[int, int]  # (size, mtime_ns)
+UPLOAD_THREADS = 8
+# Time one sync may spend starting uploads: bounds a teardown (plus the uploads in flight).
+SYNC_BUDGET_SECONDS = 60.0
 
 
 class CheckpointSync:
@@ -44,10 +56,19 @@ class CheckpointSync:
     :param s3: the S3 client.
     :param s3_uri: ``CheckpointConfig.S3Uri``.
     :param local_dir: the sandbox's checkpoint dir.
+    :param budget_seconds: time one sync may spend starting uploads.
     """
 
-    def __init__(self, s3: S3Client, s3_uri: str, local_dir: Path) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        s3_uri: str,
+        local_dir: Path,
+        budget_seconds: float = SYNC_BUDGET_SECONDS,
+    ) -> None:
         self._s3 = s3
+        self.budget_seconds = budget_seconds
+        self._halt = threading.Event()  # set: the sync in flight starts no more uploads
         self.bucket, prefix = parse_s3_uri(s3_uri)
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.local_dir = Path(local_dir)
@@ -63,19 +84,26 @@ class CheckpointSync:
         return self.prefix + rel
 
     def restore(self) -> int:
-        """Copy every object under the prefix into the local dir (creating sub-directories).
+        """Make the local dir what S3 holds under the prefix, losing nothing of either.
 
-        Keys that would leave the local dir (``..``) are skipped with a warning.
+        Files left in the local dir by a previous life of the host (a crash, a teardown past its
+        budget) are uploaded first unless S3 holds them as they are; then every object not
+        already there is downloaded. Keys that would leave the local dir (``..``) are skipped
+        with a warning.
 
-        :returns: the number of files restored.
+        :returns: the number of files restored (downloaded or found in place).
         """
-        count = 0
         with self._lock:
+            self._halt.clear()
             self.local_dir.mkdir(parents=True, exist_ok=True)
+            leftovers = self._push_leftovers(time.monotonic() + self.budget_seconds)
+            count = 0
             for key, _size in iter_keys(self._s3, self.bucket, self.prefix):
                 try:
                     rel = safe_relative(key[len(self.prefix) :])
                     target = self.local_dir.joinpath(*rel.parts)
+                    if rel.as_posix() in leftovers:
+                        continue  # the local file is as new as S3's, or newer: never overwritten
                     download_to(self._s3, self.bucket, key, target, self.local_dir)
                 except (SandboxError, OSError) as err:
                     log.warning(
@@ -84,30 +112,99 @@ class CheckpointSync:
                     continue
                 self._known[rel.as_posix()] = _stamp(target)
                 count += 1
-        return count
+            return count + len(leftovers)
+
+    def _push_leftovers(self, deadline: float) -> set[str]:
+        """Upload what a previous life left locally and S3 lacks; the files left.
+
+        A file S3 holds byte for byte (size, then MD5 = ETag) is known; one past the budget
+        stays unknown, so that the next sync uploads it.
+        """
+        leftovers = self._scan()
+        if not leftovers:
+            return set()
+        held = self._listing()
+        missing: list[str] = []
+        for rel in sorted(leftovers):
+            if time.monotonic() > deadline:
+                break
+            if _same(self.local_dir / rel, held.get(rel)):
+                self._known[rel] = leftovers[rel]
+            else:
+                missing.append(rel)
+        log.warning(
+            "checkpoint dir %s: %d files left by a previous start, %d of them not in S3",
+            self.local_dir,
+            len(leftovers),
+            len(missing),
+        )
+        for rel in self._upload_all(missing, deadline):
+            self._known[rel] = leftovers[rel]
+        return set(leftovers)
+
+    def _listing(self) -> dict[str, tuple[int, str]]:
+        """Relative path to (size, ETag) of every object under the prefix."""
+        held: dict[str, tuple[int, str]] = {}
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(self.prefix) :]
+                held[rel] = (int(item.get("Size", 0)), str(item.get("ETag", "")).strip('"'))
+        return held
+
+    def _upload(self, rel: str) -> bool:
+        if self._halt.is_set():
+            return False
+        try:
+            with (self.local_dir / rel).open("rb") as body:
+                self._s3.put_object(Bucket=self.bucket, Key=self.key_of(rel), Body=body)
+        except FileNotFoundError:
+            return False  # deleted between the scan and the upload (a temp file renamed away)
+        return True
+
+    def _upload_all(self, rels: list[str], deadline: float) -> list[str]:
+        """Upload files in parallel until done, halted or past ``deadline``; those uploaded."""
+        done: list[str] = []
+        if not rels:
+            return done
+        with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="checkpoint-upload") as pool:
+            futures: list[tuple[str, Future[bool]]] = []
+            for rel in rels:
+                if self._halt.is_set() or time.monotonic() > deadline:
+                    log.warning(
+                        "checkpoint sync of %s stopped with %d of %d uploads not started",
+                        self.local_dir,
+                        len(rels) - len(futures),
+                        len(rels),
+                    )
+                    break
+                futures.append((rel, pool.submit(self._upload, rel)))
+                if len(futures) % UPLOAD_THREADS == 0:
+                    futures[-UPLOAD_THREADS][1].result()  # at most a few in flight
+            done = [rel for rel, future in futures if future.result()]
+        return done
 
     def sync_once(self) -> int:
         """Upload new and changed local files, delete in S3 the files deleted locally.
 
         A file is changed when its size or mtime (ns) differs from when it was last uploaded.
-        Symlinks are never followed nor uploaded.
+        Symlinks are never followed nor uploaded. Stops starting uploads after
+        ``budget_seconds`` or when :meth:`halt` is called; the rest goes at the next sync.
 
         :returns: the number of uploads plus deletions.
         """
         with self._lock:
+            self._halt.clear()
+            deadline = time.monotonic() + self.budget_seconds
             local = self._scan()
-            changes = 0
-            for rel, stamp in sorted(local.items()):
-                if self._known.get(rel) == stamp:
-                    continue
-                try:
-                    self._s3.upload_file(str(self.local_dir / rel), self.bucket, self.key_of(rel))
-                except FileNotFoundError:
-                    # Deleted between the scan and the upload (a temp file renamed away).
-                    continue
+            changed = [rel for rel, stamp in sorted(local.items()) if self._known.get(rel) != stamp]
+            uploaded = self._upload_all(changed, deadline)
+            for rel in uploaded:
                 # The stamp from before the upload: a write during it shows at the next scan.
-                self._known[rel] = stamp
-                changes += 1
+                self._known[rel] = local[rel]
+            changes = len(uploaded)
             gone = sorted(set(self._known) - set(local))
             for start in range(0, len(gone), 1000):  # DeleteObjects takes at most 1,000 keys
                 batch = gone[start : start + 1000]
@@ -120,6 +217,10 @@ class CheckpointSync:
                 changes += len(batch)
             return changes
 
+    def halt(self) -> None:
+        """Make the sync in flight start no more uploads (the next sync starts afresh)."""
+        self._halt.set()
+
     async def run(self, interval: float = 0.5) -> None:
         """Call :meth:`sync_once` every ``interval`` seconds, in a worker thread, until cancelled.
 
@@ -130,10 +231,12 @@ class CheckpointSync:
         :param interval: seconds between the end of a scan and the start of the next.
         """
         while True:
+            self._halt.clear()
             future = asyncio.ensure_future(asyncio.to_thread(self.sync_once))
             try:
                 await asyncio.shield(future)
             except asyncio.CancelledError:
+                self.halt()  # the teardown's final sync follows: do not make it wait
                 await asyncio.gather(future, return_exceptions=True)
                 raise
             except Exception:
@@ -155,6 +258,22 @@ class CheckpointSync:
                     continue
                 found[path.relative_to(self.local_dir).as_posix()] = (st.st_size, st.st_mtime_ns)
         return found
+
+
+def _same(path: Path, held: tuple[int, str] | None) -> bool:
+    """Whether an object (size, ETag) holds the local file byte for byte (a multipart ETag is
+    not an MD5: such a file is uploaded again)."""
+    if held is None or "-" in held[1] or held[0] != path.stat().st_size:
+        return False
+    return _md5(path) == held[1]
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as reader:
+        while chunk := reader.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _stamp(path: Path) -> _Stamp:

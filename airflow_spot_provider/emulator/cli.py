@@ -1,8 +1,11 @@
 """``spot-emulator serve``: run the emulator until SIGINT or SIGTERM.
 
-    spot-emulator serve --host 127.0.0.1 --port 4599 --data-dir DIR [--seed N] [--scenario FILE]
+    spot-emulator serve --host 127.0.0.1 --port 4599 [--s3-port 4600] --data-dir DIR [--seed N]
+                        [--scenario FILE]
 
-On start it prints the Airflow connection (``export AIRFLOW_CONN_AWS_DEFAULT=...``) to paste.
+On start it prints the admin token and the Airflow connection (``export
+AIRFLOW_CONN_AWS_DEFAULT=...``) to paste; both ports stay the same across restarts, so the
+connection does too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve until SIGINT/SIGTERM")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=4599, help="port (0: any free port)")
+    serve.add_argument(
+        "--s3-port", type=int, help="port of S3 (default: --port + 1; any free port with --port 0)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback ones (e.g. a proxy's)",
+    )
     serve.add_argument("--data-dir", type=Path, required=True, help="jobs, logs, sandboxes, S3")
     serve.add_argument("--seed", type=int, default=0, help="seed of the random market model")
     serve.add_argument("--scenario", type=Path, help="scenario file (JSON, or YAML)")
@@ -70,6 +83,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         data_dir=args.data_dir,
         host=args.host,
         port=args.port,
+        s3_port=args.s3_port,
+        allowed_hosts=tuple(args.allow_host),
         seed=args.seed,
         tick_seconds=args.tick,
         durations=Durations(interruption_notice_seconds=args.notice),
@@ -90,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as err:
         raise SystemExit(f"spot-emulator: {err}") from None
-    from airflow_spot_provider.emulator.server import SpotEmulator  # heavy: aiohttp, moto
+    from airflow_spot_provider.emulator.leftovers import DataDirInUseError
+    from airflow_spot_provider.emulator.server import SpotEmulator  # heavy: aiohttp, boto3
+    from airflow_spot_provider.emulator.store import StoreError
 
     done = threading.Event()
 
@@ -100,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     emulator = SpotEmulator(scenario=args.scenario, config=config)
-    emulator.start()
+    try:
+        emulator.start()
+    except (StoreError, DataDirInUseError, OSError) as err:
+        raise SystemExit(f"spot-emulator: {err}") from None
     try:
         while not done.wait(3600):
             pass

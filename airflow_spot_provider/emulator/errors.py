@@ -93,6 +93,13 @@ class RequestTooLargeError(EmulatorError):
     code = "RequestEntityTooLargeException"
 
 
+class AccessDeniedError(EmulatorError):
+    """A request refused before it is read (foreign Host or Origin)."""
+
+    code = "AccessDeniedException"
+    status = 403
+
+
 class InternalFailureError(EmulatorError):
     """A bug in the emulator; the server keeps serving."""
 

@@ -2,13 +2,17 @@
 
 ``X-Amz-Target: SageMaker.<Operation>`` and ``Logs_20140328.<Operation>`` select the operation.
 Requests may be signed or not: the ``Authorization`` header is never read, logged nor stored.
-Every error is answered in the protocol's shape and the server keeps serving.
+Every error is answered in the protocol's shape (unknown paths and methods too) and the server
+keeps serving. Every request passes :mod:`.guard` (loopback ``Host``, no foreign ``Origin``);
+admin calls also need this run's token (``X-Spot-Emulator-Token``) and, with a body, JSON.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,8 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_spot_provider.emulator.admin import TOKEN_HEADER
 from airflow_spot_provider.emulator.backend import Backend
 from airflow_spot_provider.emulator.errors import (
+    AccessDeniedError,
     AdminError,
     EmulatorError,
     InternalFailureError,
@@ -26,6 +32,7 @@ from airflow_spot_provider.emulator.errors import (
     ThrottlingError,
     UnknownOperationError,
 )
+from airflow_spot_provider.emulator.guard import allowed_hosts, guard_middleware
 from airflow_spot_provider.emulator.scenario import ScenarioError
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,11 @@ log = logging.getLogger(__name__)
 JSON_11 = "application/x-amz-json-1.1"
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
 BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
+TOKEN_KEY: web.AppKey[str] = web.AppKey("admin_token", str)
+# Deeper than any request shape of botocore's models; json.loads would recurse ~1,000 deep.
+MAX_NESTING = 32
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
 def _operations(backend: Backend) -> dict[str, Operation]:
@@ -68,6 +80,7 @@ async def _read_params(request: web.Request, limit: int) -> dict[str, Any]:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as err:
         raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes") from err
+    check_nesting(body)
     try:
         params = json.loads(body or b"{}")
     except ValueError as err:
@@ -75,6 +88,22 @@ async def _read_params(request: web.Request, limit: int) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise SerializationError("Request body must be a JSON object")
     return params
+
+
+def check_nesting(body: bytes) -> None:
+    """Refuse a JSON body nested deeper than :data:`MAX_NESTING` before it is parsed.
+
+    :param body: the request body.
+    :raises SerializationError: too deep.
+    """
+    depth = deepest = 0
+    for bracket in _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise SerializationError(
+            f"Request body nests {deepest} levels deep; at most {MAX_NESTING} are accepted"
+        )
 
 
 class AwsHandler:
@@ -123,6 +152,7 @@ def _admin(
     async def wrapped(request: web.Request) -> web.Response:
         backend = request.app[BACKEND_KEY]
         try:
+            _check_admin(request)
             result = await handler(backend, request)
         except EmulatorError as err:
             status = err.http_status
@@ -132,9 +162,38 @@ def _admin(
     return wrapped
 
 
+def _check_admin(request: web.Request) -> None:
+    """Refuse an admin call without this run's token, or whose body is not declared JSON.
+
+    :param request: the admin request.
+    :raises AdminError: 403 (token) or 415 (content type).
+    """
+    if request.path == "/_emulator/health":
+        return  # liveness only: no token, so that scripts can wait for the server
+    given = request.headers.get(TOKEN_HEADER, "")
+    if not hmac.compare_digest(given.encode(), request.app[TOKEN_KEY].encode()):
+        raise AdminError(
+            f"the admin API needs this run's token in the {TOKEN_HEADER} header "
+            "(printed by spot-emulator serve, written to <data-dir>/admin-token; "
+            "SpotEmulator.admin sends it)",
+            403,
+        )
+    if request.method == "POST" and request.content_type != "application/json":
+        raise AdminError(
+            f"admin calls take a JSON body (Content-Type: application/json), "
+            f"got {request.content_type!r}",
+            415,
+        )
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read() if request.can_read_body else b""
     try:
-        body = await request.json() if request.can_read_body else {}
+        check_nesting(raw)
+    except SerializationError as err:
+        raise AdminError(err.message, 400) from err
+    try:
+        body = json.loads(raw) if raw else {}
     except ValueError as err:
         raise AdminError(f"body is not valid JSON: {err}", 400) from err
     if not isinstance(body, dict):
@@ -185,13 +244,52 @@ async def _scenario(backend: Backend, request: web.Request) -> dict[str, Any]:
     return {"loaded": loaded}
 
 
-def build_app(backend: Backend) -> web.Application:
+def _refuse(request: web.Request, reason: str) -> web.Response:
+    err = AccessDeniedError(f"Access denied: {reason}")
+    if request.path.startswith("/_emulator/"):
+        return web.json_response({"error": err.code, "message": err.message}, status=403)
+    return _error(err)
+
+
+@web.middleware
+async def _aws_shaped(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown paths and methods answer in the protocol's shape, not aiohttp's plain text."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPNotFound:
+        err: EmulatorError = UnknownOperationError(
+            f"No operation at {request.method} {request.path}; the SageMaker and CloudWatch "
+            "Logs operations are POST / with X-Amz-Target",
+            404,
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        err = UnknownOperationError(
+            f"Method {request.method} is not allowed on {request.path} (allowed: {allowed})",
+            405,
+        )
+    else:
+        return response
+    if request.path.startswith("/_emulator/"):
+        return web.json_response(
+            {"error": err.code, "message": err.message}, status=err.http_status
+        )
+    return _error(err)
+
+
+def build_app(backend: Backend, admin_token: str) -> web.Application:
     """The aiohttp application of the emulator.
 
     :param backend: the emulator backend.
+    :param admin_token: the token admin calls must carry.
     """
-    app = web.Application(client_max_size=backend.config.max_body_bytes)
+    hosts = allowed_hosts(backend.config.host, backend.config.allowed_hosts)
+    app = web.Application(
+        client_max_size=backend.config.max_body_bytes,
+        middlewares=[guard_middleware(hosts, _refuse), _aws_shaped],
+    )
     app[BACKEND_KEY] = backend
+    app[TOKEN_KEY] = admin_token
     app.router.add_get("/_emulator/health", _admin(_health))
     app.router.add_get("/_emulator/events", _admin(_events))
     app.router.add_get("/_emulator/stats", _admin(_stats))

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from airflow_spot_provider.emulator.config import EmulatorConfig
@@ -29,6 +30,7 @@ from airflow_spot_provider.emulator.jobs import (
     clip_reason,
     wall_clock,
 )
+from airflow_spot_provider.emulator.leftovers import ProcessRecord
 from airflow_spot_provider.emulator.logs import LogStore
 from airflow_spot_provider.emulator.market import SpotMarket
 from airflow_spot_provider.emulator.phases import INTERNAL_ERROR, Phases
@@ -83,8 +85,12 @@ class Machine:
         self.s3 = s3
         self.jobs: dict[str, Job] = {}
         self.live: dict[str, tuple[Job, Runtime]] = {}
+        # Instances the live jobs hold, by (instance type, spot): quota checks stay O(1).
+        self._in_use: Counter[tuple[str, bool]] = Counter()
         self._heartbeat = 0.0
         self._kills: set[asyncio.Future[None]] = set()  # processes of jobs ended by a bug
+        # What the next start kills if this backend dies without stopping its jobs.
+        self.processes = ProcessRecord(config.processes_path)
         self.phases = Phases(self)
 
     # -- creation, persistence, restart -------------------------------------------------------
@@ -112,7 +118,7 @@ class Machine:
         job = Job(request, now, state, self.arn(name))
         job.record_transition(_S.STARTING, now, STATUS_MESSAGES[_S.STARTING])
         self.jobs[name] = job
-        self.live[name] = (job, Runtime(ready_at=self.capacity_time(job, now, attempt=1)))
+        self._add_live(job, Runtime(ready_at=self.capacity_time(job, now, attempt=1)))
         self.store.save_job((name, now, _dumps(request), state.to_json()))
         self.store.commit()
         self.events.record("created", job=name, spot=job.spot, instance_type=job.instance_type)
@@ -130,7 +136,7 @@ class Machine:
             if job.state.status.is_terminal:
                 continue
             rt = Runtime(ready_at=now + self.config.durations.restart_delay_seconds)
-            self.live[name] = (job, rt)
+            self._add_live(job, rt)
             if job.state.secondary in BILLABLE_SECONDARY:
                 # The instances went with the emulator, at its last heartbeat at the latest.
                 when = min(max(heartbeat, job.state.last_modified), now)
@@ -140,6 +146,18 @@ class Machine:
             elif job.state.secondary is _S.STARTING:
                 rt.ready_at = self.capacity_time(job, now, attempt=job.state.starts + 1)
         self.store.commit()
+
+    def _add_live(self, job: Job, rt: Runtime) -> None:
+        self.live[job.name] = (job, rt)
+        self._in_use[(job.instance_type, job.spot)] += job.instance_count
+
+    def instances_in_use(self, instance_type: str, spot: bool) -> int:
+        """Instances of a type the live jobs hold (spot and on-demand counted apart).
+
+        :param instance_type: e.g. ``ml.m5.large``.
+        :param spot: count spot jobs' instances, else on-demand ones.
+        """
+        return self._in_use[(instance_type, spot)]
 
     def save(self, job: Job) -> None:
         """Persist a job's state (committed at the end of the tick).
@@ -170,10 +188,20 @@ class Machine:
             except Exception as err:  # a bug in one job's handling must not stop the others
                 self._abort(job, rt, err, now)
         self.logs.flush()
+        self.processes.update(self.training_pids())
         if now - self._heartbeat >= HEARTBEAT_SECONDS:
             self._heartbeat = now
             self.store.set_meta("heartbeat", repr(now))
         self.store.commit()
+
+    def training_pids(self) -> dict[str, int]:
+        """Job name to the pid of its training process, for the jobs that have one now."""
+        pids: dict[str, int] = {}
+        for name, (_job, rt) in self.live.items():
+            pid = getattr(rt.run, "pid", None)  # the synthetic image runs no process
+            if isinstance(pid, int):
+                pids[name] = pid
+        return pids
 
     def _abort(self, job: Job, rt: Runtime, err: Exception, now: float) -> None:
         """End a job whose handling raised (an emulator bug), so that no follower waits forever.
@@ -277,7 +305,8 @@ class Machine:
         :param rt: its runtime.
         """
         rt.cancel()
-        self.live.pop(job.name, None)
+        if self.live.pop(job.name, None) is not None:
+            self._in_use[(job.instance_type, job.spot)] -= job.instance_count
         self.market.forget(job.name)
 
     def fail(self, job: Job, rt: Runtime, reason: str, now: float) -> None:
@@ -347,6 +376,7 @@ class Machine:
         for _job, rt in self.live.values():
             rt.cancel()
         self.logs.flush()
+        self.processes.update({})
         self.store.set_meta("heartbeat", repr(time.time()))
         self.store.commit()
 

@@ -74,6 +74,27 @@ def _checked_name(kind: str, value: str) -> str:
     return value
 
 
+def _wipe(directory: Path, keep: Path | None) -> None:
+    """Remove everything under ``directory`` but ``keep`` (and the directories leading to it).
+
+    :param directory: the directory, itself removed unless it holds ``keep``.
+    :param keep: a path below it to leave as it is, or None.
+    """
+    if keep is None or not _is_within(keep, directory):
+        # rmtree does not follow symlinks, so a link planted by the job cannot widen the wipe.
+        shutil.rmtree(directory)
+        return
+    for child in directory.iterdir():
+        if child.is_symlink() or not child.is_dir():
+            child.unlink()  # a link is removed, never followed (even one planted at ``keep``)
+        elif child == keep:
+            continue
+        elif _is_within(keep, child):
+            _wipe(child, keep)
+        else:
+            shutil.rmtree(child)
+
+
 def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -86,12 +107,14 @@ class Sandbox:
     :param host: the host name (``algo-1``...).
     :param checkpoint_local_path: the container path of the checkpoint dir, as requested.
     :param checkpoint_dir: where that path lives under ``root``.
+    :param checkpoint_synced: the request has a ``CheckpointConfig.S3Uri`` (the dir is synced).
     """
 
     root: Path
     host: str
     checkpoint_local_path: str
     checkpoint_dir: Path
+    checkpoint_synced: bool = False
 
     @classmethod
     def create(
@@ -115,6 +138,7 @@ class Sandbox:
             host=host,
             checkpoint_local_path=str(local_path),
             checkpoint_dir=root.joinpath(*_container_parts(str(local_path))),
+            checkpoint_synced=bool((request.get("CheckpointConfig") or {}).get("S3Uri")),
         )
         sandbox._make_layout()
         return sandbox
@@ -187,10 +211,14 @@ class Sandbox:
         return _is_within(Path(path).resolve(), self.root.resolve())
 
     def reset_for_restart(self) -> None:
-        """Wipe everything local: a spot restart is a new instance that keeps nothing."""
-        # rmtree does not follow symlinks, so a link planted by the job cannot widen the wipe.
+        """Wipe everything local: a spot restart is a new instance that keeps nothing.
+
+        Except a synced checkpoint dir: files in it may not be in S3 yet (the emulator crashed,
+        or the last sync ran out of time); the checkpoint restore uploads them first.
+        """
         if self.root.exists():
-            shutil.rmtree(self.root)
+            keep = self.checkpoint_dir if self.checkpoint_synced else None
+            _wipe(self.root, keep)
         self._make_layout()
 
     def _make_layout(self) -> None:

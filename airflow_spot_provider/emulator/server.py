@@ -1,7 +1,7 @@
 """``SpotEmulator``: the embedded SageMaker training backend, in-process.
 
 One background thread runs one asyncio loop: the aiohttp server and the job clock share it.
-moto's S3 server runs in its own thread (werkzeug), as moto ships it.
+S3 (:mod:`.s3`) runs its own loop in its own thread.
 
     with SpotEmulator(data_dir="/tmp/spot") as emulator:
         sagemaker = emulator.boto3_client("sagemaker")
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -27,6 +29,7 @@ from airflow_spot_provider.emulator.backend import Backend
 from airflow_spot_provider.emulator.config import EmulatorConfig
 from airflow_spot_provider.emulator.http import build_app
 from airflow_spot_provider.emulator.jobs import wall_clock
+from airflow_spot_provider.emulator.leftovers import claim, kill_leftovers, release
 from airflow_spot_provider.emulator.s3 import DUMMY_CREDENTIALS, S3Server
 from airflow_spot_provider.emulator.scenario import load_file
 
@@ -78,6 +81,7 @@ class SpotEmulator:
         self.backend: Backend | None = None
         self.endpoint_url = ""
         self.s3_endpoint_url = ""
+        self.admin_token = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -85,9 +89,21 @@ class SpotEmulator:
         """Start S3, the loop thread, the HTTP server and the job clock; print the connection."""
         if self._loop is not None:
             raise RuntimeError("the emulator is already started")
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._s3 = S3Server(self.config.host, self.config.region)
-        self.s3_endpoint_url = self._s3.start(self.config.s3_snapshot_dir)
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        claim(config.pid_path)
+        # Before any job restarts: nothing of a crashed backend may write into the sandboxes.
+        kill_leftovers(config.processes_path, config.data_dir / "jobs")
+        self.admin_token = config.admin_token or secrets.token_urlsafe(24)
+        _write_private(config.token_path, self.admin_token)
+        self._s3 = S3Server(
+            config.s3_dir, config.host, config.s3_bind_port, config.region, config.allowed_hosts
+        )
+        try:
+            self.s3_endpoint_url = self._s3.start(config.legacy_s3_snapshot_dir)
+        except BaseException:
+            self.stop()
+            raise
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="spot-emulator", daemon=True)
         self._thread.start()
@@ -107,7 +123,10 @@ class SpotEmulator:
             spec = self._scenario
             backend.load_scenario(load_file(spec) if isinstance(spec, str | Path) else spec)
         self._runner = web.AppRunner(
-            build_app(backend), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            build_app(backend, self.admin_token),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -118,7 +137,7 @@ class SpotEmulator:
         self._clock = asyncio.ensure_future(backend.machine.run())
 
     def stop(self) -> None:
-        """Stop serving, stop the jobs' processes (state kept), save S3, stop everything."""
+        """Stop serving, stop the jobs' processes (state kept), stop S3 (on disk already)."""
         loop, self._loop = self._loop, None
         if loop is not None:
             try:
@@ -129,8 +148,10 @@ class SpotEmulator:
                     self._thread.join(_STOP_TIMEOUT)
                 loop.close()
         if self._s3 is not None:
-            self._s3.stop(self.config.s3_snapshot_dir)
+            self._s3.stop()
             self._s3 = None
+            self.config.token_path.unlink(missing_ok=True)
+            release(self.config.pid_path)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -180,10 +201,11 @@ class SpotEmulator:
         )
 
     def announcement(self) -> str:
-        """What :meth:`start` prints: the endpoints and the connection, ready to paste."""
+        """What :meth:`start` prints: the endpoints, the admin token, the connection to paste."""
         return (
             f"spot-emulator: SageMaker and CloudWatch Logs at {self.endpoint_url}, "
             f"S3 at {self.s3_endpoint_url}, data in {self.config.data_dir}\n"
+            f"spot-emulator: admin token {self.admin_token} (also in {self.config.token_path})\n"
             f"export AIRFLOW_CONN_AWS_DEFAULT='{self.airflow_connection()}'"
         )
 
@@ -205,5 +227,20 @@ class SpotEmulator:
 
     @property
     def admin(self) -> AdminClient:
-        """A client of the admin API (interrupt, set_capacity, events...)."""
-        return AdminClient(self.endpoint_url)
+        """A client of the admin API (interrupt, set_capacity, events...), with this run's token.
+
+        A property: ``emulator.admin.interrupt(job)``.
+        """
+        return AdminClient(self.endpoint_url, token=self.admin_token)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (the admin token).
+
+    :param path: the file.
+    :param text: its content.
+    """
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")

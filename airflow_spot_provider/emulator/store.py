@@ -8,7 +8,7 @@ tick that made them (:meth:`Store.commit`), so at most one tick of progress is l
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 SCHEMA_VERSION = "1"
@@ -46,6 +46,41 @@ class StoreError(RuntimeError):
     """The data dir holds a store this version cannot use."""
 
 
+def unusable_message(path: Path, err: Exception) -> str:
+    """The one line that names a damaged state file and how to recover.
+
+    :param path: the file.
+    :param err: what SQLite said.
+    """
+    return (
+        f"{path} is not a usable emulator state file ({err}); move it away (with its -wal and "
+        f"-shm files) to start without its contents, or restore it from a copy"
+    )
+
+
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (or create) an SQLite file in WAL mode with ``schema`` applied.
+
+    :param path: the file; its parent directory is created if missing.
+    :param schema: ``CREATE ... IF NOT EXISTS`` statements.
+    :raises StoreError: the file is not an SQLite database (or is damaged), in one line naming
+        it and how to recover.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One thread at a time uses a connection (the owner's loop); it may be another than the opener.
+    db = sqlite3.connect(path, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the emulator, not of the machine.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+        db.commit()
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise StoreError(unusable_message(path, err)) from err
+    return db
+
+
 class Store:
     """The emulator's SQLite file.
 
@@ -53,19 +88,23 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the emulator, not of the machine.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise StoreError(f"{path} has schema {version}, this emulator uses {SCHEMA_VERSION}")
-        self._db.commit()
+        self._db = open_database(path, _SCHEMA)
+        try:
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema {version}, this emulator uses {SCHEMA_VERSION}"
+                )
+            self._db.commit()
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise StoreError(unusable_message(path, err)) from err
+        except BaseException:
+            self._db.close()
+            raise
         self._dirty = False
 
     def close(self) -> None:
@@ -149,15 +188,78 @@ class Store:
         )
         self._dirty = True
 
-    def load_events(self, group: str, stream: str) -> list[tuple[int, int, str]]:
-        """The events of one stream in order: timestamp ms, ingestion ms, message.
+    def load_events(
+        self, group: str, stream: str, first: int, last: int
+    ) -> list[tuple[int, int, str]]:
+        """The events of one stream with seqs in ``[first, last)``: timestamp ms, ingestion ms,
+        message.
+
+        :param group: the log group.
+        :param stream: the stream name.
+        :param first: the first seq.
+        :param last: the seq after the last.
+        """
+        rows = self._db.execute(
+            "SELECT ts, ingested, message FROM log_events WHERE group_name = ? AND stream = ? "
+            "AND seq >= ? AND seq < ? ORDER BY seq",
+            (group, stream, first, last),
+        ).fetchall()
+        return [(int(t), int(i), str(m)) for t, i, m in rows]
+
+    def stream_span(self, group: str, stream: str) -> tuple[int, int, int, int, int, int] | None:
+        """First seq, last seq, message bytes, first and last timestamps, last ingestion of a
+        stream; None when it has no events.
 
         :param group: the log group.
         :param stream: the stream name.
         """
-        rows = self._db.execute(
-            "SELECT ts, ingested, message FROM log_events WHERE group_name = ? AND stream = ? "
-            "ORDER BY seq",
+        row = self._db.execute(
+            "SELECT MIN(seq), MAX(seq), SUM(LENGTH(message)), MIN(ts), MAX(ts), MAX(ingested) "
+            "FROM log_events WHERE group_name = ? AND stream = ?",
             (group, stream),
-        ).fetchall()
-        return [(int(t), int(i), str(m)) for t, i, m in rows]
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        first, last, size, first_ts, last_ts, ingested = (int(v) for v in row)
+        return first, last, size, first_ts, last_ts, ingested
+
+    def event_sizes(self, group: str, stream: str, first: int) -> Iterator[tuple[int, int, int]]:
+        """Seq, timestamp and message length of a stream's events from ``first`` on, in order.
+
+        :param group: the log group.
+        :param stream: the stream name.
+        :param first: the first seq.
+        """
+        cursor = self._db.execute(
+            "SELECT seq, ts, LENGTH(message) FROM log_events WHERE group_name = ? AND stream = ? "
+            "AND seq >= ? ORDER BY seq",
+            (group, stream, first),
+        )
+        for seq, ts, size in cursor:
+            yield int(seq), int(ts), int(size)
+
+    def drop_events(self, group: str, stream: str, through: int) -> None:
+        """Delete a stream's events up to seq ``through`` included.
+
+        :param group: the log group.
+        :param stream: the stream name.
+        :param through: the last seq deleted.
+        """
+        self._db.execute(
+            "DELETE FROM log_events WHERE group_name = ? AND stream = ? AND seq <= ?",
+            (group, stream, through),
+        )
+        self._dirty = True
+
+    def first_seq_at(self, group: str, stream: str, ts: int) -> int | None:
+        """The seq of a stream's first event stamped at or after ``ts``, or None.
+
+        :param group: the log group.
+        :param stream: the stream name.
+        :param ts: epoch milliseconds.
+        """
+        row = self._db.execute(
+            "SELECT MIN(seq) FROM log_events WHERE group_name = ? AND stream = ? AND ts >= ?",
+            (group, stream, ts),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])

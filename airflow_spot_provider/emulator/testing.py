@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_spot_provider.emulator.config import Durations, EmulatorConfig
+from airflow_spot_provider.emulator.logs import LOG_GROUP
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/spot-emulator"
@@ -161,15 +162,31 @@ def wait_for_secondary(
         time.sleep(interval)
 
 
+def wait_for_log_line(logs: Any, job: str, line: str, timeout: float = 30.0) -> None:
+    """Wait until ``line`` shows in a job's log.
+
+    :param logs: a boto3 CloudWatch Logs client.
+    :param job: the job name.
+    :param line: the exact line.
+    :param timeout: seconds before :class:`JobTimeoutError`.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if line in log_lines(logs, job):
+                return
+        except (IndexError, logs.exceptions.ResourceNotFoundException):
+            pass  # no stream yet
+        time.sleep(0.05)
+    raise JobTimeoutError(f"{line!r} never logged by {job} within {timeout} s")
+
+
 def secondary_statuses(described: dict[str, Any]) -> list[str]:
     """The ``Status`` of each of a description's ``SecondaryStatusTransitions``, in order.
 
     :param described: a DescribeTrainingJob response.
     """
     return [t["Status"] for t in described.get("SecondaryStatusTransitions", [])]
-
-
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 def log_lines(logs: Any, name: str) -> list[str]:

@@ -14,6 +14,7 @@ SageMaker's semantic rules of CreateTrainingJob live in :mod:`.rules`.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,11 @@ from botocore.model import OperationModel, ServiceModel, Shape
 from botocore.validate import ParamValidator
 
 from airflow_spot_provider.emulator.errors import ValidationError
+
+_WIRE_BOUNDS: dict[str, tuple[int, int]] = {
+    "integer": (-(2**31), 2**31 - 1),
+    "long": (-(2**63), 2**63 - 1),
+}
 
 
 @functools.cache
@@ -114,7 +120,13 @@ class _Walker:
         self._length(value, shape, path)
 
     def _range(self, value: float, shape: Shape, path: str) -> None:
-        low, high = shape.metadata.get("min"), shape.metadata.get("max")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(value, path, "be a finite number")
+            return
+        # The wire types' own bounds when the model gives none: botocore's integer is 32 bits.
+        default_low, default_high = _WIRE_BOUNDS.get(shape.type_name, (None, None))
+        low = shape.metadata.get("min", default_low)
+        high = shape.metadata.get("max", default_high)
         if low is not None and value < low:
             self.fail(value, path, f"have value greater than or equal to {low}")
         if high is not None and value > high:

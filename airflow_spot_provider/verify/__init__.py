@@ -40,7 +40,7 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: the backend (aiohttp, moto) loads only when a verification runs.
+    # Lazy: the backend (aiohttp, its S3 server) loads only when a verification runs.
     if name in _WHERE:
         import importlib
 

@@ -161,7 +161,7 @@ class VerifyBackend:
             self._own_dir = tempfile.TemporaryDirectory(prefix="spot-verify-")
             data_dir = Path(self._own_dir.name)
         self.emulator = SpotEmulator(config=emulator_config(Path(data_dir), options))
-        # moto's S3 is process-wide, not per backend: a bucket and names of this verification.
+        # A data dir the user gives may serve other runs: a bucket and names of this verification.
         self.token = secrets.token_hex(4)
         self.bucket = f"spot-verify-{self.token}"
         self.sagemaker: Any = None
@@ -198,8 +198,7 @@ class VerifyBackend:
             self._own_dir.cleanup()
 
     def _drop_bucket(self) -> None:
-        """Delete the verification's objects: moto's S3 is process-wide and the backend saves all
-        of it when it stops."""
+        """Delete the verification's objects, so that a data dir the user gave does not fill up."""
         if self.s3 is None:
             return
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):

@@ -148,7 +148,8 @@ def test_two_interruptions_then_max_wait_fails_without_budget(
         ],
         replace=True,
     )
-    run = run_dag("e2e_once_deferred", spot_conf(name, synthetic_config(30), 5, 5))
+    # MaxWait leaves room for both interruptions and restarts on a loaded machine.
+    run = run_dag("e2e_once_deferred", spot_conf(name, synthetic_config(30), 8, 8))
     assert run.state == DagRunState.FAILED
     assert task_state(run, "train") == TaskInstanceState.FAILED
     (job,) = jobs_named(sm, name)  # a budget of one attempt: nothing resubmitted

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 
@@ -102,20 +101,13 @@ def trainer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def standalone_s3() -> Iterator[Any]:
-    """moto's S3 server alone, for the modules that test the emulator's parts on their own."""
-    from moto.server import ThreadedMotoServer
+def standalone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The emulator's S3 server alone, for tests of the emulator's parts on their own."""
+    from airflow_spot_provider.emulator.s3 import S3Server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = S3Server(tmp_path_factory.mktemp("s3"), "127.0.0.1")
     server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        yield server.client()
     finally:
         server.stop()

@@ -1,4 +1,4 @@
-"""Checkpoint sync between a local dir and an S3 prefix, against a moto S3 server."""
+"""Checkpoint sync between a local dir and an S3 prefix, against the emulator's S3 server."""
 
 from __future__ import annotations
 
@@ -223,3 +223,54 @@ def test_run_survives_a_failing_scan(s3: S3Client, tmp_path: Path) -> None:
         return alive
 
     assert asyncio.run(scenario())
+
+
+def test_restore_uploads_what_a_crash_left_before_anything_is_lost(
+    s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "ckpt"
+    first = CheckpointSync(s3, f"s3://{bucket}/run", local)
+    first.restore()
+    (local / "synced.pt").write_bytes(b"synced")
+    first.sync_once()
+    # The backend dies here: newer files never reached S3, one was rewritten after its sync.
+    (local / "newest.pt").write_bytes(b"written after the last sync")
+    (local / "synced.pt").write_bytes(b"rewritten")
+    s3.put_object(Bucket=bucket, Key="run/only-in-s3.pt", Body=b"from S3")
+    before = s3.head_object(Bucket=bucket, Key="run/synced.pt")["LastModified"]
+
+    restarted = CheckpointSync(s3, f"s3://{bucket}/run", local)
+    assert restarted.restore() == 3
+    assert _objects(s3, bucket, "run/") == {
+        "run/synced.pt": b"rewritten",
+        "run/newest.pt": b"written after the last sync",
+        "run/only-in-s3.pt": b"from S3",
+    }
+    assert (local / "only-in-s3.pt").read_bytes() == b"from S3"
+    assert (local / "synced.pt").read_bytes() == b"rewritten"  # never overwritten by S3's
+    assert s3.head_object(Bucket=bucket, Key="run/synced.pt")["LastModified"] >= before
+    assert restarted.sync_once() == 0  # everything known: nothing uploaded twice
+
+
+def test_restore_does_not_upload_what_s3_holds_already(
+    s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "ckpt"
+    first = CheckpointSync(s3, f"s3://{bucket}/run", local)
+    first.restore()
+    (local / "a.pt").write_bytes(os.urandom(1000))
+    first.sync_once()
+    etag = s3.head_object(Bucket=bucket, Key="run/a.pt")["ETag"]
+    uploads: list[str] = []
+
+    def count_upload(params: dict[str, str], **kwargs: object) -> None:
+        uploads.append(params["Key"])
+
+    s3.meta.events.register("before-call.s3.PutObject", count_upload)
+    try:
+        restarted = CheckpointSync(s3, f"s3://{bucket}/run", local)
+        assert restarted.restore() == 1
+    finally:
+        s3.meta.events.unregister("before-call.s3.PutObject", count_upload)
+    assert uploads == []
+    assert s3.head_object(Bucket=bucket, Key="run/a.pt")["ETag"] == etag

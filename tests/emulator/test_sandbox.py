@@ -119,7 +119,17 @@ def test_symlinked_checkpoint_dir_is_refused_when_reused(tmp_path: Path) -> None
         Sandbox.create(tmp_path, "job-1", _request())
 
 
-def test_reset_for_restart_keeps_nothing_local(tmp_path: Path) -> None:
+def test_reset_for_restart_without_checkpoint_config_keeps_nothing(tmp_path: Path) -> None:
+    box = Sandbox.create(tmp_path, "job-1", {"CheckpointConfig": {"LocalPath": "/ckpt"}})
+    (box.checkpoint_dir / "file.bin").write_bytes(b"x")
+    box.checkpoint_dir.with_name("elsewhere").symlink_to(tmp_path)
+    box.reset_for_restart()
+    assert list(box.root.rglob("*.bin")) == []
+    assert box.checkpoint_dir.is_dir()
+
+
+def test_reset_for_restart_keeps_nothing_local_but_synced_checkpoints(tmp_path: Path) -> None:
+    """A restart keeps only the synced checkpoint dir: its files may not be in S3 yet."""
     box = Sandbox.create(tmp_path, "job-1", _request("/ckpt"))
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
@@ -136,8 +146,9 @@ def test_reset_for_restart_keeps_nothing_local(tmp_path: Path) -> None:
     (box.model_dir / "link").symlink_to(outside)
     box.reset_for_restart()
     assert outside.read_text() == "keep me"
-    assert sorted(p.relative_to(box.root).as_posix() for p in box.root.rglob("*.bin")) == []
+    kept = sorted(p.relative_to(box.root).as_posix() for p in box.root.rglob("*.bin"))
+    assert kept == ["rootfs/ckpt/file.bin"]
     assert not (box.model_dir / "link").exists()
-    for directory in (box.checkpoint_dir, box.model_dir, box.output_data_dir, box.code_dir):
+    for directory in (box.model_dir, box.output_data_dir, box.code_dir):
         assert directory.is_dir()
         assert not any(directory.iterdir())

@@ -1,4 +1,4 @@
-"""Downloading and Uploading stages, and the script-mode source fetch, against a moto S3 server."""
+"""Downloading and Uploading stages, and the script-mode source fetch, against the S3 server."""
 
 from __future__ import annotations
 
