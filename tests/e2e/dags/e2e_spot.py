@@ -49,6 +49,14 @@ POLICIES = {
     ),
 }
 POLL = 0.3
+# The request, the spot arguments and the base name, from the run's conf.
+FROM_CONF: dict[str, Any] = {
+    "config": "{{ dag_run.conf['config'] }}",
+    "checkpoint_s3_uri": "{{ dag_run.conf.get('checkpoint_s3_uri') }}",
+    "max_run": "{{ dag_run.conf['max_run'] }}",
+    "max_wait": "{{ dag_run.conf['max_wait'] }}",
+    "job_name": "{{ dag_run.conf['name'] }}",
+}
 
 
 DEADLINE_AFTER = timedelta(seconds=60)
@@ -83,22 +91,23 @@ class _SensorDeadlineAfterFirstJob(SageMakerSpotTrainingSensor):
         return _deadline_after_first_job(super()._runner(context, state))
 
 
-def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
-    with DAG(
+def _e2e_dag(dag_id: str) -> DAG:
+    """A manual DAG of these tests (native rendering: conf values keep their types)."""
+    return DAG(
         dag_id=dag_id,
         schedule=None,
         start_date=datetime(2026, 1, 1),
         render_template_as_native_obj=True,
         tags=["e2e"],
-    ) as dag:
+    )
+
+
+def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
+    with _e2e_dag(dag_id) as dag:
         operator = _DeadlineAfterFirstJob if policy == "deadline" else SageMakerSpotTrainingOperator
         operator(
             task_id="train",
-            config="{{ dag_run.conf['config'] }}",
-            checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
-            max_run="{{ dag_run.conf['max_run'] }}",
-            max_wait="{{ dag_run.conf['max_wait'] }}",
-            job_name="{{ dag_run.conf['name'] }}",
+            **FROM_CONF,
             spot_retry_policy=POLICIES[policy],
             deferrable=deferrable,
             poll_interval=POLL,
@@ -112,54 +121,30 @@ for _mode, _deferrable in (("deferred", True), ("worker", False)):
         globals()[_id] = _spot_dag(_id, deferrable=_deferrable, policy=_policy)
 
 
-with DAG(
-    dag_id="e2e_launch_and_sensor",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    tags=["e2e"],
-) as e2e_launch_and_sensor:
-    launch = SageMakerSpotTrainingOperator(
-        task_id="launch",
-        config="{{ dag_run.conf['config'] }}",
-        checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
-        max_run="{{ dag_run.conf['max_run'] }}",
-        max_wait="{{ dag_run.conf['max_wait'] }}",
-        job_name="{{ dag_run.conf['name'] }}",
-        wait_for_completion=False,
-    )
-    launch >> SageMakerSpotTrainingSensor(
-        task_id="wait",
-        job_name=launch.output["job_name"],
-        spot_retry_policy=POLICIES["retry"],
-        poke_interval=POLL,
-        mode="reschedule",
-    )
+def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], policy: str) -> DAG:
+    """A launch task, then a sensor in reschedule mode that follows (and resubmits) the chain."""
+    with _e2e_dag(dag_id) as dag:
+        launch = SageMakerSpotTrainingOperator(
+            task_id="launch",
+            **FROM_CONF,
+            wait_for_completion=False,
+        )
+        launch >> sensor(
+            task_id="wait",
+            job_name=launch.output["job_name"],
+            spot_retry_policy=POLICIES[policy],
+            poke_interval=POLL,
+            mode="reschedule",
+        )
+    return dag
 
 
-with DAG(
-    dag_id="e2e_launch_and_deadline_sensor",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    tags=["e2e"],
-) as e2e_launch_and_deadline_sensor:
-    _launch = SageMakerSpotTrainingOperator(
-        task_id="launch",
-        config="{{ dag_run.conf['config'] }}",
-        checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
-        max_run="{{ dag_run.conf['max_run'] }}",
-        max_wait="{{ dag_run.conf['max_wait'] }}",
-        job_name="{{ dag_run.conf['name'] }}",
-        wait_for_completion=False,
-    )
-    _launch >> _SensorDeadlineAfterFirstJob(
-        task_id="wait",
-        job_name=_launch.output["job_name"],
-        spot_retry_policy=POLICIES["deadline"],
-        poke_interval=POLL,
-        mode="reschedule",
-    )
+e2e_launch_and_sensor = _launch_and_sensor(
+    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, "retry"
+)
+e2e_launch_and_deadline_sensor = _launch_and_sensor(
+    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, "deadline"
+)
 
 
 class _DiesAfterCreating(SageMakerSpotTrainingOperator):
