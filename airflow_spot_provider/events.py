@@ -27,7 +27,10 @@ EVENT_WAITED = "waited"
 
 @dataclass(frozen=True)
 class JobEnded:
-    """A trigger's event: the job it followed has ended.
+    """A trigger's event: the job it followed has ended (or waits and the policy would switch it).
+
+    A description that is not terminal hands a waiting job back to the worker, which asks the
+    policy again (:func:`~airflow_spot_provider.next_action.next_action`) and stops it.
 
     :param job_name: the job.
     :param describe: its final DescribeTrainingJob (plain JSON), so it is not described again.
@@ -130,12 +133,18 @@ class ChainState:
     :param pending: the resubmission decided after the last attempt ended, not made yet (it is
         not decided, nor logged, again after a backoff).
     :param latest: the latest job the task announced (attached to or created).
+    :param switched: the jobs the task stopped to switch to on-demand (not a user's stop).
+    :param decisions: the policy's decisions acted on, as JSON, oldest first (for the summary).
+    :param findings: the progress findings, as JSON, oldest first (for the summary).
     """
 
     positions: dict[str, Position] = field(default_factory=dict)
     ended: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: Submit | None = None
     latest: str | None = None
+    switched: list[str] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     def position(self, job_name: str) -> Position:
         """The job's position (the start if none).
@@ -151,6 +160,9 @@ class ChainState:
             "ended": {name: json_safe(d) for name, d in self.ended.items()},
             "pending": self.pending.to_json() if self.pending else None,
             "latest": self.latest,
+            "switched": list(self.switched),
+            "decisions": json_safe(self.decisions),
+            "findings": json_safe(self.findings),
         }
 
     @classmethod
@@ -168,6 +180,9 @@ class ChainState:
             ended={str(k): dict(v) for k, v in (data.get("ended") or {}).items()},
             pending=Submit.from_json(pending) if pending else None,
             latest=data.get("latest"),
+            switched=[str(n) for n in data.get("switched") or ()],
+            decisions=[dict(d) for d in data.get("decisions") or ()],
+            findings=[dict(f) for f in data.get("findings") or ()],
         )
 
 

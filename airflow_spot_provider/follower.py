@@ -95,8 +95,9 @@ def follow_job(
     print_log: bool,
     wait_first: bool,
     line: Callable[[str, Transition], str] = transition_line,
+    stop_when: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Ops[tuple[dict[str, Any], Position]]:
-    """Poll a job until it ends; its final description and position.
+    """Poll a job until it ends (or ``stop_when`` says so); its last description and position.
 
     :param position: where to start (the job is ``position.job_name``).
     :param poll_interval: seconds between two describes.
@@ -104,6 +105,9 @@ def follow_job(
     :param wait_first: wait one interval before the first describe (a job just created): one
         DescribeTrainingJob per poll interval, not one more per attempt.
     :param line: how a transition is written (:func:`transition_line` or :func:`live_line`).
+    :param stop_when: return early, with the running job's description, when this says so
+        (:func:`~airflow_spot_provider.next_action.switch_due`: the policy wants the job
+        stopped); None: only the job's end returns.
     """
     job_name = position.job_name
     if wait_first and position.transitions == 0:
@@ -120,6 +124,6 @@ def follow_job(
                 yield Say(f"[{stream.rsplit('/', 1)[-1]}] {text}")
         if position != before:
             yield Save(position)
-        if step.outcome is not None:
+        if step.outcome is not None or (stop_when is not None and stop_when(describe)):
             return describe, position
         yield Sleep(poll_interval)

@@ -67,6 +67,8 @@ MAX_WAIT_LIMIT_SECONDS: Final = SAGEMAKER_MAX_WAIT_SECONDS
 # Each attempt is a billed training job: no budget runs to a thousand, and the bound keeps the
 # attempt numbers short enough for job names and JSON.
 _MAX_ATTEMPTS: Final = 1000
+# progress.ProgressRequirement's values (progress imports this module).
+_PROGRESS_REQUIREMENTS: Final = frozenset({"resubmit", "give_up"})
 # More entries than retry_on could hold distinct outcomes: iterating further proves nothing.
 _MAX_OUTCOMES: Final = 64
 _INSTANCE_TYPE: Final = re.compile(r"ml\.[a-z0-9]+(?:[.-][a-z0-9]+)*")
@@ -350,6 +352,9 @@ class SpotRetryPolicy:
         interruption is assumed to lose what was trained since the last one.
     :param deadline_margin_seconds: extra seconds kept before the deadline for polling, stopping
         the spot job and the unexpected.
+    :param require_checkpoint_progress: before a resubmission whose checkpoint prefix holds no
+        object (the attempt would start from scratch): ``resubmit`` anyway (the finding is a
+        warning of the summary) or ``give_up`` (see :mod:`airflow_spot_provider.progress`).
     """
 
     retry_on: frozenset[JobOutcome] = frozenset({JobOutcome.MAX_WAIT_EXCEEDED})
@@ -368,6 +373,7 @@ class SpotRetryPolicy:
     restart_overhead_seconds: float = 300.0
     checkpoint_interval_seconds: float = 1800.0
     deadline_margin_seconds: float = 900.0
+    require_checkpoint_progress: str = "resubmit"
 
     def __post_init__(self) -> None:
         p: list[Violation] = []
@@ -388,6 +394,10 @@ class SpotRetryPolicy:
         normal.update(validate_deadline_options(self.__dict__, normal["deadline"], p))
         for name in ("on_demand_fallback", "allow_without_checkpoints"):
             normal[name] = _flag(p, "SpotRetryPolicy", name, getattr(self, name))
+        requirement = self.require_checkpoint_progress
+        if not isinstance(requirement, str) or requirement not in _PROGRESS_REQUIREMENTS:
+            rule = f"must be one of {', '.join(sorted(_PROGRESS_REQUIREMENTS))}"
+            _bad(p, "SpotRetryPolicy", "require_checkpoint_progress", requirement, rule)
         low, high = normal["backoff_initial_seconds"], normal["backoff_max_seconds"]
         if low is not None and high is not None and high < low:
             _bad(p, "SpotRetryPolicy", "backoff_max_seconds", high, f"must be >= {low}")

@@ -10,13 +10,14 @@ sleeps, a deferrable task defers, a sensor's poke returns and looks again at its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.attempts import attempts_in, chain_filter
+from airflow_spot_provider.economics import checkpoint_advice, decision_entry
 from airflow_spot_provider.events import (
     ChainState,
     ChainSummary,
@@ -34,11 +35,31 @@ from airflow_spot_provider.exceptions import (
 from airflow_spot_provider.follower import follow_job, follow_step, transition_line
 from airflow_spot_provider.hooks.job_calls import create_job, describe_job, list_job_names, stop_job
 from airflow_spot_provider.hooks.jobs import SyncJobs
-from airflow_spot_provider.lifecycle import SpotJobReport
-from airflow_spot_provider.next_action import Action, Done, Follow, GiveUp, Submit, next_action
+from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport, json_safe
+from airflow_spot_provider.next_action import (
+    Action,
+    Done,
+    Follow,
+    GiveUp,
+    Submit,
+    Switch,
+    next_action,
+    switch_due,
+)
+from airflow_spot_provider.progress import (
+    CheckpointObject,
+    Finding,
+    attempt_findings,
+    no_checkpoints,
+    ran_on_demand,
+)
 from airflow_spot_provider.request import validate_training_request
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.summary import format_summary_table, summarize_attempts
+
+# Seconds to write one checkpoint, for the summary's Young/Daly advice: SageMaker gives a stopped
+# or interrupted job up to 120 s after SIGTERM; half of it is taken as a typical save and upload.
+CHECKPOINT_COST_SECONDS = 60.0
 
 
 class Mode(Protocol):
@@ -66,6 +87,8 @@ class ChainRunner:
     :param on_attempt: called with the latest job's name each time one is created or attached
         to (the console link follows it).
     :param clock: the current time (injectable for tests).
+    :param list_checkpoints: lists a checkpoint prefix (``CheckpointConfig.S3Uri``) for the
+        progress checks before a resubmission; None: no checks.
     """
 
     def __init__(
@@ -81,6 +104,7 @@ class ChainRunner:
         state: ChainState | None = None,
         on_attempt: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        list_checkpoints: Callable[[str], list[CheckpointObject]] | None = None,
     ) -> None:
         self.jobs = jobs
         self.policy = policy
@@ -92,6 +116,9 @@ class ChainRunner:
         self.state = state or ChainState()
         self.on_attempt = on_attempt
         self.clock = clock
+        self.list_checkpoints = list_checkpoints
+        # The descriptions of the attempts before the running one (the policy's history).
+        self.history: list[dict[str, Any]] = []
 
     def chain(self) -> list[str]:
         """The chain's job names, oldest first."""
@@ -121,6 +148,7 @@ class ChainRunner:
         describes = [self.describe(name) for name in chain]
         for attempt, describe in enumerate(describes, start=1):
             self._write(attempt, SpotJobReport.from_describe(describe))
+        self.history = describes[:-1]
         pending = self.state.pending
         if pending is not None and pending.attempt == len(chain) + 1:
             return pending  # decided (and logged) when the last attempt ended
@@ -131,11 +159,54 @@ class ChainRunner:
                 policy=self.policy,
                 base_request=self.base_request,
                 now=self.clock(),
+                switched=self.state.switched,
+                findings=self._findings(describes),
             )
         except ValueError as missing:
             raise SpotApiError("ValidationException", str(missing), self.first_name) from missing
         self.state.pending = action if isinstance(action, Submit) else None
         return action
+
+    def _findings(self, describes: Sequence[Mapping[str, Any]]) -> list[Finding]:
+        """The progress findings before a resubmission (lists the checkpoint prefix); logged.
+
+        Only when the last attempt ended without its model: the next action may resubmit.
+        """
+        if not describes or self.list_checkpoints is None:
+            return []
+        reports = [SpotJobReport.from_describe(d) for d in describes]
+        last = reports[-1]
+        uri = (describes[-1].get("CheckpointConfig") or {}).get("S3Uri")
+        if not last.is_terminal or last.outcome is JobOutcome.COMPLETED or not uri:
+            return []
+        try:
+            objects = self.list_checkpoints(str(uri))
+        except Exception as error:  # a check must not fail the chain
+            # No s3:ListBucket, a bucket in another account: the resubmission goes on unchecked.
+            self.log.warning("Progress checks skipped: listing %s failed: %s", uri, error)
+            return []
+        found = attempt_findings(
+            objects, reports, self._requested_spot(reports), self.policy.checkpoint_interval_seconds
+        )
+        empty = no_checkpoints(objects, str(uri), len(reports) + 1)
+        if empty is not None:
+            found.insert(0, empty)
+        self._note(found)
+        return found
+
+    def _requested_spot(self, reports: Sequence[SpotJobReport]) -> list[bool]:
+        """Whether each attempt was asked to run on spot: as the user's request asked."""
+        if self.base_request is not None:
+            return [bool(self.base_request.get("EnableManagedSpotTraining"))] * len(reports)
+        return [reports[0].managed_spot] * len(reports)  # a sensor: as attempt 1 ran
+
+    def _note(self, findings: Sequence[Finding]) -> None:
+        """Log findings not seen before and keep them for the summary."""
+        for finding in findings:
+            entry = finding.to_json()
+            if entry not in self.state.findings:
+                self.log.warning("Progress check: %s", finding.message)
+                self.state.findings.append(entry)
 
     def _write(self, attempt: int, report: SpotJobReport) -> None:
         """Log a job's transitions not logged yet and, once, its end."""
@@ -164,12 +235,11 @@ class ChainRunner:
                 if isinstance(action, Done):
                     return self._done(action)
                 if isinstance(action, GiveUp):
-                    self.log.error(format_summary_table(summarize_attempts(action.reports)))
-                    last = action.reports[-1]
-                    raise SpotTrainingError(
-                        last.job_name, last.outcome, action.reason, action.reports
-                    )
-                if isinstance(action, Follow):
+                    self._give_up(action)
+                if isinstance(action, Switch):
+                    self.switch(action)
+                    mode.follow(self, action.job_name, just_created=False)
+                elif isinstance(action, Follow):
                     if self._announce(action.job_name):
                         self.log.info("Attaching to running training job %s.", action.job_name)
                     mode.follow(self, action.job_name, just_created=False)
@@ -183,9 +253,46 @@ class ChainRunner:
             self.forget()
             raise
 
+    def _give_up(self, action: GiveUp) -> NoReturn:
+        """Log the chain's table and why no attempt follows; raise."""
+        if action.decision is not None:
+            self.state.decisions.append(dict(action.decision))
+        if action.reports:
+            self.log.error(format_summary_table(summarize_attempts(action.reports)))
+        self.log.error("No further attempt: %s", action.reason)
+        last_name = action.reports[-1].job_name if action.reports else self.first_name
+        raise SpotTrainingError(last_name, action.outcome, action.reason, action.reports)
+
+    def switch(self, action: Switch) -> None:
+        """Stop a waiting spot attempt so that an on-demand one resumes from its checkpoint.
+
+        :param action: the switch.
+        """
+        self.log.warning("Deadline: %s", action.decision.reason)
+        self.state.decisions.append(decision_entry(action.decision))
+        self.state.switched.append(action.job_name)  # its STOPPED end is not a user's stop
+        self.jobs.run(stop_job(action.job_name))
+        self.log.info("Stopped training job %s to switch to on-demand.", action.job_name)
+
     def _done(self, action: Done) -> dict[str, Any]:
         self.forget()
+        requested = self._requested_spot(action.reports)
+        self._note(
+            [
+                f
+                for n, (r, spot) in enumerate(zip(action.reports, requested, strict=True), 1)
+                if (f := ran_on_demand(r, n, spot)) is not None
+            ]
+        )
         result = ChainSummary.of(self.first_name, action.reports).to_json()
+        result["advice"] = checkpoint_advice(
+            action.reports,
+            checkpoint_cost_seconds=CHECKPOINT_COST_SECONDS,
+            checkpoint_interval_seconds=self.policy.checkpoint_interval_seconds,
+            restart_overhead_seconds=self.policy.restart_overhead_seconds,
+        )
+        result["decisions"] = list(self.state.decisions)
+        result["findings"] = list(self.state.findings)
         self.log.info("Spot training summary:\n%s", format_summary_table(result))
         return result
 
@@ -209,6 +316,8 @@ class ChainRunner:
             raise SpotRequestValidationError(violations)
         created = self.jobs.run(create_job(action.request))
         self.state.pending = None
+        if action.decision is not None:
+            self.state.decisions.append(dict(action.decision))
         self.log.info(
             "%s training job %s (attempt %d, %s).",
             "Created" if created else "Found existing",
@@ -223,6 +332,8 @@ class ChainRunner:
         chain = self.chain()
         if not chain:
             action = self.look()
+            if isinstance(action, GiveUp):
+                self._give_up(action)
             if isinstance(action, Submit):
                 self.submit(action)
             chain = [self.first_name]
@@ -246,10 +357,43 @@ class ChainRunner:
                 poll_interval=self.poll_interval,
                 print_log=self.print_log,
                 wait_first=just_created,
+                stop_when=self.stop_when(job_name),
             )
         )
         self.state.positions[job_name] = position
-        self.state.ended[job_name] = describe
+        if SpotJobReport.from_describe(describe).is_terminal:
+            self.state.ended[job_name] = describe
+
+    def stop_when(self, job_name: str) -> Callable[[dict[str, Any]], bool] | None:
+        """The follower's early exit for a job: when the policy would switch it (or None).
+
+        :param job_name: the job followed (the chain's last).
+        """
+        if not self.policy.deadline_aware or job_name in self.state.switched:
+            return None
+        history, policy, base = list(self.history), self.policy, self.base_request
+        return lambda describe: switch_due(
+            first_name=self.first_name,
+            history=history,
+            describe=describe,
+            policy=policy,
+            base_request=base,
+            now=self.clock(),
+        )
+
+    def switch_kwargs(self, job_name: str) -> dict[str, Any] | None:
+        """What a trigger needs to evaluate :func:`switch_due` itself (plain JSON), or None.
+
+        :param job_name: the job followed.
+        """
+        if self.stop_when(job_name) is None:
+            return None
+        return {
+            "first_name": self.first_name,
+            "policy": self.policy.to_json(),
+            "base_request": json_safe(self.base_request),
+            "history": json_safe(self.history),
+        }
 
     def take_event(self, event: TriggerEvent) -> None:
         """Take a trigger's event: an error ends the task; an end brings the final description.
@@ -262,7 +406,8 @@ class ChainRunner:
         if isinstance(event, FollowFailed):
             self.forget()
             raise SpotApiError(event.code, event.message, event.job_name)
-        if isinstance(event, JobEnded):
+        if isinstance(event, JobEnded) and event.report.is_terminal:
+            # Not terminal: the trigger handed back a job the policy may switch (look decides).
             self.state.ended[event.job_name] = dict(event.describe)
 
     def stop_running(self) -> None:

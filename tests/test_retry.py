@@ -701,6 +701,7 @@ def test_to_json_is_plain_and_round_trips() -> None:
         "restart_overhead_seconds": 300.0,
         "checkpoint_interval_seconds": 1800.0,
         "deadline_margin_seconds": 900.0,
+        "require_checkpoint_progress": "resubmit",
     }
     assert SpotRetryPolicy.from_json(json.loads(json.dumps(data))) == policy
     assert SpotRetryPolicy.from_json({}) == SpotRetryPolicy()

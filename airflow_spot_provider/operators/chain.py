@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow_spot_provider.chain_end import chain_ended, given_up_result
 from airflow_spot_provider.events import ChainState, event_from_json
 from airflow_spot_provider.exceptions import SpotTrainingError
+from airflow_spot_provider.progress import CheckpointObject, list_checkpoint_objects
 from airflow_spot_provider.runner import ChainRunner
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class DeferredMode:
             print_log=runner.print_log,
             wait_first=just_created,
             carry=runner.state.to_json(),
+            switch=runner.switch_kwargs(job_name),
         )
         self._defer(trigger)
 
@@ -87,6 +89,16 @@ class SpotChainMixin:
 
     def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
         raise NotImplementedError
+
+    def _list_checkpoints(self, uri: str) -> list[CheckpointObject]:
+        """The objects under a checkpoint prefix, with the task's AWS connection (the worker's).
+
+        :param uri: ``CheckpointConfig.S3Uri``.
+        """
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).get_conn()
+        return list_checkpoint_objects(s3, uri)
 
     def _run_chain(self, runner: ChainRunner) -> dict[str, Any]:
         self._active = runner

@@ -137,6 +137,7 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
             print_log=self.print_log,
             poll_interval=self.poll_interval,
             state=state,
+            list_checkpoints=self._list_checkpoints,
             on_attempt=lambda job_name: self._link(context, job_name),
         )
 

@@ -90,6 +90,7 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
             print_log=self.print_log,
             poll_interval=self.poll_interval,
             state=state,
+            list_checkpoints=self._list_checkpoints,
         )
 
     def execute(self, context: Context) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,7 +17,9 @@ from airflow_spot_provider.follower import follow_job, live_line
 from airflow_spot_provider.hooks.errors import ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import stop_job
 from airflow_spot_provider.hooks.jobs import AsyncJobs
+from airflow_spot_provider.next_action import switch_due
 from airflow_spot_provider.position import Position
+from airflow_spot_provider.retry import SpotRetryPolicy
 
 T = TypeVar("T")
 # Stops requested by on_kill, kept until done (the event loop holds tasks weakly).
@@ -46,6 +48,27 @@ async def _keeping_cancel_message(work: Coroutine[Any, Any, T]) -> T:
         raise cancelled
 
 
+def _switch_check(switch: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool] | None:
+    """The follower's early exit from a trigger's ``switch`` kwarg (None: none).
+
+    :param switch: ``first_name``, ``policy``, ``base_request`` and ``history`` (plain JSON).
+    :raises SpotRequestValidationError: a policy that does not read back.
+    """
+    if not switch:
+        return None
+    policy = SpotRetryPolicy.from_json(switch["policy"])
+    first_name, base = str(switch["first_name"]), switch.get("base_request")
+    history = [dict(d) for d in switch.get("history") or ()]
+    return lambda describe: switch_due(
+        first_name=first_name,
+        history=history,
+        describe=describe,
+        policy=policy,
+        base_request=base,
+        now=datetime.now(UTC),
+    )
+
+
 class SageMakerSpotTrainingTrigger(BaseTrigger):
     """Follow a training job until it ends, showing its progress as it happens.
 
@@ -68,6 +91,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     :param print_log: also relay the training job's CloudWatch lines.
     :param wait_first: wait one poll interval before the first describe (a job just created).
     :param carry: the task's state, handed back untouched in the event.
+    :param switch: for a deadline-aware policy, what :func:`~airflow_spot_provider.next_action.
+        switch_due` needs (``first_name``, ``policy`` JSON, ``base_request``, ``history``): while
+        the job waits for capacity the trigger asks it on each poll (pure, no AWS call) and
+        hands the job back to the worker, which decides again and stops it, when it says so.
+        None: follow to the end.
     """
 
     def __init__(
@@ -83,6 +111,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         print_log: bool = False,
         wait_first: bool = False,
         carry: dict[str, Any] | None = None,
+        switch: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # Validated here: these values cross a serialization boundary into another process.
@@ -105,6 +134,8 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         self.print_log = print_log
         self.wait_first = wait_first
         self.carry = carry
+        self.switch = switch
+        self.stop_when = _switch_check(switch)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and kwargs, enough to re-create the trigger after a restart."""
@@ -121,6 +152,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "print_log": self.print_log,
                 "wait_first": self.wait_first,
                 "carry": self.carry,
+                "switch": self.switch,
             },
         )
 
@@ -151,6 +183,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                         print_log=self.print_log,
                         wait_first=self.wait_first,
                         line=live_line,
+                        stop_when=self.stop_when,
                     )
                 )
         except SpotApiError as error:

@@ -6,14 +6,18 @@ chooses its job and its spot market scenario; the policy and the mode are fixed 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task, task_group
 
+from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.groups import spot_training_group
+from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.runner import ChainRunner
 from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
 
 POLICIES = {
@@ -21,25 +25,89 @@ POLICIES = {
     "retry": SpotRetryPolicy(max_attempts=3, backoff_initial_seconds=0.5),
     # A backoff longer than the trigger's hand-back: the task defers (or sleeps) on it.
     "backoff": SpotRetryPolicy(max_attempts=2, backoff_initial_seconds=4),
+    # Deadline-aware: 3 s of work, 1 s restarts and checkpoints and a 40 s margin leave spot
+    # about 14 s of a 60 s deadline, then an attempt still waiting for capacity gives way to
+    # on-demand. The deadline here is a placeholder: _DeadlineAfterFirstJob sets the real one.
+    "deadline": SpotRetryPolicy(
+        max_attempts=2,
+        backoff_initial_seconds=0,
+        deadline=datetime(2100, 1, 1, tzinfo=UTC),
+        deadline_aware=True,
+        expected_training_seconds=3,
+        restart_overhead_seconds=1,
+        checkpoint_interval_seconds=1,
+        deadline_margin_seconds=40,
+    ),
+    "past": SpotRetryPolicy(max_attempts=2, deadline=datetime(2026, 1, 1, tzinfo=UTC)),
+    # An attempt that would start from scratch is not made.
+    "progress": SpotRetryPolicy(
+        max_attempts=2, backoff_initial_seconds=0.5, require_checkpoint_progress="give_up"
+    ),
+    # Resubmits whatever the checkpoints say; a 1 s interval flags checkpoints that stood still.
+    "stale": SpotRetryPolicy(
+        max_attempts=2, backoff_initial_seconds=0.5, checkpoint_interval_seconds=1
+    ),
 }
 POLL = 0.3
+# The request, the spot arguments and the base name, from the run's conf.
+FROM_CONF: dict[str, Any] = {
+    "config": "{{ dag_run.conf['config'] }}",
+    "checkpoint_s3_uri": "{{ dag_run.conf.get('checkpoint_s3_uri') }}",
+    "max_run": "{{ dag_run.conf['max_run'] }}",
+    "max_wait": "{{ dag_run.conf['max_wait'] }}",
+    "job_name": "{{ dag_run.conf['name'] }}",
+}
 
 
-def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
-    with DAG(
+DEADLINE_AFTER = timedelta(seconds=60)
+
+
+def _deadline_after_first_job(runner: ChainRunner) -> ChainRunner:
+    """Set the deadline 60 s after the chain's first job was created (or after now, before it).
+
+    A loaded machine may take half a minute to start a task: a deadline fixed when the DAG is
+    parsed would leave a test's spot phase to chance.
+
+    :param runner: the task's runner.
+    """
+    chain = runner.chain()
+    first = SpotJobReport.from_describe(runner.describe(chain[0])) if chain else None
+    start = (first.creation_time if first else None) or datetime.now(UTC)
+    runner.policy = replace(runner.policy, deadline=start + DEADLINE_AFTER)
+    return runner
+
+
+class _DeadlineAfterFirstJob(SageMakerSpotTrainingOperator):
+    """The operator, with :func:`_deadline_after_first_job`."""
+
+    def _runner(self, context: Any, state: ChainState | None = None) -> ChainRunner:
+        return _deadline_after_first_job(super()._runner(context, state))
+
+
+class _SensorDeadlineAfterFirstJob(SageMakerSpotTrainingSensor):
+    """The sensor, with :func:`_deadline_after_first_job`."""
+
+    def _runner(self, context: Any, state: ChainState | None = None) -> ChainRunner:
+        return _deadline_after_first_job(super()._runner(context, state))
+
+
+def _e2e_dag(dag_id: str) -> DAG:
+    """A manual DAG of these tests (native rendering: conf values keep their types)."""
+    return DAG(
         dag_id=dag_id,
         schedule=None,
         start_date=datetime(2026, 1, 1),
         render_template_as_native_obj=True,
         tags=["e2e"],
-    ) as dag:
-        SageMakerSpotTrainingOperator(
+    )
+
+
+def _spot_dag(dag_id: str, *, deferrable: bool, policy: str) -> DAG:
+    with _e2e_dag(dag_id) as dag:
+        operator = _DeadlineAfterFirstJob if policy == "deadline" else SageMakerSpotTrainingOperator
+        operator(
             task_id="train",
-            config="{{ dag_run.conf['config'] }}",
-            checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
-            max_run="{{ dag_run.conf['max_run'] }}",
-            max_wait="{{ dag_run.conf['max_wait'] }}",
-            job_name="{{ dag_run.conf['name'] }}",
+            **FROM_CONF,
             spot_retry_policy=POLICIES[policy],
             deferrable=deferrable,
             poll_interval=POLL,
@@ -53,29 +121,30 @@ for _mode, _deferrable in (("deferred", True), ("worker", False)):
         globals()[_id] = _spot_dag(_id, deferrable=_deferrable, policy=_policy)
 
 
-with DAG(
-    dag_id="e2e_launch_and_sensor",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    tags=["e2e"],
-) as e2e_launch_and_sensor:
-    launch = SageMakerSpotTrainingOperator(
-        task_id="launch",
-        config="{{ dag_run.conf['config'] }}",
-        checkpoint_s3_uri="{{ dag_run.conf.get('checkpoint_s3_uri') }}",
-        max_run="{{ dag_run.conf['max_run'] }}",
-        max_wait="{{ dag_run.conf['max_wait'] }}",
-        job_name="{{ dag_run.conf['name'] }}",
-        wait_for_completion=False,
-    )
-    launch >> SageMakerSpotTrainingSensor(
-        task_id="wait",
-        job_name=launch.output["job_name"],
-        spot_retry_policy=POLICIES["retry"],
-        poke_interval=POLL,
-        mode="reschedule",
-    )
+def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], policy: str) -> DAG:
+    """A launch task, then a sensor in reschedule mode that follows (and resubmits) the chain."""
+    with _e2e_dag(dag_id) as dag:
+        launch = SageMakerSpotTrainingOperator(
+            task_id="launch",
+            **FROM_CONF,
+            wait_for_completion=False,
+        )
+        launch >> sensor(
+            task_id="wait",
+            job_name=launch.output["job_name"],
+            spot_retry_policy=POLICIES[policy],
+            poke_interval=POLL,
+            mode="reschedule",
+        )
+    return dag
+
+
+e2e_launch_and_sensor = _launch_and_sensor(
+    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, "retry"
+)
+e2e_launch_and_deadline_sensor = _launch_and_sensor(
+    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, "deadline"
+)
 
 
 class _DiesAfterCreating(SageMakerSpotTrainingOperator):

@@ -1,0 +1,130 @@
+"""The deadline-aware policy and the progress checks, wired into the follower, end to end.
+
+Real Airflow (``dag.test()``, the trigger run inline) against the embedded backend; the DAGs and
+their policies are in ``tests/e2e/dags/e2e_spot.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog.testing
+from airflow.utils.state import DagRunState
+
+from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.emulator.chaos import CapacityGap
+from airflow_spot_provider.lifecycle import SecondaryStatus as S
+from tests.e2e.conftest import BUCKET, synthetic_config, trainer_config
+from tests.e2e.test_spot_training_dags import (
+    creates,
+    jobs_named,
+    run_dag,
+    secondary_sequence,
+    spot_conf,
+    task_state,
+    xcom,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _events(captured: list[dict[str, Any]]) -> str:
+    return "\n".join(str(e) for e in captured)
+
+
+@pytest.mark.parametrize("mode", ["deferred", "worker", "sensor"])
+def test_waiting_spot_job_switches_to_on_demand_before_the_deadline(
+    emulator: SpotEmulator, sm: Any, name: str, mode: str
+) -> None:
+    instance = "ml.c5.2xlarge"
+    config = synthetic_config(3.0)
+    config["ResourceConfig"]["InstanceType"] = instance
+    emulator.admin.load_scenario(
+        [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 1.0}}], replace=True
+    )
+    # Spot capacity goes once attempt 1 is interrupted, and comes back when it has ended: the
+    # spot job waits (Starting), then the policy stops it; the on-demand attempt finds capacity.
+    dag_id = "e2e_launch_and_deadline_sensor" if mode == "sensor" else f"e2e_deadline_{mode}"
+    with CapacityGap(emulator, instance, name):
+        run = run_dag(dag_id, spot_conf(name, config, 60, 120))
+    assert run.state == DagRunState.SUCCESS
+    summary = xcom(run, "wait" if mode == "sensor" else "train")
+    assert [a["outcome"] for a in summary["attempts"]] == ["STOPPED", "COMPLETED"]
+    assert [a["managed_spot"] for a in summary["attempts"]] == [True, False]
+    first, second = jobs_named(sm, name)
+    assert S.INTERRUPTED in secondary_sequence(first)
+    assert secondary_sequence(first)[-1] is S.STOPPED
+    assert second["EnableManagedSpotTraining"] is False
+    assert "MaxWaitTimeInSeconds" not in second["StoppingCondition"]
+    assert second["CheckpointConfig"] == first["CheckpointConfig"]
+    kinds = [(d["kind"], d["rule"]) for d in summary["decisions"]]
+    switched = [("switch-to-on-demand", "slack-exhausted"), ("resubmit", "slack-exhausted")]
+    # The sensor did not create attempt 1 (the launch task did): its decisions start later.
+    created = [] if mode == "sensor" else [("create", "slack-covers-work")]
+    assert kinds == [*created, *switched]
+    switch = summary["decisions"][-2]
+    deadline = datetime.fromisoformat(switch["reason"].split("deadline ")[1].split(" ")[0])
+    assert datetime.fromisoformat(switch["at"]) < deadline
+    assert datetime.fromisoformat(str(second["TrainingEndTime"])) < deadline
+    # The on-demand attempt is a finding (no spot savings); the advice saw the interruption.
+    assert [(f["kind"], f["attempt"]) for f in summary["findings"]] == [("ran_on_demand", 2)]
+    assert summary["advice"]["interruptions"] == 1
+    assert summary["advice"]["young_daly_interval_seconds"] is not None
+    json.dumps(summary)  # plain JSON
+
+
+def test_deadline_already_past_creates_no_job(emulator: SpotEmulator, name: str) -> None:
+    before = creates(emulator)
+    with structlog.testing.capture_logs() as captured:
+        run = run_dag("e2e_past_worker", spot_conf(name, synthetic_config(1.0)))
+    assert run.state == DagRunState.FAILED
+    assert task_state(run, "train") == "failed"
+    assert creates(emulator) == before
+    assert "at or after the deadline 2026-01-01T00:00:00+00:00: not created" in _events(captured)
+
+
+def test_empty_checkpoint_prefix_gives_up_with_the_reason(
+    emulator: SpotEmulator, sm: Any, name: str
+) -> None:
+    instance = "ml.c5.xlarge"
+    config = synthetic_config(1.0)
+    config["ResourceConfig"]["InstanceType"] = instance
+    gap = CapacityGap(emulator, instance, name, after_interruption=False)
+    with structlog.testing.capture_logs() as captured, gap:  # attempt 1 never launches
+        run = run_dag("e2e_progress_worker", spot_conf(name, config, 2, 2))
+    assert run.state == DagRunState.FAILED
+    (job,) = jobs_named(sm, name)  # no attempt 2: it would start from scratch
+    assert job["TrainingJobStatus"] == "Stopped"
+    text = _events(captured)
+    assert f"no checkpoint objects under s3://{BUCKET}/checkpoints/{name}/" in text
+    assert "require_checkpoint_progress=give_up, so no resubmission" in text
+
+
+def test_stale_checkpoints_are_a_warning_of_the_summary(
+    emulator: SpotEmulator, sm: Any, name: str
+) -> None:
+    instance = "ml.c5.4xlarge"
+    # The trainer saves to /opt/ml/checkpoints, but the job syncs /ckpt: nothing new reaches S3.
+    config = trainer_config(steps=80)
+    config["ResourceConfig"]["InstanceType"] = instance
+    prefix = f"checkpoints/{name}/"
+    config["CheckpointConfig"] = {"S3Uri": f"s3://{BUCKET}/{prefix}", "LocalPath": "/ckpt"}
+    emulator.boto3_client("s3").put_object(Bucket=BUCKET, Key=f"{prefix}old.json", Body=b"{}")
+    emulator.admin.load_scenario(
+        [{"interrupt": {"job": f"{name}-*a1", "at_training_second": 2.0}}], replace=True
+    )
+    conf = {**spot_conf(name, config, 10, 10), "checkpoint_s3_uri": None}
+    with CapacityGap(emulator, instance, name):  # attempt 1 waits until MaxWait
+        run = run_dag("e2e_stale_deferred", conf)
+    assert run.state == DagRunState.SUCCESS
+    summary = xcom(run, "train")
+    assert [a["outcome"] for a in summary["attempts"]] == ["MAX_WAIT_EXCEEDED", "COMPLETED"]
+    (stale,) = [f for f in summary["findings"] if f["kind"] == "checkpoints_stale"]
+    assert stale["attempt"] == 1 and stale["job_name"] == summary["attempts"][0]["job_name"]
+    assert "checkpoints did not advance during attempt 1" in stale["message"]
+    assert not [f for f in summary["findings"] if f["kind"] == "no_checkpoints"]
+    assert summary["decisions"][-1]["kind"] == "resubmit"
+    assert datetime.now(UTC) > datetime.fromisoformat(summary["decisions"][-1]["at"])
