@@ -132,7 +132,8 @@ class CheckpointSync:
                 self._known[rel] = leftovers[rel]
             else:
                 missing.append(rel)
-        log.warning(
+        # A restart after an interruption finds its own files: only a loss of sync is news.
+        (log.warning if missing else log.info)(
             "checkpoint dir %s: %d files left by a previous start, %d of them not in S3",
             self.local_dir,
             len(leftovers),
