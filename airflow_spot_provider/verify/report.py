@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_spot_provider.lifecycle import SecondaryStatus
 from airflow_spot_provider.verify.analysis import InterruptionReport, Reference
 from airflow_spot_provider.verify.artifacts import ArtifactComparison
 from airflow_spot_provider.verify.plan import RunPlan
@@ -43,7 +44,8 @@ class RunReport:
     @property
     def completed(self) -> bool:
         """Whether the job completed."""
-        return self.final_status == "Completed"
+        status = SecondaryStatus(self.final_status) if self.final_status else None
+        return status is SecondaryStatus.COMPLETED
 
     def problems(self) -> list[str]:
         """What makes this run fail the verification, in words; empty when it passes."""
