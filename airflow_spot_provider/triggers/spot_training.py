@@ -21,7 +21,8 @@ from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.next_action import switch_due
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.retry import SpotRetryPolicy
-from airflow_spot_provider.watch import Subscription, registry, watching
+from airflow_spot_provider.watch import Subscription, watching
+from airflow_spot_provider.watch.registry import registry
 
 T = TypeVar("T")
 # Stops requested by on_kill, kept until done (the event loop holds tasks weakly).

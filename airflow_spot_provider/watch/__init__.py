@@ -9,7 +9,7 @@
 - :mod:`~airflow_spot_provider.watch.saver`: the positions, saved in batches off the loop.
 """
 
-from airflow_spot_provider.watch.registry import registry, watching
+from airflow_spot_provider.watch.registry import watching
 from airflow_spot_provider.watch.subscription import News, Subscription
 
-__all__ = ["News", "Subscription", "registry", "watching"]
+__all__ = ["News", "Subscription", "watching"]

@@ -77,7 +77,10 @@ class Watch:
         self.cycles = 0
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        self.jobs: AsyncJobs | None = None  # its clients, while it runs
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._pausing = False
 
     def start(self) -> None:
         """Start the loop in a task of its own (never a trigger's, nor in a trigger's context)."""
@@ -85,8 +88,14 @@ class Watch:
         self.task = loop.create_task(self._run(), context=contextvars.Context())
 
     def stop(self) -> None:
-        """End the loop (its last subscriber left); its clients close as it ends."""
-        if self.task is not None:
+        """End the loop (its last subscriber left); its clients close as it ends.
+
+        Between cycles it leaves its pause at once; in a cycle, its calls are cancelled.
+        """
+        self._stopping = True
+        if self._pausing:
+            self._wake.set()
+        elif self.task is not None:
             self.task.cancel()
 
     def add(self, sub: Subscription) -> None:
@@ -128,6 +137,7 @@ class Watch:
             async with AsyncJobs(
                 aws_conn_id=self.key[0], region_name=self.key[1], log=log, rule=self._rule()
             ) as jobs:
+                self.jobs = jobs
                 await self._loop(jobs)
         except Exception as error:  # no connection, a bug: every subscriber must hear of it
             log.exception("The shared watch of %s failed.", self.key)
@@ -138,7 +148,7 @@ class Watch:
             self.on_end(self)
 
     async def _loop(self, jobs: AsyncJobs) -> None:
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             full = self.cycles % self.tuning.lists_per_interval == 0
             await self._cycle(jobs, listing=True, full=full)
@@ -150,8 +160,14 @@ class Watch:
         while (now := time.monotonic()) < until:
             dues = [sub.due for sub in self._all() if sub.due is not None]
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min([until, *dues]) - now)
+            self._pausing = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min([until, *dues]) - now)
+            finally:
+                self._pausing = False
+            if self._stopping:
+                return
             if any(sub.due is not None and sub.due <= time.monotonic() for sub in self._all()):
                 await self._cycle(jobs, listing=False, full=False)
 
