@@ -190,6 +190,8 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         except SpotApiError as error:
             await self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
+        finally:
+            registry().saver.hurry(self.job_name)  # cancelled (a restart): its marks now
         await self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
 
@@ -217,11 +219,12 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 for transition in step.transitions:
                     self.log.info(live_line(self.job_name, transition))
                 position = step.position
+            moved = position != before  # the transitions: saved with this cycle's batch
             for stream, text in news.lines:
                 self.log.info(relay_line(stream, text))
             position = position.with_marks(news.marks)
             if position != before:
-                saver.keep(position)  # saved with the batch of this cycle
+                saver.keep(position, urgent=moved)
             # Each cycle, news or a tick: stop_when depends on the time too.
             if step and describe and is_done(step, describe, self.stop_when):
                 return describe, position

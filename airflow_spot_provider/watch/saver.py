@@ -3,22 +3,33 @@
 Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
 ``asyncio.to_thread`` call saves every position handed over since (Airflow Variables,
 :mod:`airflow_spot_provider.position_store`), so a cycle of the watch that moved 1,000 jobs costs
-one thread hop, not 1,000. A trigger that fires deletes its Variable through
-:meth:`PositionSaver.forget`, which waits for a save in flight: no save lands after the delete.
-A loop that shuts down (the triggerer stops) still saves what was handed over.
+one thread hop, not 1,000. A position whose transitions moved is saved with the next batch; one
+whose only change is its log marks waits up to ``LOG_MARK_SAVE_SECONDS`` (relayed lines move every
+cycle: saving each would be a Variable write per job and cycle). A trigger that leaves without
+firing (the triggerer stops: its task is cancelled) has its position saved at once
+(:meth:`PositionSaver.hurry`), and a loop that shuts down still saves what it was handed; only a
+killed process loses the log marks of its last ``LOG_MARK_SAVE_SECONDS``, whose lines the next
+triggerer then relays again.
+
+A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, which first waits
+for a save of that job in flight: no save lands after the delete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import time
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.position import Position
 
-# Seconds between the first position handed over and the batch's save: the triggers woken by one
-# cycle of the watch all log and hand over within it.
+# Seconds between a position handed over and the batch's save: the triggers woken by one cycle of
+# the watch all log and hand over within it.
 SAVE_DELAY = 0.2
+# The longest a position whose only change is its log marks waits to be saved.
+LOG_MARK_SAVE_SECONDS = 30.0
 
 
 def save_all(positions: list[Position]) -> None:
@@ -35,29 +46,79 @@ class PositionSaver:
 
     def __init__(self) -> None:
         self._pending: dict[str, Position] = {}
-        self._lock = asyncio.Lock()
+        self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def keep(self, position: Position) -> None:
-        """Save a position with the next batch (replacing one of the same job still waiting).
+    def keep(self, position: Position, *, urgent: bool = True) -> None:
+        """Save a position with a coming batch (replacing one of the same job still waiting).
 
         :param position: the position.
+        :param urgent: with the next batch (its transitions moved); else within
+            ``LOG_MARK_SAVE_SECONDS`` (only its log marks moved).
         """
-        self._pending[position.job_name] = position
+        job = position.job_name
+        if urgent or job in self._pending:
+            self._lazy.pop(job, None)
+            self._pending[job] = position
+            self._kick.set()
+        else:
+            since = self._lazy.get(job, (time.monotonic(), position))[0]
+            self._lazy[job] = (since, position)
         if self._task is None or self._task.done():
             # A context of its own: what it logs is not any one trigger's.
-            self._task = asyncio.get_running_loop().create_task(
-                self._save_soon(), context=contextvars.Context()
-            )
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
-    async def _save_soon(self) -> None:
+    def hurry(self, job_name: str) -> None:
+        """Save a job's waiting position with the next batch (its trigger is leaving).
+
+        :param job_name: the job.
+        """
+        waiting = self._lazy.pop(job_name, None)
+        if waiting is not None:
+            self.keep(waiting[1])
+
+    async def _run(self) -> None:
         try:
-            await asyncio.sleep(SAVE_DELAY)
-        finally:  # also when the loop shuts down: the positions handed over are saved
-            async with self._lock:
-                while self._pending:
-                    batch, self._pending = list(self._pending.values()), {}
-                    await asyncio.to_thread(save_all, batch)
+            while self._pending or self._lazy:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self._wait())
+                if self._pending:
+                    await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
+                now = time.monotonic()
+                for job, (since, position) in list(self._lazy.items()):
+                    if now - since >= LOG_MARK_SAVE_SECONDS:
+                        self._pending[job] = position
+                        del self._lazy[job]
+                await self._save_pending()
+        except asyncio.CancelledError:  # the loop shuts down: every position handed over is saved
+            self._pending.update({job: p for job, (_, p) in self._lazy.items()})
+            self._lazy.clear()
+            await self._save_pending()
+            raise
+
+    def _wait(self) -> float:
+        if self._pending:
+            return 0.0
+        oldest = min(since for since, _ in self._lazy.values())
+        return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
+
+    async def _save_pending(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight.update(dict.fromkeys(batch, flight))
+        try:
+            await asyncio.to_thread(save_all, list(batch.values()))
+        finally:
+            flight.set_result(None)
+            for job in batch:
+                if self._in_flight.get(job) is flight:
+                    del self._in_flight[job]
 
     async def forget(self, job_name: str) -> None:
         """Delete a job's saved position, after any save of it in flight.
@@ -65,5 +126,8 @@ class PositionSaver:
         :param job_name: the job.
         """
         self._pending.pop(job_name, None)
-        async with self._lock:
-            await asyncio.to_thread(position_store.delete_position, job_name)
+        self._lazy.pop(job_name, None)
+        flight = self._in_flight.get(job_name)
+        if flight is not None:
+            await asyncio.shield(flight)
+        await asyncio.to_thread(position_store.delete_position, job_name)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import structlog.testing
 from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
+from botocore.exceptions import ClientError
 
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.events import JobEnded, event_from_json
@@ -371,3 +372,63 @@ def _steps(captured: list[dict[str, Any]]) -> list[str]:
     """The step lines relayed of the 16-step job (the others have 12 and 10 steps)."""
     lines = _relayed(captured)
     return [line.split(" ")[-1] for line in lines if " step " in line and line.endswith("/16")]
+
+
+class Refusing:
+    """A client that answers some operations AccessDenied, as IAM does (the backend has no IAM).
+
+    :param client: the real client.
+    :param refused: the boto3 method names refused.
+    """
+
+    def __init__(self, client: Any, refused: frozenset[str]) -> None:
+        self.client = client
+        self.refused = refused
+
+    def __getattr__(self, operation: str) -> Any:
+        if operation not in self.refused:
+            return getattr(self.client, operation)
+
+        async def refuse(**kwargs: Any) -> Any:
+            error = {"Code": "AccessDeniedException", "Message": f"not allowed: {operation}"}
+            response = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            raise ClientError(response, operation)
+
+        return refuse
+
+
+@pytest.mark.parametrize("describe_refused", [False, True])
+def test_a_refused_list_falls_back_to_describes_and_a_refused_describe_fails(
+    emulator: SpotEmulator,
+    sm: Any,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    describe_refused: bool,
+) -> None:
+    refused = {"list_training_jobs"} | ({"describe_training_job"} if describe_refused else set())
+    original = AsyncJobs._client
+
+    async def _client(jobs: AsyncJobs, service: str) -> Any:
+        client = await original(jobs, service)
+        return Refusing(client, frozenset(refused)) if service == "sagemaker" else client
+
+    monkeypatch.setattr(AsyncJobs, "_client", _client)
+    names = [f"{name}-{i}" for i in range(2)]
+    for job in names:
+        create_job(sm, job, train_seconds=1.0)
+
+    async def follow_all() -> list[dict[str, Any]]:
+        both = (first_event(trigger(n, max_error_polls=2)) for n in names)
+        return await asyncio.wait_for(asyncio.gather(*both), 60)
+
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        events = asyncio.run(follow_all())
+    if describe_refused:  # nothing left to follow with: each trigger ends with the error
+        assert [(e["status"], e["code"]) for e in events] == [
+            ("error", "AccessDeniedException")
+        ] * 2
+        return
+    for payload in events:
+        assert _ended(payload).report.is_terminal
+    notes = [str(e["event"]) for e in captured if "ListTrainingJobs keeps failing" in str(e)]
+    assert len(notes) == 2  # said once to each trigger
