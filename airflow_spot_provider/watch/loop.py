@@ -184,7 +184,7 @@ class Watch:
         for sub in new:
             sub.due = None
         ended = {n for n, d in described.items() if _is_terminal(d)}
-        read = await self._read_logs(jobs, scan=full, forced=ended | swept)
+        read = await self._read_logs(jobs, scan=full, ended=ended, swept=swept)
         for sub in self._all():
             describe = described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
@@ -239,20 +239,28 @@ class Watch:
         return described
 
     async def _read_logs(
-        self, jobs: AsyncJobs, *, scan: bool, forced: set[str]
+        self, jobs: AsyncJobs, *, scan: bool, ended: set[str], swept: set[str]
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
-        """New CloudWatch lines per subscriber (by ``id``), with the marks after them."""
+        """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
+
+        The streams come from the group's scan (by last event time), from a look-up by name (a
+        new subscriber's job, a job that ended, a swept job with no stream known yet), and, for
+        ended and swept jobs, from their marks: those are read whatever ``lastEventTimestamp``
+        says (CloudWatch updates it eventually, so a job's last lines are read before it fires).
+        """
         logged = [sub for sub in self._all() if sub.print_log]
+        known = {_job_of(stream) for sub in logged for stream in sub.read.streams}
         wanted = {sub.job_name for sub in logged}
-        by_name = {sub.job_name for sub in logged if not sub.discovered} | (forced & wanted)
-        if not logged or not (scan or by_name):
+        forced = (ended | swept) & wanted
+        by_name = {sub.job_name for sub in logged if not sub.discovered}
+        by_name |= (ended & wanted) | ((swept & wanted) - known)
+        if not (scan and logged) and not (by_name or forced):
             return {}
-        last: dict[str, int | None] = {}
         try:
-            if scan:
-                last.update(await jobs.run(scan_streams(self.scan, _of_jobs(wanted))))
-            for name in sorted(by_name):
-                last.update(await jobs.run(job_streams(name)))
+            last = await self._moved_streams(jobs, scan, wanted, by_name)
+            for stream in [*last, *(s for sub in logged for s in sub.read.streams)]:
+                if _job_of(stream) in forced:
+                    last[stream] = _ANY_TIME
             targets = [sub for sub in logged if _to_read(sub.read, last)]
             results = await jobs.run(read_marked([sub.read for sub in targets], last))
         except ApiCallError as error:
@@ -271,10 +279,25 @@ class Watch:
                 sub.read = position
         return read
 
+    async def _moved_streams(
+        self, jobs: AsyncJobs, scan: bool, wanted: set[str], by_name: set[str]
+    ) -> dict[str, int | None]:
+        """Streams and their last event times: from the group's scan and looked up by job."""
+        last: dict[str, int | None] = {}
+        if scan and wanted:
+            last.update(await jobs.run(scan_streams(self.scan, lambda s: _job_of(s) in wanted)))
+        for name in sorted(by_name):
+            last.update(await jobs.run(job_streams(name)))
+        return last
 
-def _of_jobs(names: set[str]) -> Callable[[str], bool]:
-    """Whether a stream (``<job>/<host>``) is of one of these jobs."""
-    return lambda stream: stream.split("/", 1)[0] in names
+
+# A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
+_ANY_TIME = 2**62
+
+
+def _job_of(stream: str) -> str:
+    """The job of a stream (``<job>/<host>``)."""
+    return stream.split("/", 1)[0]
 
 
 def _to_read(position: Position, last: dict[str, int | None]) -> bool:
