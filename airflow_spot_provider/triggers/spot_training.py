@@ -75,19 +75,25 @@ def _switch_check(switch: dict[str, Any] | None) -> Callable[[dict[str, Any]], b
 class SageMakerSpotTrainingTrigger(BaseTrigger):
     """Follow a training job until it ends, showing its progress as it happens.
 
+    The job is followed by the triggerer's shared watch of the connection and region
+    (:mod:`airflow_spot_provider.watch`): one ``ListTrainingJobs`` for all the triggers of the
+    process tells which jobs changed, and only those are described. The trigger takes the
+    follow step on each new description itself and writes what is new to its own log.
+
     Fires one event (:mod:`airflow_spot_provider.events`): :class:`JobEnded` with the final
     description and the position reached, or :class:`FollowFailed` with the AWS error code when
     the API kept failing with a lasting error. Transient errors (throttling, 5xx, connection)
-    are waited out for as long as they last (:class:`ApiRetryRule`). Transitions are shown as
-    ``[live]`` lines: the task writes them to its own log when it resumes (see
-    :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the trigger from its
-    kwargs; it then carries on from the later of that position and the one it saved in a
-    Variable as it went, so no CloudWatch line is relayed twice.
+    are waited out for as long as they last (:class:`ApiRetryRule`), once for all triggers of the
+    watch. Transitions are shown as ``[live]`` lines: the task writes them to its own log when it
+    resumes (see :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the
+    trigger from its kwargs; it then carries on from the later of that position and the one it
+    saved in a Variable as it went, so no CloudWatch line is relayed twice.
 
     :param job_name: the training job.
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: AWS region; the connection's if None.
-    :param poll_interval: seconds between two DescribeTrainingJob calls.
+    :param poll_interval: seconds of the poll cycle: the watch lists what changed twice per
+        interval (the smallest of its triggers'), and the job is described when it changed.
     :param position: the :class:`Position` JSON of what was logged before deferring.
     :param max_error_polls: lasting API errors in a row before giving up.
     :param stop_on_kill: stop the job when a user kills the deferred task.
@@ -168,7 +174,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until the job ends, showing transitions (and log lines) as they happen."""
+        """Follow until the job ends, showing transitions (and log lines) as they happen."""
         event = await _keeping_cancel_message(self._follow())
         yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
 
