@@ -8,6 +8,7 @@ from the client (:class:`Tap`); the calls are counted there too.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,11 +20,13 @@ import structlog.testing
 from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
 from botocore.exceptions import ClientError
 
+from airflow_spot_provider import position_store
 from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.events import JobEnded, event_from_json
 from airflow_spot_provider.hooks.job_calls import Call
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
 from airflow_spot_provider.watch import registry as watch_registry  # the module
@@ -433,3 +436,25 @@ def test_a_refused_list_falls_back_to_describes_and_a_refused_describe_fails(
         assert _ended(payload).report.is_terminal
     notes = [str(e["event"]) for e in captured if "ListTrainingJobs keeps failing" in str(e)]
     assert len(notes) == 2  # said once to each trigger
+
+
+def test_log_marks_alone_are_saved_lazily_and_transitions_at_once(
+    emulator: SpotEmulator, sm: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[Position] = []
+    save = position_store.save_position
+
+    def counted(position: Position) -> None:
+        saved.append(position)
+        save(position)
+
+    monkeypatch.setattr(position_store, "save_position", counted)
+    create_job(sm, name, train_seconds=4.0)  # 16 lines, one per 0.25 s
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        payload = asyncio.run(first_event(trigger(name, print_log=True)))
+    ended = _ended(payload)
+    assert len(_relayed(captured)) >= 16
+    # One save per change of the transitions (the last one goes with the event), none per
+    # cycle that only relayed lines: their marks wait up to LOG_MARK_SAVE_SECONDS.
+    assert 0 < len(saved) < len(ended.report.transitions)
+    assert all(a.transitions < b.transitions for a, b in itertools.pairwise(saved))
