@@ -20,7 +20,9 @@ from airflow_spot_provider.hooks.job_calls import (
     Say,
     Sleep,
     create_job,
+    moved_starts,
     new_log_lines,
+    stream_batches,
 )
 from airflow_spot_provider.lifecycle import (
     JobOutcome,
@@ -201,3 +203,27 @@ def test_follow_job_polls_to_the_end_logging_each_transition_once() -> None:
     assert sum(isinstance(e, Save) for e in effects) == 3  # only when something was new
     assert SpotJobReport.from_describe(describe).outcome is JobOutcome.COMPLETED
     assert position.transitions == 5
+
+
+def test_streams_are_read_100_per_call_from_the_earliest_mark_of_each_batch() -> None:
+    starts = {f"j{i:03d}/algo-1-1": 1000 - i for i in range(250)}
+    batches = stream_batches(starts)
+    assert [len(names) for names, _ in batches] == [100, 100, 50]
+    for names, start in batches:
+        assert start == min(starts[n] for n in names)  # no stream read from past its mark
+    assert sorted(n for names, _ in batches for n in names) == sorted(starts)
+    assert stream_batches({}) == []
+
+
+def test_a_stream_moved_when_its_last_event_is_past_its_mark() -> None:
+    position = Position(
+        "j",
+        streams={
+            "j/algo-1-1": StreamMark("", 3, 50),  # moved: last event at 60
+            "j/algo-2-1": StreamMark("", 3, 60),  # not moved
+            "j/algo-3-1": StreamMark("t", 3),  # a token mark: read through its token instead
+        },
+    )
+    last = {"j/algo-1-1": 60, "j/algo-2-1": 60, "j/algo-3-1": 60, "j/algo-4-1": 5, "k/a": 9}
+    last["j/algo-5-1"] = None  # no event yet
+    assert moved_starts(position, last) == {"j/algo-1-1": 50, "j/algo-4-1": 0}
