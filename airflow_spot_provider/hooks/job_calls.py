@@ -205,18 +205,31 @@ def read_marked(
         lines: Lines = []
         read.append((lines, (yield from _read_tokens(given, last, lines))))
     starts: dict[str, int] = {}
+    by_job = streams_by_job(last)
     for _lines, position in read:
-        for stream, start in moved_starts(position, last).items():
+        for stream, start in moved_starts(position, by_job.get(position.job_name, {})).items():
             starts[stream] = min(start, starts.get(stream, start))
     for streams, start in stream_batches(starts):
         events = yield from filter_events(streams, start)
-        by_job: dict[str, list[dict[str, Any]]] = {}
+        of_job: dict[str, list[dict[str, Any]]] = {}
         for event in events:
-            by_job.setdefault(str(event.get("logStreamName", "")).split("/")[0], []).append(event)
+            of_job.setdefault(str(event.get("logStreamName", "")).split("/")[0], []).append(event)
         for index, (lines, before) in enumerate(read):
-            new, after = before.take_events(by_job.get(before.job_name, ()))
-            read[index] = (lines + new, after)
+            if before.job_name in of_job:
+                new, after = before.take_events(of_job[before.job_name])
+                read[index] = (lines + new, after)
     return read
+
+
+def streams_by_job(last: Mapping[str, int | None]) -> dict[str, dict[str, int | None]]:
+    """Streams (``<job>/<host>``) grouped by job: each job then looks at its own streams only.
+
+    :param last: stream -> the time of its last event.
+    """
+    grouped: dict[str, dict[str, int | None]] = {}
+    for stream, stamp in last.items():
+        grouped.setdefault(stream.split("/", 1)[0], {})[stream] = stamp
+    return grouped
 
 
 def moved_starts(position: Position, last: Mapping[str, int | None]) -> dict[str, int]:

@@ -194,11 +194,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             async with watching(sub, aws_conn_id=self.aws_conn_id, region_name=self.region_name):
                 describe, position = await self._take_news(sub, position)
         except SpotApiError as error:
-            await self._forget()
+            self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
         finally:
             registry().saver.hurry(self.job_name)  # cancelled (a restart): its marks now
-        await self._forget()  # the position travels with the event from here on
+        self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
 
     async def _take_news(
@@ -235,8 +235,9 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             if step and describe and is_done(step, describe, self.stop_when):
                 return describe, position
 
-    async def _forget(self) -> None:
-        await registry().saver.forget(self.job_name)
+    def _forget(self) -> None:
+        """Delete the saved position (with the loop's next batch: the event need not wait)."""
+        registry().saver.forget(self.job_name)
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed, clear): stop the job so it stops billing.
@@ -260,7 +261,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "stopped" if stopped else "nothing to stop for",
                 self.job_name,
             )
-        await self._forget()
+        self._forget()
 
 
 class SpotBackoffTrigger(BaseTrigger):

@@ -45,6 +45,7 @@ from airflow_spot_provider.hooks.job_calls import (
     job_streams,
     moved_starts,
     read_marked,
+    streams_by_job,
 )
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
@@ -243,17 +244,18 @@ class Watch:
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
         """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
 
-        The streams come from the group's scan (by last event time), from a look-up by name (a
-        new subscriber's job, a job that ended, a swept job with no stream known yet), and, for
-        ended and swept jobs, from their marks: those are read whatever ``lastEventTimestamp``
-        says (CloudWatch updates it eventually, so a job's last lines are read before it fires).
+        The streams come from the group's scan (by last event time), from a look-up by name (the
+        job of a new subscriber that may have logged already, an ended or swept job with no
+        stream known yet), and, for ended and swept jobs, from their marks: those are read
+        whatever ``lastEventTimestamp`` says (CloudWatch updates it eventually, so a job's last
+        lines are read before it fires).
         """
         logged = [sub for sub in self._all() if sub.print_log]
         known = {_job_of(stream) for sub in logged for stream in sub.read.streams}
         wanted = {sub.job_name for sub in logged}
         forced = (ended | swept) & wanted
         by_name = {sub.job_name for sub in logged if not sub.discovered}
-        by_name |= (ended & wanted) | ((swept & wanted) - known)
+        by_name |= forced - known
         if not (scan and logged) and not (by_name or forced):
             return {}
         try:
@@ -261,7 +263,8 @@ class Watch:
             for stream in [*last, *(s for sub in logged for s in sub.read.streams)]:
                 if _job_of(stream) in forced:
                     last[stream] = _ANY_TIME
-            targets = [sub for sub in logged if _to_read(sub.read, last)]
+            by_job = streams_by_job(last)
+            targets = [sub for sub in logged if _to_read(sub.read, by_job.get(sub.job_name, {}))]
             results = await jobs.run(read_marked([sub.read for sub in targets], last))
         except ApiCallError as error:
             if error.code != "ResourceNotFoundException":  # no log group yet: nothing written

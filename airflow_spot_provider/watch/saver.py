@@ -11,8 +11,9 @@ firing (the triggerer stops: its task is cancelled) has its position saved at on
 killed process loses the log marks of its last ``LOG_MARK_SAVE_SECONDS``, whose lines the next
 triggerer then relays again.
 
-A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, which first waits
-for a save of that job in flight: no save lands after the delete.
+A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, with the next
+batch too: it fires at once instead of waiting for a thread, and the batch deletes after any save
+of that job (batches run one after the other; a batch saves, then deletes).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ SAVE_DELAY = 0.2
 LOG_MARK_SAVE_SECONDS = 30.0
 
 
-def save_all(positions: list[Position]) -> None:
-    """Save positions, one after the other (blocking: run in a thread).
+def save_all(positions: list[Position], deleted: list[str]) -> None:
+    """Save positions, then delete the positions of other jobs (blocking: run in a thread).
 
-    :param positions: the positions.
+    :param positions: the positions to save.
+    :param deleted: the jobs whose position to delete.
     """
     for position in positions:
         position_store.save_position(position)
+    for job_name in deleted:
+        position_store.delete_position(job_name)
 
 
 class PositionSaver:
@@ -47,7 +51,7 @@ class PositionSaver:
     def __init__(self) -> None:
         self._pending: dict[str, Position] = {}
         self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._deleted: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -59,6 +63,7 @@ class PositionSaver:
             ``LOG_MARK_SAVE_SECONDS`` (only its log marks moved).
         """
         job = position.job_name
+        self._deleted.discard(job)  # a new position of the job outdates its deletion
         if urgent or job in self._pending:
             self._lazy.pop(job, None)
             self._pending[job] = position
@@ -66,6 +71,9 @@ class PositionSaver:
         else:
             since = self._lazy.get(job, (time.monotonic(), position))[0]
             self._lazy[job] = (since, position)
+        self._start()
+
+    def _start(self) -> None:
         if self._task is None or self._task.done():
             # A context of its own: what it logs is not any one trigger's.
             loop = asyncio.get_running_loop()
@@ -82,11 +90,11 @@ class PositionSaver:
 
     async def _run(self) -> None:
         try:
-            while self._pending or self._lazy:
+            while self._pending or self._deleted or self._lazy:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self._wait())
-                if self._pending:
+                if self._pending or self._deleted:
                     await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
                 now = time.monotonic()
                 for job, (since, position) in list(self._lazy.items()):
@@ -101,33 +109,25 @@ class PositionSaver:
             raise
 
     def _wait(self) -> float:
-        if self._pending:
+        if self._pending or self._deleted:
             return 0.0
         oldest = min(since for since, _ in self._lazy.values())
         return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
 
     async def _save_pending(self) -> None:
-        if not self._pending:
+        if not (self._pending or self._deleted):
             return
-        batch, self._pending = self._pending, {}
-        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight.update(dict.fromkeys(batch, flight))
-        try:
-            await asyncio.to_thread(save_all, list(batch.values()))
-        finally:
-            flight.set_result(None)
-            for job in batch:
-                if self._in_flight.get(job) is flight:
-                    del self._in_flight[job]
+        batch, self._pending = list(self._pending.values()), {}
+        deleted, self._deleted = sorted(self._deleted), set()
+        await asyncio.to_thread(save_all, batch, deleted)
 
-    async def forget(self, job_name: str) -> None:
-        """Delete a job's saved position, after any save of it in flight.
+    def forget(self, job_name: str) -> None:
+        """Delete a job's saved position with the next batch, after any save of it.
 
         :param job_name: the job.
         """
         self._pending.pop(job_name, None)
         self._lazy.pop(job_name, None)
-        flight = self._in_flight.get(job_name)
-        if flight is not None:
-            await asyncio.shield(flight)
-        await asyncio.to_thread(position_store.delete_position, job_name)
+        self._deleted.add(job_name)
+        self._kick.set()
+        self._start()
