@@ -41,7 +41,7 @@ class Tuning:
         ``DescribeLogStreams`` scan still pages: lines that reach CloudWatch late (a host's log
         agent sends in batches) carry an earlier time than lines already seen.
     :param log_scan_pages: ``DescribeLogStreams`` pages per scan at most.
-    :param concurrency: describes in flight at once.
+    :param concurrency: describes (and log stream look-ups) in flight at once.
     """
 
     lists_per_interval: int = 2
@@ -196,7 +196,8 @@ class LogScan:
 
     The streams come newest last event first; a scan stops at the first stream older than the
     newest one the previous scan saw (minus a margin), so that an idle cycle costs one page. The
-    first scan reads one page: the streams of a new subscriber are found by its job's name.
+    first scan reads one page: a stream that is quiet then is read when it moves again, when its
+    job is swept, or when its job ends.
 
     :param tuning: the margin and the page cap.
     """

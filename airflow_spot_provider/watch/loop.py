@@ -244,18 +244,17 @@ class Watch:
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
         """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
 
-        The streams come from the group's scan (by last event time), from a look-up by name (the
-        job of a new subscriber that may have logged already, an ended or swept job with no
+        The streams come from the group's scan (by last event time: a stream that moves is found
+        there, a new subscriber's too), from a look-up by name (an ended or swept job with no
         stream known yet), and, for ended and swept jobs, from their marks: those are read
         whatever ``lastEventTimestamp`` says (CloudWatch updates it eventually, so a job's last
-        lines are read before it fires).
+        lines are read before it fires, and a quiet stream's unread lines within the sweep).
         """
         logged = [sub for sub in self._all() if sub.print_log]
         known = {_job_of(stream) for sub in logged for stream in sub.read.streams}
         wanted = {sub.job_name for sub in logged}
         forced = (ended | swept) & wanted
-        by_name = {sub.job_name for sub in logged if not sub.discovered}
-        by_name |= forced - known
+        by_name = forced - known
         if not (scan and logged) and not (by_name or forced):
             return {}
         try:
@@ -273,8 +272,6 @@ class Watch:
                 for sub in logged:
                     sub.queue.put_nowait(News(notes=(note,)))
             return {}
-        for sub in logged:
-            sub.discovered = sub.discovered or sub.job_name in by_name
         read: dict[int, tuple[Lines, dict[str, Any]]] = {}
         for sub, (lines, position) in zip(targets, results, strict=True):
             if position != sub.read:
@@ -289,8 +286,14 @@ class Watch:
         last: dict[str, int | None] = {}
         if scan and wanted:
             last.update(await jobs.run(scan_streams(self.scan, lambda s: _job_of(s) in wanted)))
-        for name in sorted(by_name):
-            last.update(await jobs.run(job_streams(name)))
+        gate = asyncio.Semaphore(self.tuning.concurrency)
+
+        async def look_up(name: str) -> dict[str, int | None]:
+            async with gate:
+                return await jobs.run(job_streams(name))
+
+        for found in await asyncio.gather(*(look_up(name) for name in sorted(by_name))):
+            last.update(found)
         return last
 
 

@@ -58,11 +58,7 @@ class Subscription:
         self.ticks = ticks
         # The log marks of what the watch has read for this trigger (ahead of what it wrote).
         self.read = position
-        fresh = wait_first and position.transitions == 0  # a job just created: nothing logged
-        # Whether its job's streams were looked up by name (or need not be: the scan finds the
-        # streams of a job that starts logging after the watch's first scan).
-        self.discovered = fresh
-        first = poll_interval if fresh else 0.0
+        first = poll_interval if wait_first and position.transitions == 0 else 0.0
         self.due: float | None = time.monotonic() + first  # its first describe; None once done
         self.queue: asyncio.Queue[News] = asyncio.Queue()
 
