@@ -152,6 +152,10 @@ class AsyncJobs(_Jobs):
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        """Hold no client yet: each opens on its first call.
+
+        :param kwargs: those of :class:`_Jobs`.
+        """
         super().__init__(**kwargs)
         self._opening: dict[str, asyncio.Lock] = {}
 
