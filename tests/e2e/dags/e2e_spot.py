@@ -91,6 +91,15 @@ class _SensorDeadlineAfterFirstJob(SageMakerSpotTrainingSensor):
         return _deadline_after_first_job(super()._runner(context, state))
 
 
+# The "deadline" policy without a deadline of its own: the task's templated ``deadline`` gives it,
+# 60 s after the data interval's end (the logical date of a manual run), or the run's conf says.
+TASK_DEADLINE_POLICY = replace(POLICIES["deadline"], deadline=None)
+TASK_DEADLINE = (
+    "{{ dag_run.conf['deadline'] if 'deadline' in dag_run.conf"
+    " else data_interval_end + macros.timedelta(seconds=60) }}"
+)
+
+
 def _e2e_dag(dag_id: str) -> DAG:
     """A manual DAG of these tests (native rendering: conf values keep their types)."""
     return DAG(
@@ -121,18 +130,39 @@ for _mode, _deferrable in (("deferred", True), ("worker", False)):
         globals()[_id] = _spot_dag(_id, deferrable=_deferrable, policy=_policy)
 
 
-def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], policy: str) -> DAG:
+for _mode, _deferrable in (("deferred", True), ("worker", False)):
+    with _e2e_dag(f"e2e_task_deadline_{_mode}") as _dag:
+        SageMakerSpotTrainingOperator(
+            task_id="train",
+            **FROM_CONF,
+            spot_retry_policy=TASK_DEADLINE_POLICY,
+            deadline=TASK_DEADLINE,
+            deferrable=_deferrable,
+            poll_interval=POLL,
+        )
+    globals()[_dag.dag_id] = _dag
+
+
+def _launch_and_sensor(
+    dag_id: str,
+    sensor: type[SageMakerSpotTrainingSensor],
+    policy: SpotRetryPolicy,
+    deadline: str | None = None,
+) -> DAG:
     """A launch task, then a sensor in reschedule mode that follows (and resubmits) the chain."""
     with _e2e_dag(dag_id) as dag:
         launch = SageMakerSpotTrainingOperator(
             task_id="launch",
             **FROM_CONF,
+            spot_retry_policy=policy if deadline else None,
+            deadline=deadline,
             wait_for_completion=False,
         )
         launch >> sensor(
             task_id="wait",
             job_name=launch.output["job_name"],
-            spot_retry_policy=POLICIES[policy],
+            spot_retry_policy=policy,
+            deadline=deadline,
             poke_interval=POLL,
             mode="reschedule",
         )
@@ -140,10 +170,16 @@ def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], p
 
 
 e2e_launch_and_sensor = _launch_and_sensor(
-    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, "retry"
+    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, POLICIES["retry"]
 )
 e2e_launch_and_deadline_sensor = _launch_and_sensor(
-    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, "deadline"
+    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, POLICIES["deadline"]
+)
+e2e_launch_and_task_deadline_sensor = _launch_and_sensor(
+    "e2e_launch_and_task_deadline_sensor",
+    SageMakerSpotTrainingSensor,
+    TASK_DEADLINE_POLICY,
+    TASK_DEADLINE,
 )
 
 
