@@ -352,6 +352,9 @@ class SpotRetryPolicy:
         download, checkpoint load).
     :param checkpoint_interval_seconds: training seconds between two checkpoints; an
         interruption is assumed to lose what was trained since the last one.
+    :param checkpoint_cost_seconds: seconds one checkpoint takes to write and sync, for the
+        summary's checkpoint advice (Young/Daly); a cost measured on the chain (SIGTERM to the
+        last checkpoint sync) takes precedence; None: 60 s when nothing is measured.
     :param deadline_margin_seconds: extra seconds kept before the deadline for polling, stopping
         the spot job and the unexpected.
     :param require_checkpoint_progress: before a resubmission whose checkpoint prefix holds no
@@ -374,6 +377,7 @@ class SpotRetryPolicy:
     expected_training_seconds: float | None = None
     restart_overhead_seconds: float = 300.0
     checkpoint_interval_seconds: float = 1800.0
+    checkpoint_cost_seconds: float | None = None
     deadline_margin_seconds: float = 900.0
     require_checkpoint_progress: str = "resubmit"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +187,38 @@ def test_stale_checkpoints_are_a_warning_of_the_summary(
     assert not [f for f in summary["findings"] if f["kind"] == "no_checkpoints"]
     assert summary["decisions"][-1]["kind"] == "resubmit"
     assert datetime.now(UTC) > datetime.fromisoformat(summary["decisions"][-1]["at"])
+
+
+SIGTERM_TRAINER_DIR = Path(__file__).resolve().parent / "sigterm_trainer"
+
+
+@pytest.mark.parametrize("mode", ["worker", "deferred"])
+def test_checkpoint_cost_is_measured_from_sigterm_to_the_last_sync(
+    emulator: SpotEmulator, name: str, mode: str
+) -> None:
+    # Attempt 1 is stopped at MaxWait while training; the trainer takes 1 s after SIGTERM to
+    # write its checkpoint, which the backend then syncs: the follower lists the prefix before
+    # resubmitting and measures the time from Stopping's start to the newest object.
+    delay = 1.0
+    config = trainer_config()
+    config["ResourceConfig"]["InstanceType"] = "ml.m5.2xlarge"
+    config["HyperParameters"] = {
+        "sagemaker_program": '"train.py"',
+        "sagemaker_submit_directory": f'"{SIGTERM_TRAINER_DIR}"',
+        "train_seconds": "4",
+        "sigterm_delay": str(delay),
+    }
+    run = run_dag(f"e2e_retry_{mode}", spot_conf(name, config, 3, 3))
+    assert run.state == DagRunState.SUCCESS
+    summary = xcom(run, "train")
+    first = summary["attempts"][0]
+    assert first["outcome"] == "MAX_WAIT_EXCEEDED"
+    advice = summary["advice"]
+    measured = advice["checkpoint_cost_measured"]
+    assert set(measured) >= {first["job_name"]}
+    # The sync after the process exits, on a shared machine: generous above, never below.
+    assert delay <= measured[first["job_name"]] <= delay + 3.0, measured
+    assert advice["checkpoint_cost_source"] == "measured"
+    assert advice["checkpoint_cost_seconds"] == pytest.approx(
+        sum(measured.values()) / len(measured), abs=0.01
+    )
