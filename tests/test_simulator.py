@@ -200,6 +200,7 @@ def test_cli_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
         "p95_hours": (float, type(None)),
         "interruptions_per_job": float,
         "work_lost_hours_per_job": float,
+        "on_demand_hours_per_job": float,
     }
     for row in rows:
         assert set(row) == set(types)
@@ -279,3 +280,11 @@ def test_export_as_a_backend_scenario(tmp_path: Path, capsys: pytest.CaptureFixt
     for window in windows:  # the windows are the market's gaps, scaled
         middle = (window.start + window.until) / 2 / 0.01  # type: ignore[operator]
         assert not capacity.available(middle)
+
+
+def test_help_names_the_bands(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse formats help with %: a band's "%" once broke --help.
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    assert "<5%, 5-10%" in capsys.readouterr().out
