@@ -69,9 +69,7 @@ def summarize(policy: str, band: str, results: Sequence[ChainResult], on_demand_
         p95_hours=_percentile(finished, 0.95),
         interruptions_per_job=round(sum(r.interruptions for r in results) / jobs, 4),
         work_lost_hours_per_job=round(sum(r.lost_seconds for r in results) / jobs / 3600.0, 4),
-        on_demand_hours_per_job=round(
-            sum(r.on_demand_seconds for r in results) / jobs / 3600.0, 4
-        ),
+        on_demand_hours_per_job=round(sum(r.on_demand_seconds for r in results) / jobs / 3600.0, 4),
     )
 
 
