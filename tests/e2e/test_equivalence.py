@@ -3,7 +3,7 @@
 Each case is one job of the simulator's model at a reduced scale (seconds instead of hours) and
 a market timeline. The simulator runs the deadline-aware policy on it; its market events are
 exported (``simulator.export.backend_scenario``) and replayed by the embedded backend while
-``SageMakerSpotTrainingOperator`` runs the same policy in a DAG (``dags/e2e_equivalence.py``,
+``SageMakerSpotTrainingOperator`` runs the same policy in a DAG (``dags/e2e_spot.py``,
 ``dag.test()``, the worker mode). The decisions (kind, spot or on-demand, the rule that fired),
 the attempts and whether the deadline was met must be the same; the times, counted back from
 the deadline, agree within a tolerance (the backend's phases take real, noisy time).
@@ -25,7 +25,7 @@ from airflow_spot_provider.simulator.export import backend_scenario
 from airflow_spot_provider.simulator.jobs import JobModel, Price
 from airflow_spot_provider.simulator.markets import Availability
 from tests.e2e.conftest import BUCKET, synthetic_config
-from tests.e2e.dags.e2e_equivalence import JOBS, POLICY, POLL
+from tests.e2e.dags.e2e_spot import EQUIVALENCE_JOBS, EQUIVALENCE_POLICY, EQUIVALENCE_POLL
 from tests.e2e.test_spot_training_dags import jobs_named, run_dag, xcom
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ CASES: dict[str, tuple[float, Callable[[], Availability], list[Decision]]] = {
         [("create", True, "slack-exhausted")],
     ),
 }
-assert len(CASES) == JOBS
+assert len(CASES) == EQUIVALENCE_JOBS
 
 
 def request(name: str) -> dict[str, Any]:
@@ -82,9 +82,10 @@ def simulate(deadline: float, capacity: Availability, job_request: dict[str, Any
         upload_seconds=UPLOAD,
         deadline_factor=deadline / (START + WORK + UPLOAD),
     )
-    policy = replace(POLICY, deadline=BASE_TIME + timedelta(seconds=deadline))
+    policy = replace(EQUIVALENCE_POLICY, deadline=BASE_TIME + timedelta(seconds=deadline))
+    price = Price(1.0, 0.7)
     return run_chain(
-        policy, job_request, capacity, job, Price(1.0, 0.7), poll_seconds=POLL, stop_seconds=0.2
+        policy, job_request, capacity, job, price, poll_seconds=EQUIVALENCE_POLL, stop_seconds=0.2
     )
 
 

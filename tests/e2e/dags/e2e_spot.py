@@ -12,11 +12,12 @@ from typing import Any
 
 from airflow.sdk import DAG, task, task_group
 
+from airflow_spot_provider.emulator.admin import AdminClient
 from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.groups import spot_training_group
 from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
-from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.retry import RETRYABLE_OUTCOMES, SpotRetryPolicy
 from airflow_spot_provider.runner import ChainRunner
 from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
 
@@ -246,3 +247,58 @@ with DAG(
     tags=["e2e"],
 ) as e2e_mapped_group:
     _one_chain.expand(config=_two_configs(conf="{{ dag_run.conf }}"))
+
+
+# --- the simulator equivalence (tests/e2e/test_equivalence.py) ---------------------------------
+# One chain per job, one after the other: ``market_<i>`` loads job i's scenario into the embedded
+# backend (the simulator's market events, exported) and returns its deadline measured from that
+# moment, the origin of the scenario's windows; ``train_<i>`` runs the deadline-aware policy with
+# that deadline (an XComArg into the templated ``deadline``). Everything per job comes from the
+# run's conf.
+
+EQUIVALENCE_JOBS = 4
+EQUIVALENCE_POLL = 0.2
+# Seconds instead of hours: 4 s of work, a checkpoint every second, 0.5 s per (re)start, a 1 s
+# margin. The deadline is the task's, so that the policy object is the simulator's as well.
+EQUIVALENCE_POLICY = SpotRetryPolicy(
+    retry_on=RETRYABLE_OUTCOMES,
+    max_attempts=4,
+    backoff_initial_seconds=0,
+    deadline_aware=True,
+    expected_training_seconds=4,
+    restart_overhead_seconds=0.5,
+    checkpoint_interval_seconds=1,
+    deadline_margin_seconds=1,
+)
+
+
+@task(trigger_rule="all_done")
+def _market(index: int, conf: dict[str, Any] | None = None) -> str:
+    """Load job ``index``'s market events; its deadline (ISO-8601), counted from now.
+
+    :param index: the job.
+    :param conf: the run's conf.
+    """
+    assert conf is not None
+    job = conf["jobs"][index]
+    admin = AdminClient(conf["admin"]["endpoint"], conf["admin"]["token"])
+    admin.load_scenario(job["scenario"], replace=True)
+    return (datetime.now(UTC) + timedelta(seconds=job["deadline_seconds"])).isoformat()
+
+
+with _e2e_dag("e2e_equivalence") as e2e_equivalence:
+    _previous: Any = None
+    for _index in range(EQUIVALENCE_JOBS):
+        _deadline = _market.override(task_id=f"market_{_index}")(_index, conf="{{ dag_run.conf }}")
+        _train = SageMakerSpotTrainingOperator(
+            task_id=f"train_{_index}",
+            config=f"{{{{ dag_run.conf['jobs'][{_index}]['config'] }}}}",
+            job_name=f"{{{{ dag_run.conf['name'] }}}}-{_index}",
+            spot_retry_policy=EQUIVALENCE_POLICY,
+            deadline=_deadline,
+            poll_interval=EQUIVALENCE_POLL,
+            print_log=False,
+        )
+        if _previous is not None:
+            _previous >> _deadline
+        _previous = _deadline >> _train
