@@ -101,7 +101,9 @@ def test_templated_task_deadline_reaches_every_mode(
 ) -> None:
     # The policy has no deadline: "{{ data_interval_end + macros.timedelta(seconds=60) }}" on
     # the operator (and the sensor) gives it; the switch's reason names the rendered moment.
-    logical = datetime.now(UTC).replace(microsecond=0)
+    # The data interval ends 20 s from now: a loaded machine may take 15 s or more to start the
+    # task, which must still find the deadline far enough for attempt 1 to start on spot.
+    logical = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
     dag_id = (
         "e2e_launch_and_task_deadline_sensor" if mode == "sensor" else f"e2e_task_deadline_{mode}"
     )
