@@ -31,7 +31,7 @@ from tests.e2e.test_spot_training_dags import run_dag, xcom
 pytestmark = pytest.mark.e2e
 
 INSTANCE = "ml.m5.4xlarge"  # no other test takes its capacity away
-WORK = 4.0  # training seconds, a checkpoint each second (the policy's expected figure)
+WORK = 6.0  # training seconds, a checkpoint each second (the policy's expected figure)
 START = 0.3  # the backend's Starting + Downloading before training (default durations)
 UPLOAD = 0.1
 # Decision kind, on-demand, rule.
@@ -39,19 +39,22 @@ Decision = tuple[str, bool, str | None]
 CREATE_SPOT: Decision = ("create", False, "slack-covers-work")
 SWITCH: Decision = ("switch-to-on-demand", True, "slack-exhausted")
 # name -> (deadline seconds after the start, spot capacity timeline, the decisions expected).
+# The backend's windows count from the market task, attempt 1 starts a task start later (up to
+# a few seconds on a loaded machine): spot covers the first 7.5 s, and the interruption comes
+# late in the training, so that both hold however late the task starts.
 CASES: dict[str, tuple[float, Callable[[], Availability], list[Decision]]] = {
-    "no switch needed": (12.0, lambda: Availability(True), [CREATE_SPOT]),
+    "no switch needed": (18.0, lambda: Availability(True), [CREATE_SPOT]),
     # No spot capacity at all: attempt 1 waits in Starting until the slack is gone.
-    "switch while waiting": (12.0, lambda: Availability(False), [CREATE_SPOT, SWITCH]),
-    # Capacity goes after 2.9 training seconds: an interruption (2 s saved), then a wait.
+    "switch while waiting": (18.0, lambda: Availability(False), [CREATE_SPOT, SWITCH]),
+    # Capacity goes after 5.5 training seconds: an interruption (5 s saved), then a wait.
     "switch after an interruption": (
-        12.0,
-        lambda: Availability(True, [START + 2.9]),
+        18.0,
+        lambda: Availability(True, [START + 5.5]),
         [CREATE_SPOT, SWITCH],
     ),
-    # 4 s to the deadline, 4 s of work: on-demand from the start (and still late).
+    # 6 s to the deadline, 6 s of work: on-demand from the start (and still late).
     "deadline impossible": (
-        4.0,
+        6.0,
         lambda: Availability(True),
         [("create", True, "slack-exhausted")],
     ),
@@ -137,11 +140,13 @@ def test_operator_on_the_backend_decides_as_the_simulator(
         print(f"{case}: simulator {simulated}\n{' ' * len(case)}  backend   {backend}")
         # The same decisions, exactly (and the ones the case is about).
         assert [d for d, _ in backend] == [d for d, _ in simulated] == expected, case
-        # At about the same time before the deadline: attempt 1 is created a task start after
-        # the market's origin; a switch is due at a moment set by the deadline.
+        # At about the same time before the deadline: a switch is due at a moment the deadline
+        # sets; attempt 1 is created a task start after the market's origin (the deadline's).
         for (decision, at), (_, expected_at) in zip(backend, simulated, strict=True):
-            tolerance = 3.0 if decision[0] == "create" else 1.5
-            assert at == pytest.approx(expected_at, abs=tolerance), (case, decision)
+            if decision[0] == "create":
+                assert -0.5 <= expected_at - at <= 6.0, (case, at, expected_at)
+            else:
+                assert at == pytest.approx(expected_at, abs=1.5), (case, decision)
         # The same attempts, on the same capacity, with the same interruptions.
         attempts = summary["attempts"]
         assert len(attempts) == result.attempts, case
