@@ -39,9 +39,9 @@ Decision = tuple[str, bool, str | None]
 CREATE_SPOT: Decision = ("create", False, "slack-covers-work")
 SWITCH: Decision = ("switch-to-on-demand", True, "slack-exhausted")
 # name -> (deadline seconds after the start, spot capacity timeline, the decisions expected).
-# The backend's windows count from the market task, attempt 1 starts a task start later (up to
-# a few seconds on a loaded machine): spot covers the first 7.5 s, and the interruption comes
-# late in the training, so that both hold however late the task starts.
+# The backend's windows and the deadline count from the start of the task's execute; attempt 1
+# is created a moment later (up to seconds on a loaded machine): spot covers the first 7.5 s,
+# and the interruption comes late in the training, so that both hold however late it comes.
 CASES: dict[str, tuple[float, Callable[[], Availability], list[Decision]]] = {
     "no switch needed": (18.0, lambda: Availability(True), [CREATE_SPOT]),
     # No spot capacity at all: attempt 1 waits in Starting until the slack is gone.
@@ -131,7 +131,7 @@ def test_operator_on_the_backend_decides_as_the_simulator(
 
     for index, (case, (deadline, result, expected)) in enumerate(zip(CASES, cases, strict=True)):
         summary = xcom(run, f"train_{index}")
-        ends = datetime.fromisoformat(xcom(run, f"market_{index}"))
+        ends = datetime.fromisoformat(xcom(run, f"train_{index}", key="deadline"))
         backend = operator_decisions(summary, ends)
         simulated = [
             ((d.kind, d.on_demand, d.rule and str(d.rule)), deadline - d.seconds)
@@ -141,7 +141,7 @@ def test_operator_on_the_backend_decides_as_the_simulator(
         # The same decisions, exactly (and the ones the case is about).
         assert [d for d, _ in backend] == [d for d, _ in simulated] == expected, case
         # At about the same time before the deadline: a switch is due at a moment the deadline
-        # sets; attempt 1 is created a task start after the market's origin (the deadline's).
+        # sets; attempt 1 is created a moment after the market's origin (the deadline's).
         for (decision, at), (_, expected_at) in zip(backend, simulated, strict=True):
             if decision[0] == "create":
                 assert -0.5 <= expected_at - at <= 6.0, (case, at, expected_at)

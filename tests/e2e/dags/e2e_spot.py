@@ -250,11 +250,10 @@ with DAG(
 
 
 # --- the simulator equivalence (tests/e2e/test_equivalence.py) ---------------------------------
-# One chain per job, one after the other: ``market_<i>`` loads job i's scenario into the embedded
-# backend (the simulator's market events, exported) and returns its deadline measured from that
-# moment, the origin of the scenario's windows; ``train_<i>`` runs the deadline-aware policy with
-# that deadline (an XComArg into the templated ``deadline``). Everything per job comes from the
-# run's conf.
+# One chain per job, one after the other. Each task first loads its job's scenario into the
+# embedded backend (the simulator's market events, exported) and counts its deadline from that
+# moment, the origin of the scenario's windows and the simulator's second 0; then it runs the
+# deadline-aware policy as the operator does. Everything per job comes from the run's conf.
 
 EQUIVALENCE_JOBS = 4
 EQUIVALENCE_POLL = 0.2
@@ -273,33 +272,43 @@ EQUIVALENCE_POLICY = SpotRetryPolicy(
 )
 
 
-@task(trigger_rule="all_done")
-def _market(index: int, conf: dict[str, Any] | None = None) -> str:
-    """Load job ``index``'s market events; its deadline (ISO-8601), counted from now.
+class _OnItsMarket(SageMakerSpotTrainingOperator):
+    """The operator, started on its job's market: the scenario is loaded and the deadline set
+    (pushed as XCom ``deadline``) at the start of ``execute``, just before attempt 1 (a task of
+    ``dag.test()`` may start seconds after the one before it on a loaded machine).
 
-    :param index: the job.
-    :param conf: the run's conf.
+    :param index: the job in the run's conf.
     """
-    assert conf is not None
-    job = conf["jobs"][index]
-    admin = AdminClient(conf["admin"]["endpoint"], conf["admin"]["token"])
-    admin.load_scenario(job["scenario"], replace=True)
-    return (datetime.now(UTC) + timedelta(seconds=job["deadline_seconds"])).isoformat()
+
+    def __init__(self, *, index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        conf = context["dag_run"].conf
+        job = conf["jobs"][self.index]
+        AdminClient(conf["admin"]["endpoint"], conf["admin"]["token"]).load_scenario(
+            job["scenario"], replace=True
+        )
+        self.deadline = datetime.now(UTC) + timedelta(seconds=job["deadline_seconds"])
+        context["ti"].xcom_push(key="deadline", value=self.deadline.isoformat())
+        return super().execute(context)
 
 
 with _e2e_dag("e2e_equivalence") as e2e_equivalence:
     _previous: Any = None
     for _index in range(EQUIVALENCE_JOBS):
-        _deadline = _market.override(task_id=f"market_{_index}")(_index, conf="{{ dag_run.conf }}")
-        _train = SageMakerSpotTrainingOperator(
+        _train = _OnItsMarket(
             task_id=f"train_{_index}",
+            index=_index,
             config=f"{{{{ dag_run.conf['jobs'][{_index}]['config'] }}}}",
             job_name=f"{{{{ dag_run.conf['name'] }}}}-{_index}",
             spot_retry_policy=EQUIVALENCE_POLICY,
-            deadline=_deadline,
+            deadline="2100-01-01T00:00:00+00:00",  # replaced by execute, from the market
             poll_interval=EQUIVALENCE_POLL,
             print_log=False,
+            trigger_rule="all_done",
         )
         if _previous is not None:
-            _previous >> _deadline
-        _previous = _deadline >> _train
+            _previous >> _train
+        _previous = _train
