@@ -127,15 +127,18 @@ class AirflowDeployment:
         self._outputs: list[IO[bytes]] = []
 
     def migrate(self) -> None:
-        """``airflow db migrate`` (creates the SQLite DB)."""
-        subprocess.run(
+        """``airflow db migrate`` (creates the metadata DB's tables); fails with its stderr."""
+        done = subprocess.run(
             [AIRFLOW, "db", "migrate"],
+            check=False,  # the error below says why, with migrate's own words
             env=self.env,
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=180,
         )
+        if done.returncode:
+            tail = done.stderr.decode(errors="replace")[-3000:]
+            raise RuntimeError(f"airflow db migrate exited with {done.returncode}:\n{tail}")
 
     def start(self, component: str, name: str | None = None) -> subprocess.Popen[bytes]:
         """Start one component in its own process group; its output goes to ``<home>/<name>.out``.

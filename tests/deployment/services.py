@@ -1,29 +1,46 @@
-"""Servers from the OS packages that a distributed deployment needs: Redis (the Celery broker).
+"""Servers from the OS packages that a distributed deployment needs: Redis and PostgreSQL.
 
-Each runs as a child of the test, on a port the OS hands out, with its files in a temp dir and
-nothing persisted. ``make test`` installs ``redis-server`` with apt-get when it runs as root;
-where it is missing, :func:`missing` says so and the cell is skipped with that reason.
+Redis is the Celery broker; PostgreSQL the metadata DB (two triggerers on SQLite both take the
+same trigger: see ``test_celery.py``). Each runs as a child of the test, on a port the OS hands
+out, with its files in a temp dir and nothing kept. ``make test`` installs ``redis-server`` and
+``postgresql`` with apt-get when it runs as root; where one is missing, :func:`missing` says so
+and the cell is skipped with that reason.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from tests.deployment.deployment import free_port, wait_for
 
 REDIS_SERVER = "redis-server"
+# Debian keeps PostgreSQL's server commands out of PATH, one directory per major version.
+POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+# PostgreSQL refuses to run as root: as root, the server runs as this user.
+POSTGRES_USER = "postgres"
+POSTGRES_COMMANDS = ("initdb", "pg_ctl")
+
+
+def _find(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None and POSTGRES_BINS and (POSTGRES_BINS[-1] / name).exists():
+        found = str(POSTGRES_BINS[-1] / name)
+    return found
 
 
 def missing(*commands: str) -> str | None:
-    """Why a cell cannot run here (the OS commands it needs that are not on PATH), or None.
+    """Why a cell cannot run here (the OS commands it needs that are not found), or None.
 
-    :param commands: e.g. ``redis-server``.
+    :param commands: e.g. ``redis-server``, ``initdb``.
     """
-    absent = [command for command in commands if shutil.which(command) is None]
+    absent = [command for command in commands if _find(command) is None]
     if not absent:
         return None
     return (
@@ -76,3 +93,48 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(timeout=10)
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of its own on a free loopback port, trusting local connections.
+
+    Its data directory is a fresh temp dir (removed on exit); durability is off (``fsync``),
+    as nothing outlives the test. As root, the server runs as :data:`POSTGRES_USER`.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://airflow@127.0.0.1:{self.port}/postgres"
+        self.directory = Path(tempfile.mkdtemp(prefix="celery-postgres-"))
+        self.data = self.directory / "data"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(POSTGRES_USER)
+            os.chown(self.directory, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", POSTGRES_USER, "--"]
+
+    def _run(self, name: str, *args: str) -> None:
+        command = [*self._as, str(_find(name)), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def __enter__(self) -> PostgresServer:
+        self._run("initdb", "-D", str(self.data), "-U", "airflow", "-A", "trust", "--no-sync")
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=300"
+        )
+        log = str(self.directory / "postgres.log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
