@@ -220,6 +220,17 @@ class AirflowDeployment:
         for output in self._outputs:
             output.close()
 
+    def close(self, keep: bool) -> None:
+        """Stop every component, then remove the home, or keep it and print its path.
+
+        :param keep: keep the home (config, DB, component outputs, task logs) for inspection.
+        """
+        self.stop()
+        if keep:
+            print(f"deployment kept for inspection: {self.home}")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
     def wait_healthy(self, timeout: float = 180.0) -> None:
         """Wait until the api-server answers and reports every other component healthy.
 

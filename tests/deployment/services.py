@@ -15,8 +15,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 from tests.deployment.deployment import free_port, wait_for
 
@@ -49,92 +50,82 @@ def missing(*commands: str) -> str | None:
     )
 
 
-class RedisServer:
-    """``redis-server`` on a free loopback port, without persistence, for as long as the block.
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """``redis-server`` on a free loopback port, without persistence; yields its URL.
 
     :param directory: its working directory (its log goes there).
     """
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(directory)]
+    args += ["--logfile", str(directory / "redis.log")]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port)]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        args += ["--logfile", str(self.directory / "redis.log")]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(self._answers, 30, f"redis-server on port {self.port}", every=0.1)
-        return self
-
-    def _answers(self) -> bool:
-        if self._process is not None and self._process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {self._process.returncode}")
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+    try:
+        wait_for(answers, 30, f"redis-server on port {port}", every=0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
-class PostgresServer:
-    """A PostgreSQL cluster of its own on a free loopback port, trusting local connections.
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL cluster of its own on a free loopback port, trusting local connections;
+    yields its SQLAlchemy URL (psycopg 3).
 
     Its data directory is a fresh temp dir (removed on exit); durability is off (``fsync``),
     as nothing outlives the test. As root, the server runs as :data:`POSTGRES_USER`.
     """
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="celery-postgres-"))
+    data = str(directory / "data")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(POSTGRES_USER)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", POSTGRES_USER, "--"]
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://airflow@127.0.0.1:{self.port}/postgres"
-        self.directory = Path(tempfile.mkdtemp(prefix="celery-postgres-"))
-        self.data = self.directory / "data"
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam(POSTGRES_USER)
-            os.chown(self.directory, user.pw_uid, user.pw_gid)
-            self._as = ["runuser", "-u", POSTGRES_USER, "--"]
-
-    def _run(self, name: str, *args: str) -> None:
-        command = [*self._as, str(_find(name)), *args]
+    def run(name: str, *args: str) -> None:
+        command = [*as_user, str(_find(name)), *args]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
-    def __enter__(self) -> PostgresServer:
-        self._run("initdb", "-D", str(self.data), "-U", "airflow", "-A", "trust", "--no-sync")
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=300"
+    options = (
+        f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+    try:
+        run("initdb", "-D", data, "-U", "airflow", "-A", "trust", "--no-sync")
+        run(
+            "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            str(directory / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
         )
-        log = str(self.directory / "postgres.log")
-        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            yield f"postgresql+psycopg://airflow@127.0.0.1:{port}/postgres"
         finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ import pytest
 from airflow_spot_provider.emulator import EmulatorConfig, SpotEmulator
 from airflow_spot_provider.lifecycle import SecondaryStatus, TrainingJobStatus
 from tests.deployment.cells import assert_no_problems
-from tests.deployment.conftest import cell_name
+from tests.deployment.conftest import cell_name, serving
 from tests.deployment.deployment import CELERY_WORKER, AirflowDeployment, wait_for
 from tests.deployment.fleet import (
     alive_triggerers,
@@ -43,9 +42,9 @@ from tests.deployment.rest import AirflowApi, Run
 from tests.deployment.services import (
     POSTGRES_COMMANDS,
     REDIS_SERVER,
-    PostgresServer,
-    RedisServer,
     missing,
+    postgres_server,
+    redis_server,
 )
 from tests.e2e.conftest import BUCKET, synthetic_config
 
@@ -104,9 +103,7 @@ def celery_settings(broker_url: str, database_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fleet_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotEmulator]:
     """A backend for this cell alone, so that every call it counts is the cell's."""
-    config = EmulatorConfig(data_dir=tmp_path_factory.mktemp("celery-backend"))
-    with SpotEmulator(config=config) as backend:
-        backend.boto3_client("s3").create_bucket(Bucket=BUCKET)
+    with serving(EmulatorConfig(data_dir=tmp_path_factory.mktemp("celery-backend"))) as backend:
         yield backend
 
 
@@ -120,8 +117,8 @@ def celery(
         print(f"skipped: {reason}")
         pytest.skip(reason)
     home = Path(tempfile.mkdtemp(prefix="deploy-celery-"))
-    with RedisServer(home / "redis") as redis, PostgresServer() as postgres:
-        settings = celery_settings(redis.url, postgres.url)
+    with redis_server(home / "redis") as broker, postgres_server() as database:
+        settings = celery_settings(broker, database)
         deployment = AirflowDeployment(
             home, [FLEET_DAG], fleet_backend.airflow_connection(), settings
         )
@@ -147,11 +144,7 @@ def celery(
             api.close()
             yield deployment, triggerers
         finally:
-            deployment.stop()
-            if request.session.testsfailed:
-                print(f"deployment kept for inspection: {home}")
-            else:
-                shutil.rmtree(home, ignore_errors=True)
+            deployment.close(keep=bool(request.session.testsfailed))
 
 
 def _conf(name: str, count: int, instance_type: str, max_run: int, max_wait: int) -> dict[str, Any]:
