@@ -1,10 +1,10 @@
 """Servers from the OS packages that a distributed deployment needs: Redis and PostgreSQL.
 
-Redis is the Celery broker; PostgreSQL the metadata DB (two triggerers on SQLite both take the
-same trigger: see ``test_celery.py``). Each runs as a child of the test, on a port the OS hands
-out, with its files in a temp dir and nothing kept. ``make test`` installs ``redis-server`` and
-``postgresql`` with apt-get when it runs as root; where one is missing, :func:`missing` says so
-and the cell is skipped with that reason.
+Redis is the Celery broker; PostgreSQL the metadata DB (Airflow hands triggers out to triggerers
+with ``SELECT ... FOR UPDATE SKIP LOCKED``, row locks that SQLite lacks). Each runs as a child of
+the test, on a port the OS hands out, with its files in a temp dir and nothing kept. ``make test``
+installs ``redis-server`` and ``postgresql`` with apt-get when it runs as root; where one is
+missing, :func:`missing` says so and the cell is skipped with that reason.
 """
 
 from __future__ import annotations

@@ -213,6 +213,25 @@ def lapses(deployment: AirflowDeployment) -> dict[str, list[float]]:
     return found
 
 
+def followed_by(deployment: AirflowDeployment, run: Run) -> set[int]:
+    """The triggerer jobs that ran a trigger of the run's first mapped task (try 1).
+
+    Each writes the trigger's log to ``attempt=1.log.trigger.<triggerer job id>.log``.
+
+    :param deployment: the deployment.
+    :param run: the run.
+    """
+    folder = (
+        deployment.home
+        / "logs"
+        / f"dag_id={run.dag_id}"
+        / f"run_id={run.run_id}"
+        / "task_id=train"
+        / "map_index=0"
+    )
+    return {int(path.name.split(".")[-2]) for path in folder.glob("attempt=1.log.trigger.*.log")}
+
+
 def test_triggers_move_to_the_other_triggerer_and_every_task_finishes(
     celery: tuple[AirflowDeployment, dict[str, int]], fleet_backend: SpotEmulator
 ) -> None:
@@ -308,6 +327,8 @@ def test_triggers_move_to_the_other_triggerer_and_every_task_finishes(
     first, second = jobs_of_task(jobs, f"{chain_name}-0")
     assert first["SecondaryStatus"] == SecondaryStatus.MAX_WAIT_TIME_EXCEEDED
     assert second["SecondaryStatus"] == SecondaryStatus.COMPLETED
+    # The chain crossed triggerers: its trigger ran on the killed one, then on the survivor.
+    assert followed_by(deployment, chain) == {victim_id, survivor_id}
 
     # Every task succeeded in its first try, and its log holds each transition exactly once.
     problems = []
