@@ -268,6 +268,8 @@ def test_triggers_move_to_the_other_triggerer_and_every_task_finishes(
     victim_id = triggerer_of(chain_ti)
     victim = next(name for name, job in triggerers.items() if job == victim_id)
     (survivor_id,) = set(triggerers.values()) - {victim_id}
+    # Assigned is not yet running: the victim must have started the chain's trigger.
+    wait_for(lambda: victim_id in followed_by(deployment, chain), 60, "the chain's trigger")
     deployment.kill(victim)
     killed_at = time.monotonic()
 
