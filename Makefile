@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo ui screenshot chromium lint types unit bench clean
+.PHONY: test demo ui screenshot chromium services lint types unit bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required")'
@@ -34,7 +34,19 @@ chromium:
 	  || echo "chromium could not be installed: the browser test will be skipped"; \
 	else echo "chromium is missing (installing it needs root and apt-get): the browser test will be skipped"; fi
 
-unit: $(STAMP) chromium
+# The CeleryExecutor deployment cell needs Debian's redis-server (the Celery broker) and postgresql
+# (the metadata DB): installed here when missing (root and apt-get); otherwise that cell is
+# skipped and says why. The cell starts its own servers on free ports, as an unprivileged user.
+services:
+	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing redis-server and postgresql (apt-get) for the CeleryExecutor cell..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    redis-server postgresql >/dev/null) \
+	  || echo "redis-server or postgresql could not be installed: the CeleryExecutor cell will be skipped"; \
+	else echo "redis-server or postgresql is missing (installing them needs root and apt-get): the CeleryExecutor cell will be skipped"; fi
+
+unit: $(STAMP) chromium services
 	$(BIN)/pytest
 
 test: lint types unit

@@ -7,10 +7,10 @@ Cells that kill a component run after the others, one component crash at a time.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,16 @@ def spot_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotEmula
         # CapacityGap to see the interruption and take capacity away on a loaded machine.
         durations=Durations(restart_delay_seconds=3.0),
     )
+    with serving(config) as backend:
+        yield backend
+
+
+@contextmanager
+def serving(config: EmulatorConfig) -> Iterator[SpotEmulator]:
+    """The embedded backend, with the bucket of the tests' checkpoints and models.
+
+    :param config: its configuration.
+    """
     with SpotEmulator(config=config) as backend:
         backend.boto3_client("s3").create_bucket(Bucket=BUCKET)
         yield backend
@@ -65,11 +75,7 @@ def airflow(
         deployment.wait_healthy()
         yield deployment
     finally:
-        deployment.stop()
-        if request.session.testsfailed:
-            print(f"deployment kept for inspection: {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        deployment.close(keep=bool(request.session.testsfailed))
 
 
 @pytest.fixture(scope="session")

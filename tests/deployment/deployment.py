@@ -28,9 +28,17 @@ import psutil
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 COMPONENTS = ("api-server", "scheduler", "triggerer", "dag-processor")
-# The components whose processes call AWS: the scheduler's task processes (LocalExecutor
-# workers inherit its environment) and the triggerer. The api-server and the dag-processor don't.
-NEEDS_AWS = frozenset({"scheduler", "triggerer"})
+# A CeleryExecutor deployment adds Celery workers (`airflow celery worker`).
+CELERY_WORKER = "celery-worker"
+_COMMANDS = {component: [component] for component in COMPONENTS} | {
+    CELERY_WORKER: ["celery", "worker"]
+}
+# The components whose processes call AWS: the task processes (children of the scheduler's
+# LocalExecutor workers, or of a Celery worker, inheriting its environment) and the triggerer.
+# The api-server and the dag-processor don't.
+NEEDS_AWS = frozenset({"scheduler", "triggerer", CELERY_WORKER})
+# Without --skip-serve-logs they bind the fixed ports 8793/8794 (they share the log folder here).
+_SERVE_LOGS = frozenset({"scheduler", "triggerer", CELERY_WORKER})
 TRIGGERER_HEALTH_CHECK_THRESHOLD = 10
 
 
@@ -97,13 +105,20 @@ class AirflowDeployment:
     :param home: an empty directory for ``AIRFLOW_HOME`` (config, SQLite DB, logs, dags).
     :param dags: DAG files to copy into the deployment's dags folder.
     :param aws_connection: ``AIRFLOW_CONN_AWS_DEFAULT`` for the components that call AWS.
+    :param overrides: settings that replace or extend :func:`settings` (another executor, DB).
     """
 
-    def __init__(self, home: Path, dags: list[Path], aws_connection: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        dags: list[Path],
+        aws_connection: str,
+        overrides: Mapping[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
-        self.env = clean_environment(settings(home, self.api_port))
+        self.env = clean_environment({**settings(home, self.api_port), **(overrides or {})})
         self.aws_connection = aws_connection
         (home / "dags").mkdir(parents=True, exist_ok=True)
         for dag in dags:
@@ -112,45 +127,53 @@ class AirflowDeployment:
         self._outputs: list[IO[bytes]] = []
 
     def migrate(self) -> None:
-        """``airflow db migrate`` (creates the SQLite DB)."""
-        subprocess.run(
+        """``airflow db migrate`` (creates the metadata DB's tables); fails with its stderr."""
+        done = subprocess.run(
             [AIRFLOW, "db", "migrate"],
+            check=False,  # the error below says why, with migrate's own words
             env=self.env,
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=180,
         )
+        if done.returncode:
+            tail = done.stderr.decode(errors="replace")[-3000:]
+            raise RuntimeError(f"airflow db migrate exited with {done.returncode}:\n{tail}")
 
-    def start(self, component: str) -> subprocess.Popen[bytes]:
+    def start(self, component: str, name: str | None = None) -> subprocess.Popen[bytes]:
         """Start one component in its own process group; its output goes to ``<home>/<name>.out``.
 
-        :param component: one of :data:`COMPONENTS`.
+        :param component: one of :data:`COMPONENTS`, or :data:`CELERY_WORKER`.
+        :param name: the process's name in :attr:`processes` (default: the component's), so
+            that a deployment can run two triggerers or two workers.
         """
-        if component not in COMPONENTS:
-            raise ValueError(f"component={component!r}: must be one of {COMPONENTS}")
+        if component not in _COMMANDS:
+            raise ValueError(f"component={component!r}: must be one of {sorted(_COMMANDS)}")
+        name = name or component
         env = dict(self.env)
         if component in NEEDS_AWS:
             env["AIRFLOW_CONN_AWS_DEFAULT"] = self.aws_connection
-        args = [AIRFLOW, component]
-        if component in ("scheduler", "triggerer"):
-            args.append("--skip-serve-logs")  # else they bind the fixed ports 8793/8794
+        args = [AIRFLOW, *_COMMANDS[component]]
+        if component in _SERVE_LOGS:
+            args.append("--skip-serve-logs")
         if component == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
-        output = (self.home / f"{component}.out").open("ab")
+        if component == CELERY_WORKER:
+            args += ["--celery-hostname", f"{name}@%h"]  # two workers on one host
+        output = (self.home / f"{name}.out").open("ab")
         self._outputs.append(output)
         process = subprocess.Popen(
             args, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
-        self.processes[component] = process
+        self.processes[name] = process
         return process
 
-    def kill(self, component: str) -> None:
+    def kill(self, name: str) -> None:
         """``kill -9`` a component and every process it started (its process group).
 
-        :param component: one of :data:`COMPONENTS`.
+        :param name: the process's name in :attr:`processes`.
         """
-        process = self.processes.pop(component)
+        process = self.processes.pop(name)
         _signal_group(process, signal.SIGKILL)
         process.wait(timeout=30)
 
@@ -197,6 +220,17 @@ class AirflowDeployment:
         for output in self._outputs:
             output.close()
 
+    def close(self, keep: bool) -> None:
+        """Stop every component, then remove the home, or keep it and print its path.
+
+        :param keep: keep the home (config, DB, component outputs, task logs) for inspection.
+        """
+        self.stop()
+        if keep:
+            print(f"deployment kept for inspection: {self.home}")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
     def wait_healthy(self, timeout: float = 180.0) -> None:
         """Wait until the api-server answers and reports every other component healthy.
 
@@ -225,16 +259,14 @@ class AirflowDeployment:
         return [line[:400] for line in text.splitlines() if "[error" in line and ti_id in line]
 
     def tail(self, lines: int = 30) -> str:
-        """The last lines of each component's output, for failure messages.
+        """The last lines of each process's output, for failure messages.
 
         :param lines: lines per component.
         """
         text = []
-        for component in COMPONENTS:
-            path = self.home / f"{component}.out"
-            if path.exists():
-                last = path.read_text(errors="replace").splitlines()[-lines:]
-                text.append(f"--- {component} ---\n" + "\n".join(last))
+        for path in sorted(self.home.glob("*.out")):
+            last = path.read_text(errors="replace").splitlines()[-lines:]
+            text.append(f"--- {path.stem} ---\n" + "\n".join(last))
         return "\n".join(text)
 
 

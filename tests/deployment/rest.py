@@ -18,6 +18,7 @@ from tests.deployment.deployment import wait_for
 DB_ERROR_TRIES = 5
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 FINISHED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+MAX_PAGE = 100  # [api] maximum_page_limit's default
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class AirflowApi:
                 f"{method} {path} -> HTTP {response.status_code}: {response.text[:500]}"
             )
         return response
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``GET`` a path of the REST API and return its JSON body.
+
+        :param path: e.g. ``/api/v2/jobs``.
+        :param params: the query.
+        """
+        body: dict[str, Any] = self._request("GET", path, params=params).json()
+        return body
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 120.0) -> None:
         """Wait until the dag-processor has parsed these DAGs (and report import errors).
@@ -152,15 +162,33 @@ class AirflowApi:
         """
         self._request("PATCH", run.task_path(task_id), json={"new_state": "failed"})
 
-    def log(self, run: Run, try_number: int, task_id: str = "train") -> list[dict[str, Any]]:
+    def mapped_task_instances(self, run: Run, task_id: str) -> list[dict[str, Any]]:
+        """Every task instance of a mapped task (``GET .../{task_id}/listMapped``, all pages).
+
+        :param run: the run.
+        :param task_id: the mapped task.
+        """
+        found: list[dict[str, Any]] = []
+        while True:
+            params = {"limit": MAX_PAGE, "offset": len(found), "order_by": "map_index"}
+            page = self._request("GET", f"{run.task_path(task_id)}/listMapped", params=params)
+            instances = page.json()["task_instances"]
+            found += instances
+            if len(instances) < MAX_PAGE:
+                return found
+
+    def log(
+        self, run: Run, try_number: int, task_id: str = "train", map_index: int = -1
+    ) -> list[dict[str, Any]]:
         """A try's whole log as the UI shows it: the worker's and the triggerer's files merged.
 
         :param run: the run.
         :param try_number: the try.
         :param task_id: the task.
+        :param map_index: the task instance's map index (-1: not mapped).
         """
         path = f"{run.task_path(task_id)}/logs/{try_number}"
-        params: dict[str, Any] = {"full_content": "true"}
+        params: dict[str, Any] = {"full_content": "true", "map_index": map_index}
         entries: list[dict[str, Any]] = []
         while True:
             page = self._request(
