@@ -1,0 +1,462 @@
+"""Benchmark of following N spot jobs from one triggerer: our trigger against the Amazon one's.
+
+For each N and each run, and for each kind of trigger in turn (the order rotates between runs,
+so that the kinds share the machine's moods), on a fresh embedded backend served in a process of
+its own (``spot-emulator serve``):
+
+1. create N synthetic spot jobs that train for two hours, logging a line every 10 s (no
+   process and no checkpoint sync per job: the backend stays cheap), and wait until all train;
+2. start a trigger process (``trigger_process.py``: one asyncio loop running the triggers as
+   Airflow's triggerer does, Variables through a supervisor process on a real metadata DB) with
+   one trigger per job: ``amazon`` (the Amazon provider's ``SageMakerTrigger``,
+   ``job_type="training"``), ``ours`` (``SageMakerSpotTrainingTrigger``, ``print_log=True``, the
+   operator's default) or ``ours-nolog`` (``print_log=False``); same poll interval;
+3. once every job was read once, wait one interval, then count the backend's API calls by
+   operation over ``--window`` seconds (its admin stats), and the Variable writes;
+4. stop every job with StopTrainingJob, spread evenly over one poll interval, and wait for the
+   triggers' events; the backend's event log says when each job became terminal.
+
+Figures per kind and N (medians over the runs): API calls per poll cycle (by operation; Variable
+writes apart), the effective poll interval (per job: the window over the number of times it was
+read, by its Describe or by a List; the mean over jobs), peak RSS of the trigger process (sampled
+every 50 ms), the event loop's worst lag (a task sleeping 50 ms; from the first trigger's
+creation to the shutdown), terminal status -> event latency (median and max over jobs), startup
+(from creating the first trigger until every job was read once).
+
+    python benchmarks/bench_triggers.py [--n 100 300 1000] [--runs 3]
+        [--kinds amazon,ours,ours-nolog] [--interval 5] [--window 30] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_emulator import RssSampler, client, start_emulator  # noqa: E402
+
+from airflow_spot_provider.emulator.admin import AdminClient  # noqa: E402
+from airflow_spot_provider.emulator.testing import synthetic_request  # noqa: E402
+from airflow_spot_provider.lifecycle import TrainingJobStatus  # noqa: E402
+
+KINDS = ("amazon", "ours", "ours-nolog")
+TITLES = {
+    "amazon": "Amazon `SageMakerTrigger`",
+    "ours": "ours (`print_log=True`)",
+    "ours-nolog": "ours, `print_log=False`",
+}
+# The figures, in the issue's order: key, title, goal.
+FIGURES = (
+    ("calls_per_cycle", "API calls per poll cycle", "<= 10 + jobs that changed"),
+    ("interval_s", "effective poll interval (s)", "the configured one"),
+    ("peak_rss_mb", "peak RSS of the process (MB)", "< 400 MB"),
+    ("lag_max_ms", "event-loop lag, max (ms)", "< 100 ms"),
+    ("latency_median_s", "terminal status -> event, median (s)", "below Amazon's median"),
+    ("latency_max_s", "terminal status -> event, max (s)", "<= interval + 1 s"),
+    ("startup_s", "startup of all triggers (s)", "< 10 s"),
+)
+BUCKET = "bench-triggers"
+JOB_SECONDS = 7200
+LOG_STEP_SECONDS = 10
+STARTUP_TIMEOUT = 600.0
+
+
+def airflow_home(base: Path) -> dict[str, str]:
+    """A temporary Airflow home with a migrated metadata DB; the environment that uses it.
+
+    :param base: where to put it.
+    """
+    env = dict(os.environ)
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(name, None)
+    env.update(
+        AIRFLOW_HOME=str(base),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(base / "dags"),
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    if not (base / "airflow.db").exists():
+        print("airflow db migrate (once)...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    return env
+
+
+def _drain(stream: Any) -> None:
+    """Read a child's output to its end, so that a full pipe never blocks it."""
+    for _ in stream:
+        pass
+
+
+def create_jobs(connection: dict[str, Any], names: list[str]) -> None:
+    """Create the long synthetic jobs (4 clients) and wait until all of them train."""
+    clients = [client(connection, "sagemaker") for _ in range(4)]
+    client(connection, "s3").create_bucket(Bucket=BUCKET)
+
+    def create(index: int) -> None:
+        request = synthetic_request(
+            names[index], BUCKET, train_seconds=JOB_SECONDS, step_seconds=LOG_STEP_SECONDS,
+            checkpoint=False, max_runtime=2 * JOB_SECONDS, max_wait=2 * JOB_SECONDS,
+        )  # fmt: skip
+        clients[index % 4].create_training_job(**request)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, range(len(names))))
+    admin = AdminClient(_endpoint(connection), "")  # health needs no token
+    deadline = time.monotonic() + 300
+    while admin.health()["training_jobs"] < len(names):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not all {len(names)} jobs train after 300 s: {admin.health()}")
+        time.sleep(0.5)
+
+
+def _endpoint(connection: dict[str, Any]) -> str:
+    return str(connection["extra"]["service_config"]["sagemaker"]["endpoint_url"])
+
+
+def stop_jobs(connection: dict[str, Any], names: list[str], over: float) -> None:
+    """StopTrainingJob on every job, evenly spread over ``over`` seconds."""
+    clients = [client(connection, "sagemaker") for _ in range(4)]
+    started = time.monotonic()
+
+    def stop(index: int) -> None:
+        time.sleep(max(0.0, started + over * index / len(names) - time.monotonic()))
+        clients[index % 4].stop_training_job(TrainingJobName=names[index])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(stop, range(len(names))))
+
+
+def terminal_times(admin: AdminClient) -> dict[str, float]:
+    """When each job reached a terminal TrainingJobStatus (the backend's event log)."""
+    ended: dict[str, float] = {}
+    for event in admin.events(kind="transition"):
+        if TrainingJobStatus(event["status"]).is_terminal:
+            ended.setdefault(event["job"], event["time"])
+    return ended
+
+
+class TriggerProcess:
+    """The trigger process of one measurement, its RSS sampled from here.
+
+    :param spec: what it runs (``kind``, ``names``, ``interval``, ``log_path``).
+    :param env: its environment.
+    :param workdir: where its spec goes.
+    """
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str], workdir: Path) -> None:
+        path = workdir / "spec.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "trigger_process.py"), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )  # fmt: skip
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.sampler = RssSampler(self.process.pid)
+        self.sampler.start()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._keep_stderr, daemon=True).start()
+        self.said: dict[str, Any] = {}
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _keep_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr = [*self.stderr[-50:], line]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                said = json.loads(line)
+            except ValueError:
+                continue
+            with self._changed:
+                self.said.update(said)
+                self._changed.notify_all()
+        with self._changed:
+            self.said["exited"] = True
+            self._changed.notify_all()
+
+    def wait_for(self, key: str, timeout: float, until: Any = None) -> Any:
+        """Wait until the process said ``key`` (and ``until(value)`` holds); its value.
+
+        :param key: ``created``, ``all_started``, ``fired``, ``result``.
+        :param timeout: seconds.
+        :param until: a predicate on the value, if any.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = self.said.get(key)
+                if value is not None and (until is None or until(value)):
+                    return value
+                if self.said.get("exited") or time.monotonic() > deadline:
+                    return None
+                self._changed.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+
+    def finish(self) -> tuple[dict[str, Any], int]:
+        """Close its stdin (it shuts its triggers down and reports); its result and peak RSS."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        result = self.wait_for("result", 120)
+        peak = self.sampler.stop()
+        if self.process.wait(timeout=60) != 0 or result is None:
+            raise SystemExit(f"the trigger process failed:\n{''.join(self.stderr)}")
+        return result, peak
+
+
+def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """One measurement: N jobs, N triggers of one kind; the figures.
+
+    :param kind: ``amazon``, ``ours`` or ``ours-nolog``.
+    :param n: the number of jobs.
+    :param args: the command line.
+    :param env: the environment with the Airflow home.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-{n}-") as tmp:
+        workdir = Path(tmp)
+        backend, connection = start_emulator(workdir / "backend")
+        assert backend.stdout is not None
+        threading.Thread(target=_drain, args=(backend.stdout,), daemon=True).start()
+        try:
+            names = [f"bench-{kind}-{i:05d}" for i in range(n)]
+            create_jobs(connection, names)
+            admin = AdminClient.for_data_dir(_endpoint(connection), workdir / "backend")
+            child_env = {**env, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
+            spec = {
+                "kind": kind, "names": names, "interval": args.interval,
+                "log_path": str(workdir / "triggers.log"),
+            }  # fmt: skip
+            triggers = TriggerProcess(spec, child_env, workdir)
+            if triggers.wait_for("all_started", STARTUP_TIMEOUT) is None:
+                triggers.finish()
+                raise SystemExit(
+                    f"{kind} at {n}: not every job was read within {STARTUP_TIMEOUT} s"
+                )
+            time.sleep(args.interval)  # a full cycle in flight before the window opens
+            window_start, before = time.time(), admin.stats()["api_calls"]
+            time.sleep(args.window)
+            window_end, after = time.time(), admin.stats()["api_calls"]
+            stop_jobs(connection, names, args.interval)
+            triggers.wait_for("fired", 3 * args.interval + 60, until=lambda fired: fired >= n)
+            result, peak = triggers.finish()
+            ended = terminal_times(admin)
+        finally:
+            backend.send_signal(signal.SIGTERM)
+            backend.wait(timeout=120)
+    calls = Counter(after)
+    calls.subtract(before)
+    return figures(
+        result, peak, names, ended,
+        window=(window_start, window_end), calls=calls, interval=args.interval,
+    )  # fmt: skip
+
+
+def figures(
+    result: dict[str, Any],
+    peak: int,
+    names: list[str],
+    ended: dict[str, float],
+    *,
+    window: tuple[float, float],
+    calls: Counter[str],
+    interval: float,
+) -> dict[str, Any]:
+    """The figures of one measurement from its raw data.
+
+    :param result: what the trigger process reported.
+    :param peak: its peak RSS, bytes.
+    :param names: the jobs.
+    :param ended: when each job became terminal.
+    :param window: the counting window (epoch seconds).
+    :param calls: the backend's API calls in the window, by operation.
+    :param interval: the poll interval.
+    """
+    start, end = window
+    cycles = (end - start) / interval
+    reads: dict[str, list[float]] = {name: [] for name in names}
+    lists: list[float] = []
+    for at, operation, job in result["calls"]:
+        if start <= at < end:
+            if operation == "ListTrainingJobs":
+                lists.append(at)
+            elif operation == "DescribeTrainingJob" and job in reads:
+                reads[job].append(at)
+    per_job = [_mean_gap(sorted(times + lists), end - start) for times in reads.values()]
+    writes = sum(1 for at, kind in result["comms"] if start <= at < end and kind == "PutVariable")
+    latencies = [
+        result["fired"][name] - ended[name]
+        for name in names
+        if name in result["fired"] and name in ended
+    ]
+    by_operation = {op.rpartition(".")[2]: count / cycles for op, count in calls.items() if count}
+    return {
+        "calls_per_cycle": sum(calls.values()) / cycles,
+        "calls_by_operation": by_operation,
+        "variable_writes_per_cycle": writes / cycles,
+        "interval_s": statistics.fmean(per_job),
+        "peak_rss_mb": peak / 2**20,
+        "lag_max_ms": 1000 * max((lag for _, lag in result["lags"]), default=0.0),
+        "lag_max_window_ms": 1000
+        * max((lag for at, lag in result["lags"] if start <= at < end), default=0.0),
+        "latency_median_s": statistics.median(latencies) if latencies else float("nan"),
+        "latency_max_s": max(latencies, default=float("nan")),
+        "missing_events": len(names) - len(latencies),
+        "startup_s": result["all_started"] - result["created_start"],
+        "log_mb": result["log_bytes"] / 2**20,
+        "comms_requests": dict(Counter(kind for _, kind in result["comms"])),
+        "log_problems": result["log_problems"],
+    }
+
+
+def _mean_gap(times: list[float], window: float) -> float:
+    """The mean time between two reads of a job (the window when it was read at most once)."""
+    if len(times) < 2:
+        return window
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def _calls_cell(runs: list[dict[str, Any]]) -> str:
+    """Calls per cycle, the operations that make them, and Variable writes apart."""
+    operations: dict[str, float] = {}
+    for op in {op for run in runs for op in run["calls_by_operation"]}:
+        operations[op] = statistics.median(run["calls_by_operation"].get(op, 0.0) for run in runs)
+    shown = ", ".join(
+        f"{op} {count:,.0f}" for op, count in sorted(operations.items()) if count >= 0.5
+    )
+    cell = f"{_median(runs, 'calls_per_cycle'):,.0f} ({shown})"
+    writes = _median(runs, "variable_writes_per_cycle")
+    return cell + (f" + {writes:,.0f} Variable writes" if writes >= 0.5 else "")
+
+
+def cell(runs: list[dict[str, Any]], key: str) -> str:
+    """One figure's table cell: the median over the runs.
+
+    :param runs: the measurements of one kind at one N.
+    :param key: the figure.
+    """
+    if key == "calls_per_cycle":
+        return _calls_cell(runs)
+    value = _median(runs, key)
+    if key in {"peak_rss_mb", "lag_max_ms"}:
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def tables(
+    results: dict[tuple[str, int], list[dict[str, Any]]], kinds: list[str], ns: list[int]
+) -> str:
+    """The markdown: the issue's table at the largest N, then every N and the growth with N.
+
+    :param results: the measurements by (kind, N).
+    :param kinds: the kinds measured.
+    :param ns: the N measured.
+    """
+    top = ns[-1]
+    runs = {len(v) for v in results.values()}
+    lines = [
+        f"| figure at {top:,} jobs (median of {'/'.join(map(str, sorted(runs)))} runs) | "
+        + " | ".join(TITLES[k] for k in kinds)
+        + " | goal |",
+        "| --- |" + " --- |" * (len(kinds) + 1),
+    ]
+    for key, title, goal in FIGURES:
+        lines.append(
+            f"| {title} | "
+            + " | ".join(cell(results[(k, top)], key) for k in kinds)
+            + f" | {goal} |"
+        )
+    lines += [
+        "",
+        "| figure | kind | "
+        + " | ".join(f"N={n:,}" for n in ns)
+        + (f" | {ns[-1]:,}/{ns[0]:,} |" if len(ns) > 1 else " |"),
+        "| --- | --- |" + " --- |" * (len(ns) + (1 if len(ns) > 1 else 0)),
+    ]
+    for key, title, _ in FIGURES:
+        for kind in kinds:
+            values = [_median(results[(kind, n)], key) for n in ns]
+            row = f"| {title} | {kind} | " + " | ".join(
+                cell(results[(kind, n)], key).split(" (")[0] for n in ns
+            )
+            if len(ns) > 1:
+                row += f" | {values[-1] / values[0]:.2f}x |" if values[0] else " | - |"
+            else:
+                row += " |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the tables (and the raw figures with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[100, 300, 1000], help="jobs (and triggers)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per kind and N (median)")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated, of " + ", ".join(KINDS)
+    )
+    parser.add_argument("--interval", type=float, default=5.0, help="poll interval, seconds")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds of counting")
+    parser.add_argument(
+        "--airflow-home", type=Path, help="an Airflow home to use (default: a new one)"
+    )
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        parser.error(f"--kinds={args.kinds!r}: each must be one of {', '.join(KINDS)}")
+    if min(args.n) < 1 or args.runs < 1 or args.interval <= 0 or args.window <= 0:
+        parser.error("--n and --runs must be >= 1, --interval and --window > 0")
+    ns = sorted(set(args.n))
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-airflow-home-") as home:
+        env = airflow_home(args.airflow_home or Path(home))
+        for n in ns:
+            for run in range(args.runs):
+                for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
+                    print(
+                        f"N={n} run {run + 1}/{args.runs}: {kind}...", file=sys.stderr, flush=True
+                    )
+                    measured = measure(kind, n, args, env)
+                    print(f"  {json.dumps(measured)}", file=sys.stderr, flush=True)
+                    results.setdefault((kind, n), []).append(measured)
+    if args.json:
+        args.json.write_text(json.dumps({f"{k} {n}": v for (k, n), v in results.items()}, indent=1))
+    print(
+        f"\nTriggers side by side: poll interval {args.interval:g} s, counting window "
+        f"{args.window:g} s, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(tables(results, kinds, ns))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
