@@ -17,11 +17,11 @@ its own (``spot-emulator serve``):
    triggers' events; the backend's event log says when each job became terminal.
 
 Figures per kind and N (medians over the runs): API calls per poll cycle (by operation; Variable
-writes apart), the effective poll interval (per job: the window over the number of times it was
-read, by its Describe or by a List; the mean over jobs), peak RSS of the trigger process (sampled
-every 50 ms), the event loop's worst lag (a task sleeping 50 ms; from the first trigger's
-creation to the shutdown), terminal status -> event latency (median and max over jobs), startup
-(from creating the first trigger until every job was read once).
+writes apart), the effective poll interval (how often a job is read, by its Describe or by any
+List: the window times N over all those reads), peak RSS of the trigger process (sampled every
+50 ms), the event loop's worst lag (a task sleeping 50 ms; from the first trigger's creation to
+the shutdown, and within the window), terminal status -> event latency (median and max over
+jobs), startup (from creating the first trigger until every job was read once).
 
     python benchmarks/bench_triggers.py [--n 100 300 1000] [--runs 3]
         [--kinds amazon,ours,ours-nolog] [--interval 5] [--window 30] [--json FILE]
@@ -145,6 +145,18 @@ def stop_jobs(connection: dict[str, Any], names: list[str], over: float) -> None
         list(pool.map(stop, range(len(names))))
 
 
+def _wait_events(triggers: TriggerProcess, n: int, interval: float) -> None:
+    """Wait until every trigger fired, or none fired for a while (their events count missing)."""
+    fired = 0
+    while fired < n:
+        more = triggers.wait_for(
+            "fired", 3 * interval + 60, until=lambda count, seen=fired: count > seen
+        )
+        if more is None:
+            return
+        fired = more
+
+
 def terminal_times(admin: AdminClient) -> dict[str, float]:
     """When each job reached a terminal TrainingJobStatus (the backend's event log)."""
     ended: dict[str, float] = {}
@@ -256,10 +268,13 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
                 )
             time.sleep(args.interval)  # a full cycle in flight before the window opens
             window_start, before = time.time(), admin.stats()["api_calls"]
+            profiler = _profile(args, triggers.process.pid, f"{kind}-{n}")
             time.sleep(args.window)
             window_end, after = time.time(), admin.stats()["api_calls"]
+            if profiler is not None:
+                profiler.wait(timeout=60)
             stop_jobs(connection, names, args.interval)
-            triggers.wait_for("fired", 3 * args.interval + 60, until=lambda fired: fired >= n)
+            _wait_events(triggers, n, args.interval)
             result, peak = triggers.finish()
             ended = terminal_times(admin)
         finally:
@@ -270,6 +285,20 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
     return figures(
         result, peak, names, ended,
         window=(window_start, window_end), calls=calls, interval=args.interval,
+    )  # fmt: skip
+
+
+def _profile(args: argparse.Namespace, pid: int, label: str) -> subprocess.Popen[bytes] | None:
+    """With ``--profile DIR``: py-spy samples the trigger process over the window (collapsed
+    stacks in ``DIR/<kind>-<n>.txt``, without pausing it), if py-spy is installed."""
+    if args.profile is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(args.window)),
+         "--format", "raw", "--nonblocking", "--output", str(args.profile / f"{label}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -303,8 +332,10 @@ def figures(
                 lists.append(at)
             elif operation == "DescribeTrainingJob" and job in reads:
                 reads[job].append(at)
-    per_job = [_mean_gap(sorted(times + lists), end - start) for times in reads.values()]
-    writes = sum(1 for at, kind in result["comms"] if start <= at < end and kind == "PutVariable")
+    read = sum(len(times) + len(lists) for times in reads.values())
+    writes = sum(
+        1 for at, kind, _ in result["comms"] if start <= at < end and kind == "PutVariable"
+    )
     latencies = [
         result["fired"][name] - ended[name]
         for name in names
@@ -315,7 +346,7 @@ def figures(
         "calls_per_cycle": sum(calls.values()) / cycles,
         "calls_by_operation": by_operation,
         "variable_writes_per_cycle": writes / cycles,
-        "interval_s": statistics.fmean(per_job),
+        "interval_s": (end - start) * len(names) / read if read else end - start,
         "peak_rss_mb": peak / 2**20,
         "lag_max_ms": 1000 * max((lag for _, lag in result["lags"]), default=0.0),
         "lag_max_window_ms": 1000
@@ -325,16 +356,14 @@ def figures(
         "missing_events": len(names) - len(latencies),
         "startup_s": result["all_started"] - result["created_start"],
         "log_mb": result["log_bytes"] / 2**20,
-        "comms_requests": dict(Counter(kind for _, kind in result["comms"])),
+        "comms_requests": dict(Counter(kind for _, kind, _ in result["comms"])),
+        "comms_seconds_median_max": _median_max([took for _, _, took in result["comms"]]),
         "log_problems": result["log_problems"],
     }
 
 
-def _mean_gap(times: list[float], window: float) -> float:
-    """The mean time between two reads of a job (the window when it was read at most once)."""
-    if len(times) < 2:
-        return window
-    return (times[-1] - times[0]) / (len(times) - 1)
+def _median_max(values: list[float]) -> tuple[float, float]:
+    return (statistics.median(values), max(values)) if values else (0.0, 0.0)
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
@@ -428,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "--airflow-home", type=Path, help="an Airflow home to use (default: a new one)"
     )
     parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--profile", type=Path, help="py-spy the window into this folder")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))

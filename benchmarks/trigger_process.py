@@ -91,17 +91,18 @@ class SupervisorComms:
         self.process = context.Process(target=_supervise, args=(child,), daemon=True)
         self.process.start()
         self._lock = threading.Lock()
-        self.requests: list[tuple[float, str]] = []
+        self.requests: list[tuple[float, str, float]] = []  # (asked at, kind, seconds taken)
 
     def send(self, msg: Any) -> Any:
         """Forward one request; its answer.
 
         :param msg: a comms request (``GetVariable``, ``PutVariable``...).
         """
+        asked = time.time()
         with self._lock:
-            self.requests.append((time.time(), type(msg).__name__))
             self._conn.send(msg)
             answer = self._conn.recv()
+        self.requests.append((asked, type(msg).__name__, time.time() - asked))
         if isinstance(answer, tuple) and answer and answer[0] == _FAILED:
             raise RuntimeError(f"supervisor failed on {type(msg).__name__}: {answer[1]}")
         return answer
