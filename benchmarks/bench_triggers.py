@@ -47,6 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import psutil  # type: ignore[import-untyped]  # noqa: E402
 from bench_emulator import RssSampler, client, start_emulator  # noqa: E402
 
 from airflow_spot_provider.emulator.admin import AdminClient  # noqa: E402
@@ -268,9 +269,11 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
                 )
             time.sleep(args.interval)  # a full cycle in flight before the window opens
             window_start, before = time.time(), admin.stats()["api_calls"]
+            backend_cpu = _cpu_seconds(backend.pid)
             profiler = _profile(args, triggers.process.pid, f"{kind}-{n}")
             time.sleep(args.window)
             window_end, after = time.time(), admin.stats()["api_calls"]
+            backend_cpu = _cpu_seconds(backend.pid) - backend_cpu
             if profiler is not None:
                 profiler.wait(timeout=60)
             stop_jobs(connection, names, args.interval)
@@ -282,10 +285,17 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
             backend.wait(timeout=120)
     calls = Counter(after)
     calls.subtract(before)
-    return figures(
+    measured = figures(
         result, peak, names, ended,
         window=(window_start, window_end), calls=calls, interval=args.interval,
     )  # fmt: skip
+    measured["backend_cpu_pct"] = 100 * backend_cpu / (window_end - window_start)
+    return measured
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _profile(args: argparse.Namespace, pid: int, label: str) -> subprocess.Popen[bytes] | None:

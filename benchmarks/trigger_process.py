@@ -192,28 +192,51 @@ def _say(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def _wait_all_refreshed(recorder: CallRecorder, names: list[str], after: float) -> float:
-    """Wait until every job was read once; when.
+async def _wait_all_refreshed(recorder: CallRecorder, created: dict[str, float]) -> float:
+    """Wait until every job was read once since its trigger was created; when.
 
-    A job is read by its DescribeTrainingJob, or by any ListTrainingJobs that started once every
-    trigger existed (a shared watch lists for all of them).
+    A job is read by its DescribeTrainingJob, or by a ListTrainingJobs that started once its
+    trigger existed (a shared watch lists for all of its triggers).
 
     :param recorder: the calls made.
-    :param names: the jobs.
-    :param after: when the last trigger was created.
+    :param created: when each job's trigger was created.
     """
-    waiting = set(names)
+    waiting = dict(created)
     seen = 0
     while True:
         await asyncio.sleep(0.2)
         calls = recorder.calls
         for at, operation, job in calls[seen:]:
-            if operation == "ListTrainingJobs" and at >= after:
-                return at
-            waiting.discard(job or "")
+            if operation == "ListTrainingJobs":
+                waiting = {name: since for name, since in waiting.items() if since > at}
+            elif job in waiting:
+                del waiting[job]
             if not waiting:
                 return at
         seen = len(calls)
+
+
+async def _create_triggers(runner: Any, spec: dict[str, Any]) -> dict[str, float]:
+    """Create one trigger per job and start it, as ``create_triggers`` does; when each was made.
+
+    :param runner: the ``TriggerRunner``.
+    :param spec: ``kind``, ``names``, ``interval``.
+    """
+    created: dict[str, float] = {}
+    for trigger_id, name in enumerate(spec["names"]):
+        await asyncio.sleep(0)
+        created[name] = time.time()
+        trigger = make_trigger(spec["kind"], name, spec["interval"])
+        trigger.trigger_id = trigger_id
+        trigger.triggerer_job_id = None
+        trigger.timeout_after = None
+        runner.triggers[trigger_id] = {
+            "task": asyncio.create_task(runner.run_trigger(trigger_id, trigger), name=name),
+            "is_watcher": False,
+            "name": name,
+            "events": 0,
+        }
+    return created
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -244,21 +267,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     watchdog = asyncio.create_task(runner.block_watchdog())
     names: list[str] = spec["names"]
     created_start = time.time()
-    for trigger_id, name in enumerate(names):  # as create_triggers does
-        await asyncio.sleep(0)
-        trigger = make_trigger(spec["kind"], name, spec["interval"])
-        trigger.trigger_id = trigger_id
-        trigger.triggerer_job_id = None
-        trigger.timeout_after = None
-        runner.triggers[trigger_id] = {
-            "task": asyncio.create_task(runner.run_trigger(trigger_id, trigger), name=name),
-            "is_watcher": False,
-            "name": name,
-            "events": 0,
-        }
+    created = await _create_triggers(runner, spec)
     created_end = time.time()
     _say(created=created_end)
-    refreshed = asyncio.create_task(_wait_all_refreshed(recorder, names, created_end))
+    refreshed = asyncio.create_task(_wait_all_refreshed(recorder, created))
     closed = asyncio.create_task(_stdin_closed())
     all_started: float | None = None
     while not closed.done():  # the runner's loop: clean up, hand events on, once a second
