@@ -228,6 +228,14 @@ class TriggerProcess:
                     return None
                 self._changed.wait(max(0.0, min(1.0, deadline - time.monotonic())))
 
+    def go(self) -> None:
+        """Wait until it is ready (Airflow imported, supervisor up), then let it create."""
+        if self.wait_for("ready", STARTUP_TIMEOUT) is None:
+            raise SystemExit(f"the trigger process never got ready:\n{''.join(self.stderr)}")
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
     def finish(self) -> tuple[dict[str, Any], int]:
         """Close its stdin (it shuts its triggers down and reports); its result and peak RSS."""
         assert self.process.stdin is not None
@@ -249,24 +257,30 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
     """
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-{n}-") as tmp:
         workdir = Path(tmp)
+        began = time.monotonic()
         backend, connection = start_emulator(workdir / "backend")
+        _progress(began, "backend serving")
         assert backend.stdout is not None
         threading.Thread(target=_drain, args=(backend.stdout,), daemon=True).start()
         try:
             names = [f"bench-{kind}-{i:05d}" for i in range(n)]
-            create_jobs(connection, names)
             admin = AdminClient.for_data_dir(_endpoint(connection), workdir / "backend")
             child_env = {**env, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
             spec = {
                 "kind": kind, "names": names, "interval": args.interval,
                 "log_path": str(workdir / "triggers.log"),
             }  # fmt: skip
-            triggers = TriggerProcess(spec, child_env, workdir)
+            triggers = TriggerProcess(spec, child_env, workdir)  # gets ready meanwhile
+            create_jobs(connection, names)
+            _progress(began, f"{n} jobs training")
+            triggers.go()
+            _progress(began, "trigger process ready: creating the triggers")
             if triggers.wait_for("all_started", STARTUP_TIMEOUT) is None:
                 triggers.finish()
                 raise SystemExit(
                     f"{kind} at {n}: not every job was read within {STARTUP_TIMEOUT} s"
                 )
+            _progress(began, "every job read by its trigger")
             time.sleep(args.interval)  # a full cycle in flight before the window opens
             window_start, before = time.time(), admin.stats()["api_calls"]
             backend_cpu = _cpu_seconds(backend.pid)
@@ -277,12 +291,16 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
             if profiler is not None:
                 profiler.wait(timeout=60)
             stop_jobs(connection, names, args.interval)
+            _progress(began, "window counted, jobs stopped")
             _wait_events(triggers, n, args.interval)
+            _progress(began, "events fired")
             result, peak = triggers.finish()
+            _progress(began, "trigger process ended")
             ended = terminal_times(admin)
         finally:
             backend.send_signal(signal.SIGTERM)
             backend.wait(timeout=120)
+        _progress(began, "backend ended")
     calls = Counter(after)
     calls.subtract(before)
     measured = figures(
@@ -291,6 +309,10 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
     )  # fmt: skip
     measured["backend_cpu_pct"] = 100 * backend_cpu / (window_end - window_start)
     return measured
+
+
+def _progress(began: float, what: str) -> None:
+    print(f"  {time.monotonic() - began:6.1f} s: {what}", file=sys.stderr, flush=True)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -54,6 +54,7 @@ def _supervise(conn: Connection) -> None:
 
     import psutil  # type: ignore[import-untyped]
     import structlog
+    from airflow.sdk.execution_time.comms import GetVariable
     from airflow.sdk.execution_time.supervisor import (
         InProcessSupervisorComms,
         InProcessTestSupervisor,
@@ -67,6 +68,7 @@ def _supervise(conn: Connection) -> None:
         client=InProcessTestSupervisor._api_client(),
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
+    supervisor.comms.send(GetVariable(key="bench-warm-up"))  # its API up before the first ask
     while True:
         try:
             message = conn.recv()
@@ -110,6 +112,7 @@ class SupervisorComms:
     def close(self) -> None:
         """End the supervisor process."""
         self._conn.close()
+        self.process.terminate()  # it holds nothing to flush: every request was answered
         self.process.join(timeout=10)
 
 
@@ -179,11 +182,16 @@ async def _probe(lags: list[tuple[float, float]], stop: asyncio.Event) -> None:
         lags.append((time.time(), time.monotonic() - started - PROBE_SECONDS))
 
 
-async def _stdin_closed() -> None:
-    """Return when the benchmark closes this process's stdin (its way to say: finish)."""
+async def _stdin() -> asyncio.StreamReader:
+    """This process's stdin, read asynchronously: the benchmark's "go" line, then its end."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def _closed(reader: asyncio.StreamReader) -> None:
+    """Return when the benchmark closes stdin (its way to say: finish)."""
     while await reader.read(4096):
         pass
 
@@ -239,10 +247,12 @@ async def _create_triggers(runner: Any, spec: dict[str, Any]) -> dict[str, float
     return created
 
 
-async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the triggers of ``spec`` until stdin closes; the raw measurements.
+async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
+    """Get ready, say so, wait for "go" on stdin, run the triggers of ``spec`` until stdin
+    closes; the raw measurements.
 
     :param spec: ``kind``, ``names``, ``interval``, ``log_path``.
+    :param comms: the supervisor's channel, started first so that it warms up meanwhile.
     """
     from airflow.jobs.triggerer_job_runner import TriggerRunner
     from airflow.sdk.execution_time import task_runner
@@ -252,12 +262,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     log_file = open(spec["log_path"], "wb", buffering=0)  # noqa: SIM115  (open to the end)
     reset_logging()
     configure_logging(json_output=True, output=log_file, sending_to_supervisor=True)
-    comms = SupervisorComms()
     task_runner.SUPERVISOR_COMMS = comms  # type: ignore[assignment]
     comms.send(GetVariable(key="bench-warm-up"))  # the supervisor's API is up before the clock
     recorder = CallRecorder()
     recorder.install()
     make_trigger(spec["kind"], "warm-up", spec["interval"])  # its module, as trigger_cache holds it
+    stdin = await _stdin()
+    _say(ready=time.time())
+    await stdin.readline()
 
     runner = TriggerRunner()
     events = runner.events = TimedEvents()
@@ -271,7 +283,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     created_end = time.time()
     _say(created=created_end)
     refreshed = asyncio.create_task(_wait_all_refreshed(recorder, created))
-    closed = asyncio.create_task(_stdin_closed())
+    closed = asyncio.create_task(_closed(stdin))
     all_started: float | None = None
     while not closed.done():  # the runner's loop: clean up, hand events on, once a second
         await runner.cleanup_finished_triggers()
@@ -319,7 +331,8 @@ def _problems(log_path: Path) -> dict[str, Any]:
 def main() -> None:
     """Read the spec, run, print the result as the last JSON line."""
     spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    result = asyncio.run(run(spec))
+    comms = SupervisorComms()  # first: its process starts while this one imports Airflow
+    result = asyncio.run(run(spec, comms))
     _say(result=result)
 
 

@@ -16,6 +16,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_triggers.py"
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("airflow_db")
 def test_the_harness_measures_five_triggers(tmp_path: Path) -> None:
     import os
@@ -31,8 +32,8 @@ def test_the_harness_measures_five_triggers(tmp_path: Path) -> None:
     (measured,) = json.loads(out.read_text())["ours 5"]
     assert measured["missing_events"] == 0, measured  # every trigger fired once its job ended
     assert measured["log_problems"]["count"] == 0, measured["log_problems"]
-    # One describe of each job per interval (3 s of counting: 2 to 4 per job).
-    assert 1.5 <= measured["calls_by_operation"]["DescribeTrainingJob"] / 5 <= 3, measured
+    # One describe of each job per interval.
+    assert 0.5 <= measured["calls_by_operation"]["DescribeTrainingJob"] / 5 <= 1.5, measured
     assert "DescribeLogStreams" in measured["calls_by_operation"]  # print_log relays lines
     assert measured["comms_requests"].get("GetVariable", 0) >= 5  # each loads its position
     assert 0.5 <= measured["interval_s"] <= 3, measured
