@@ -399,7 +399,7 @@ def _median_max(values: list[float]) -> tuple[float, float]:
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(run[key] for run in runs)
+    return float(statistics.median(run[key] for run in runs))
 
 
 def _calls_cell(runs: list[dict[str, Any]]) -> str:

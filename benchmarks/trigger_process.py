@@ -65,7 +65,7 @@ def _supervise(conn: Connection) -> None:
         pid=os.getpid(),
         process=psutil.Process(),
         process_log=structlog.get_logger(logger_name="supervisor").bind(),
-        client=InProcessTestSupervisor._api_client(),
+        client=InProcessTestSupervisor._api_client(),  # type: ignore[no-untyped-call]
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
     supervisor.comms.send(GetVariable(key="bench-warm-up"))  # its API up before the first ask
@@ -133,7 +133,7 @@ class CallRecorder:
             calls.append((time.time(), operation_name, api_params.get("TrainingJobName")))
             return await original(client, operation_name, api_params)
 
-        AioBaseClient._make_api_call = recorded  # type: ignore[method-assign]
+        AioBaseClient._make_api_call = recorded
 
 
 class TimedEvents(deque[Any]):
@@ -260,7 +260,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
     from airflow.sdk.log import configure_logging, reset_logging
 
     log_file = open(spec["log_path"], "wb", buffering=0)  # noqa: SIM115  (open to the end)
-    reset_logging()
+    reset_logging()  # type: ignore[no-untyped-call]
     configure_logging(json_output=True, output=log_file, sending_to_supervisor=True)
     task_runner.SUPERVISOR_COMMS = comms  # type: ignore[assignment]
     comms.send(GetVariable(key="bench-warm-up"))  # the supervisor's API is up before the clock
@@ -271,12 +271,12 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
     _say(ready=time.time())
     await stdin.readline()
 
-    runner = TriggerRunner()
+    runner = TriggerRunner()  # type: ignore[no-untyped-call]
     events = runner.events = TimedEvents()
     stop = asyncio.Event()
     lags: list[tuple[float, float]] = []
     probe = asyncio.create_task(_probe(lags, stop))
-    watchdog = asyncio.create_task(runner.block_watchdog())
+    watchdog = asyncio.create_task(runner.block_watchdog())  # type: ignore[no-untyped-call]
     names: list[str] = spec["names"]
     created_start = time.time()
     created = await _create_triggers(runner, spec)
@@ -318,7 +318,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
 
 def _problems(log_path: Path) -> dict[str, Any]:
     """How many warnings and errors the triggers logged, and the first few of them."""
-    count, first = 0, []
+    count, first = 0, list[str]()
     with log_path.open("rb") as lines:
         for line in lines:
             if b'"level":"warning"' in line or b'"level":"error"' in line:
