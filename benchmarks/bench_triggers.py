@@ -490,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--profile", type=Path, help="py-spy the window into this folder")
+    parser.add_argument(
+        "--source", type=Path, help="run the triggers from this source tree of the provider"
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))
@@ -501,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-airflow-home-") as home:
         env = airflow_home(args.airflow_home or Path(home))
+        if args.source is not None:  # the trigger process imports the provider from there
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(args.source.resolve()), env.get("PYTHONPATH")])
+            )
         for n in ns:
             for run in range(args.runs):
                 for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
