@@ -41,6 +41,7 @@ from typing import Any
 os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "client"  # as TriggerRunner.run() sets it
 
 PROBE_SECONDS = 0.05
+NEXT_PAGE = "<next page>"  # the job of a call that continues a List walk
 # A request the supervisor process answers with an error (not a pickled reply).
 _FAILED = "__failed__"
 
@@ -117,7 +118,8 @@ class SupervisorComms:
 
 
 class CallRecorder:
-    """Every AWS call made by this process's aiobotocore clients: time, operation, job name."""
+    """Every AWS call made by this process's aiobotocore clients: time, operation, job name
+    (:data:`NEXT_PAGE` for the pages of a List walk after the first)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, str | None]] = []
@@ -130,7 +132,10 @@ class CallRecorder:
         calls = self.calls
 
         async def recorded(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-            calls.append((time.time(), operation_name, api_params.get("TrainingJobName")))
+            job = api_params.get("TrainingJobName")
+            if "NextToken" in api_params:  # a List walk's next page: not a new read of the jobs
+                job = NEXT_PAGE
+            calls.append((time.time(), operation_name, job))
             return await original(client, operation_name, api_params)
 
         AioBaseClient._make_api_call = recorded
