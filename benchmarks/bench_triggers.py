@@ -354,6 +354,8 @@ def _profile(
         return None
     args.profile.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise SystemExit(f"--profile needs py-spy next to {sys.executable} (pip install py-spy)")
     duration = ["--duration", str(int(seconds))] if seconds else []
     return subprocess.Popen(
         [str(py_spy), "record", "--pid", str(pid), *duration, "--format", "raw",
@@ -510,8 +512,7 @@ def tables(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure, print the tables (and the raw figures with ``--json``)."""
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--n", type=int, nargs="+", default=[100, 300, 1000], help="jobs (and triggers)"
@@ -525,20 +526,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--airflow-home", type=Path, help="an Airflow home to use (default: a new one)"
     )
-    parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--json", type=Path, help="write every measurement here, as they come")
     parser.add_argument("--profile", type=Path, help="py-spy the window into this folder")
     parser.add_argument(
         "--source", type=Path, help="run the triggers from this source tree of the provider"
     )
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="measure nothing: the tables of --json files"
+    )
     args = parser.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown or not kinds:
-        parser.error(f"--kinds={args.kinds!r}: each must be one of {', '.join(KINDS)}")
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(args.kinds) - set(KINDS))
+    if unknown or not args.kinds:
+        parser.error(f"--kinds: each must be one of {', '.join(KINDS)}, got {unknown}")
     if min(args.n) < 1 or args.runs < 1 or args.interval <= 0 or args.window <= 0:
         parser.error("--n and --runs must be >= 1, --interval and --window > 0")
-    ns = sorted(set(args.n))
+    return args
+
+
+def _load(paths: list[Path]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The measurements of ``--json`` files, together."""
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for path in paths:
+        for key, runs in json.loads(path.read_text(encoding="utf-8")).items():
+            kind, n = key.rsplit(" ", 1)
+            results.setdefault((kind, int(n)), []).extend(runs)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure (or read ``--report`` files), print the tables."""
+    args = _arguments(argv)
+    if args.report:
+        results = _load(args.report)
+        kinds = [k for k in KINDS if any(kind == k for kind, _ in results)]
+        ns = sorted({n for _, n in results})
+        print(tables(results, kinds, ns))
+        return 0
+    kinds, ns = args.kinds, sorted(set(args.n))
+    results = {}
     with tempfile.TemporaryDirectory(prefix="bench-airflow-home-") as home:
         env = airflow_home(args.airflow_home or Path(home))
         if args.source is not None:  # the trigger process imports the provider from there
@@ -548,14 +574,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in ns:
             for run in range(args.runs):
                 for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
-                    print(
-                        f"N={n} run {run + 1}/{args.runs}: {kind}...", file=sys.stderr, flush=True
-                    )
+                    print(f"N={n} run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
                     measured = measure(kind, n, args, env)
+                    measured["load_average"] = os.getloadavg()[0]
                     print(f"  {json.dumps(measured)}", file=sys.stderr, flush=True)
                     results.setdefault((kind, n), []).append(measured)
-    if args.json:
-        args.json.write_text(json.dumps({f"{k} {n}": v for (k, n), v in results.items()}, indent=1))
+                    if args.json:
+                        text = {f"{k} {n}": v for (k, n), v in results.items()}
+                        args.json.write_text(json.dumps(text, indent=1), encoding="utf-8")
     print(
         f"\nTriggers side by side: poll interval {args.interval:g} s, counting window "
         f"{args.window:g} s, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
