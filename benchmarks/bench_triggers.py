@@ -67,6 +67,7 @@ FIGURES = (
     ("peak_rss_mb", "peak RSS of the process (MB)", "< 400 MB"),
     ("lag_max_ms", "event-loop lag, max (ms)", "< 100 ms"),
     ("lag_max_window_ms", "event-loop lag, max while following (ms)", "< 100 ms"),
+    ("lag_control_ms", "same, in an idle process at the same time (ms)", "(the machine's share)"),
     ("latency_median_s", "terminal status -> event, median (s)", "below Amazon's median"),
     ("latency_max_s", "terminal status -> event, max (s)", "<= interval + 1 s"),
     ("startup_s", "startup of all triggers (s)", "< 10 s"),
@@ -75,6 +76,18 @@ BUCKET = "bench-triggers"
 JOB_SECONDS = 7200
 LOG_STEP_SECONDS = 10
 STARTUP_TIMEOUT = 600.0
+# The machine's own share of the lag: an idle process running the same probe over the window.
+CONTROL_PROBE = """
+import asyncio, sys, time
+async def probe(seconds):
+    worst, end = 0.0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        worst = max(worst, time.monotonic() - started - 0.05)
+    print(1000 * worst)
+asyncio.run(probe(float(sys.argv[1])))
+"""
 
 
 def airflow_home(base: Path) -> dict[str, str]:
@@ -294,6 +307,7 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
         window=(window["start"], window["end"]), calls=window["calls"], interval=args.interval,
     )  # fmt: skip
     measured["backend_cpu_pct"] = window["backend_cpu_pct"]
+    measured["lag_control_ms"] = window["lag_control_ms"]
     return measured
 
 
@@ -316,18 +330,20 @@ def _count(
     """The window: the backend's calls by operation and its CPU (% of a core) over it."""
     start, before, cpu = time.time(), admin.stats()["api_calls"], _cpu_seconds(backend)
     profiler = _profile(args, triggers, label, args.window)
+    control = subprocess.Popen(
+        [sys.executable, "-c", CONTROL_PROBE, str(args.window)], stdout=subprocess.PIPE, text=True
+    )
     time.sleep(args.window)
     end, after, cpu = time.time(), admin.stats()["api_calls"], _cpu_seconds(backend) - cpu
     if profiler is not None:
         profiler.wait(timeout=60)
     calls = Counter(after)
     calls.subtract(before)
+    control_ms = float(control.communicate(timeout=60)[0] or "nan")
     return {
-        "start": start,
-        "end": end,
-        "calls": calls,
-        "backend_cpu_pct": 100 * cpu / (end - start),
-    }
+        "start": start, "end": end, "calls": calls,
+        "backend_cpu_pct": 100 * cpu / (end - start), "lag_control_ms": control_ms,
+    }  # fmt: skip
 
 
 def _progress(began: float, what: str) -> None:
@@ -438,7 +454,7 @@ def _median_max(values: list[float]) -> tuple[float, float]:
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(run[key] for run in runs))
+    return float(statistics.median(run.get(key, float("nan")) for run in runs))
 
 
 def _calls_cell(runs: list[dict[str, Any]]) -> str:
@@ -463,7 +479,7 @@ def cell(runs: list[dict[str, Any]], key: str) -> str:
     if key == "calls_per_cycle":
         return _calls_cell(runs)
     value = _median(runs, key)
-    if key in {"peak_rss_mb", "lag_max_ms", "lag_max_window_ms"}:
+    if key in {"peak_rss_mb", "lag_max_ms", "lag_max_window_ms", "lag_control_ms"}:
         return f"{value:,.0f}"
     return f"{value:.1f}"
 
