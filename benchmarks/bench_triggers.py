@@ -17,11 +17,13 @@ its own (``spot-emulator serve``):
    triggers' events; the backend's event log says when each job became terminal.
 
 Figures per kind and N (medians over the runs): API calls per poll cycle (by operation; Variable
-writes apart), the effective poll interval (how often a job is read, by its Describe or by a
-List walk: the window times N over all those reads), peak RSS of the trigger process (sampled every
-50 ms), the event loop's worst lag (a task sleeping 50 ms; from the first trigger's creation to
-the shutdown, and within the window), terminal status -> event latency (median and max over
-jobs), startup (from creating the first trigger until every job was read once).
+writes apart), the effective poll interval (how often a job's status is read: the window times N
+over the reads, a read being a Describe of the job or a List page that lists it), peak RSS of the
+trigger process (sampled every 50 ms), the event loop's worst lag (a task sleeping 50 ms; from the
+first trigger's creation to the shutdown, and within the window; an idle process probes the
+same window for the machine's share), terminal status -> event latency (median and max over
+jobs), startup (from creating the first trigger until every job was described once since its
+trigger existed).
 
     python benchmarks/bench_triggers.py [--n 100 300 1000] [--runs 3]
         [--kinds amazon,ours,ours-nolog] [--interval 5] [--window 30] [--json FILE]
@@ -288,7 +290,7 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
             create_jobs(connection, names)
             _progress(began, f"{n} jobs training")
             _start(triggers, args, f"{kind}-{n}")
-            _progress(began, "every job read by its trigger")
+            _progress(began, "every job described since its trigger exists")
             time.sleep(args.interval)  # a full cycle in flight before the window opens
             window = _count(admin, backend.pid, triggers.process.pid, args, f"{kind}-{n}")
             stop_jobs(connection, names, args.interval)
@@ -312,16 +314,14 @@ def measure(kind: str, n: int, args: argparse.Namespace, env: dict[str, str]) ->
 
 
 def _start(triggers: TriggerProcess, args: argparse.Namespace, label: str) -> None:
-    """Let the trigger process create its triggers; wait until every job was read once."""
+    """Let the trigger process create its triggers; wait until every job was described once
+    (or :data:`STARTUP_TIMEOUT`: the startup is then missing from the figures)."""
     triggers.go()
     profiler = _profile(args, triggers.process.pid, f"{label}-startup")
-    started = triggers.wait_for("all_started", STARTUP_TIMEOUT)
+    triggers.wait_for("all_started", STARTUP_TIMEOUT)
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(timeout=60)
-    if started is None:
-        triggers.finish()
-        raise SystemExit(f"{label}: not every job was read within {STARTUP_TIMEOUT} s")
 
 
 def _count(
@@ -401,16 +401,16 @@ def figures(
     :param interval: the poll interval.
     """
     start, end = window
+    started = result["all_started"] or start
     cycles = (end - start) / interval
-    reads: dict[str, list[float]] = {name: [] for name in names}
-    lists: list[float] = []
+    reads: Counter[str] = Counter()
     for at, operation, job in result["calls"]:
+        if start <= at < end and operation == "DescribeTrainingJob":
+            reads[job] += 1
+    for at, page in result["listed"]:
         if start <= at < end:
-            if operation == "ListTrainingJobs" and job is None:  # a walk's first page
-                lists.append(at)
-            elif operation == "DescribeTrainingJob" and job in reads:
-                reads[job].append(at)
-    read = sum(len(times) + len(lists) for times in reads.values())
+            reads.update(page)
+    read = sum(reads[name] for name in names)
     writes = sum(
         1 for at, kind, _ in result["comms"] if start <= at < end and kind == "PutVariable"
     )
@@ -429,14 +429,14 @@ def figures(
         "lag_max_ms": 1000 * max((lag for _, lag in result["lags"]), default=0.0),
         "lag_max_window_ms": _lag_max(result["lags"], start, end),
         "lag_max_by_phase_ms": {
-            "startup": _lag_max(result["lags"], result["created_start"], result["all_started"]),
+            "startup": _lag_max(result["lags"], result["created_start"], started),
             "window": _lag_max(result["lags"], start, end),
             "ending": _lag_max(result["lags"], end, result["shutdown_at"]),
         },
         "latency_median_s": statistics.median(latencies) if latencies else float("nan"),
         "latency_max_s": max(latencies, default=float("nan")),
         "missing_events": len(names) - len(latencies),
-        "startup_s": result["all_started"] - result["created_start"],
+        "startup_s": started - result["created_start"] if result["all_started"] else float("nan"),
         "log_mb": result["log_bytes"] / 2**20,
         "comms_requests": dict(Counter(kind for _, kind, _ in result["comms"])),
         "comms_seconds_median_max": _median_max([took for _, _, took in result["comms"]]),

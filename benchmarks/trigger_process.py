@@ -118,25 +118,31 @@ class SupervisorComms:
 
 
 class CallRecorder:
-    """Every AWS call made by this process's aiobotocore clients: time, operation, job name
-    (:data:`NEXT_PAGE` for the pages of a List walk after the first)."""
+    """Every AWS call made by this process's aiobotocore clients: when it was made, the
+    operation and its job (:data:`NEXT_PAGE` for the pages of a List walk after the first); and
+    when each ``ListTrainingJobs`` page answered, the jobs it listed."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, str | None]] = []
+        self.listed: list[tuple[float, list[str]]] = []
 
     def install(self) -> None:
         """Wrap ``AioBaseClient._make_api_call`` (every aiobotocore call passes it)."""
         from aiobotocore.client import AioBaseClient
 
         original = AioBaseClient._make_api_call
-        calls = self.calls
+        calls, listed = self.calls, self.listed
 
         async def recorded(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             job = api_params.get("TrainingJobName")
             if "NextToken" in api_params:  # a List walk's next page: not a new read of the jobs
                 job = NEXT_PAGE
             calls.append((time.time(), operation_name, job))
-            return await original(client, operation_name, api_params)
+            answer = await original(client, operation_name, api_params)
+            if operation_name == "ListTrainingJobs":
+                summaries = answer.get("TrainingJobSummaries", [])
+                listed.append((time.time(), [s["TrainingJobName"] for s in summaries]))
+            return answer
 
         AioBaseClient._make_api_call = recorded
 
@@ -205,11 +211,11 @@ def _say(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def _wait_all_refreshed(recorder: CallRecorder, created: dict[str, float]) -> float:
-    """Wait until every job was read once since its trigger was created; when.
+async def _wait_all_described(recorder: CallRecorder, created: dict[str, float]) -> float:
+    """Wait until every job was described once since its trigger was created; when.
 
-    A job is read by its DescribeTrainingJob, or by a ListTrainingJobs that started once its
-    trigger existed (a shared watch lists for all of its triggers).
+    Each Amazon trigger and each of our per-job triggers describes its job first thing; a shared
+    watch describes each job it starts to follow (its first news), whatever List says.
 
     :param recorder: the calls made.
     :param created: when each job's trigger was created.
@@ -220,12 +226,10 @@ async def _wait_all_refreshed(recorder: CallRecorder, created: dict[str, float])
         await asyncio.sleep(0.2)
         calls = recorder.calls
         for at, operation, job in calls[seen:]:
-            if operation == "ListTrainingJobs":
-                waiting = {name: since for name, since in waiting.items() if since > at}
-            elif job in waiting:
+            if operation == "DescribeTrainingJob" and job in waiting and at >= waiting[job]:
                 del waiting[job]
-            if not waiting:
-                return at
+                if not waiting:
+                    return at
         seen = len(calls)
 
 
@@ -287,7 +291,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
     created = await _create_triggers(runner, spec)
     created_end = time.time()
     _say(created=created_end)
-    refreshed = asyncio.create_task(_wait_all_refreshed(recorder, created))
+    refreshed = asyncio.create_task(_wait_all_described(recorder, created))
     closed = asyncio.create_task(_closed(stdin))
     all_started: float | None = None
     while not closed.done():  # the runner's loop: clean up, hand events on, once a second
@@ -313,6 +317,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
         "all_started": all_started,
         "shutdown_at": shutdown_at,
         "calls": recorder.calls,
+        "listed": recorder.listed,
         "fired": {names[i]: at for i, at in events.fired.items()},
         "lags": lags,
         "comms": comms.requests,
