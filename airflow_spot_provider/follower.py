@@ -4,8 +4,10 @@
 report and a :class:`~airflow_spot_provider.position.Position` it returns the transitions to
 log, the outcome and the new position, without I/O. :func:`follow_job` polls a job to its end
 with it (describe, log what is new, relay CloudWatch lines, sleep), as a generator of effects
-that the worker (:class:`~airflow_spot_provider.hooks.jobs.SyncJobs`) and the trigger
-(:class:`~airflow_spot_provider.hooks.jobs.AsyncJobs`) carry out alike.
+that the worker carries out (:class:`~airflow_spot_provider.hooks.jobs.SyncJobs`). The trigger
+takes the same steps on the descriptions and lines that the triggerer's shared watch
+(:mod:`airflow_spot_provider.watch`) hands it: :func:`follow_step`, :func:`is_done`, and
+:func:`live_line` / :func:`relay_line` for what it writes.
 
 How transitions reach the task log (what a user reads in the UI, task log and trigger logs
 merged): a transition is written as ``<job>: <Status> at <start> - <message>``
@@ -82,6 +84,29 @@ def live_line(job_name: str, transition: Transition) -> str:
     return f"[live] {job_name} is {transition.status.value} since {_since(transition)}"
 
 
+def relay_line(stream: str, text: str) -> str:
+    """A relayed CloudWatch line, prefixed with its host (``[algo-1-<epoch>] <text>``).
+
+    :param stream: the stream (``<job>/algo-1-<epoch>``).
+    :param text: the line.
+    """
+    return f"[{stream.rsplit('/', 1)[-1]}] {text}"
+
+
+def is_done(
+    step: Followed,
+    describe: dict[str, Any],
+    stop_when: Callable[[dict[str, Any]], bool] | None,
+) -> bool:
+    """Whether following ends after a step: the job ended, or ``stop_when`` says so.
+
+    :param step: the step just taken.
+    :param describe: the description it was taken on (the latest one).
+    :param stop_when: the early exit, if any.
+    """
+    return step.outcome is not None or (stop_when is not None and stop_when(describe))
+
+
 def _since(transition: Transition) -> str:
     """``<start> - <message>``, or ``-`` for an unknown start, without a message if it has none."""
     start = transition.start.isoformat() if transition.start else "-"
@@ -121,9 +146,9 @@ def follow_job(
         if print_log:
             lines, position = yield from new_log_lines(position)
             for stream, text in lines:
-                yield Say(f"[{stream.rsplit('/', 1)[-1]}] {text}")
+                yield Say(relay_line(stream, text))
         if position != before:
             yield Save(position)
-        if step.outcome is not None or (stop_when is not None and stop_when(describe)):
+        if is_done(step, describe, stop_when):
             return describe, position
         yield Sleep(poll_interval)

@@ -6,9 +6,16 @@ A job's position has two independent parts:
   the open (last) one as logged and how many times that message changed (SageMaker rewrites the
   open transition's message, e.g. "Insufficient capacity error from EC2 while launching
   instances, retrying!" on ``Starting``); ``ended`` says that the job's end was logged;
-- its **CloudWatch streams**: for each stream, the next forward token and how many events were
-  read through it. AWS tokens are opaque strings (never parsed here): of two positions of one
-  stream, the later is the one that has read more events.
+- its **CloudWatch streams**: for each stream, the time of the last event read (milliseconds)
+  with the ``eventId`` s read at that very time, and how many events were read through it. Lines are
+  read with ``FilterLogEvents`` from that time on (``startTime``), by the worker and by the
+  triggerer's shared watch alike, so both write the same mark; the events at the boundary that
+  carry a known ``eventId`` are dropped (:meth:`Position.take_events`). Of two marks of one stream,
+  the later is the one that has read more events.
+
+  Positions saved before this mark existed hold a ``GetLogEvents`` forward token instead (opaque,
+  never parsed): such a stream is read once more through its token, and its mark then becomes a
+  time mark (:func:`~airflow_spot_provider.hooks.job_calls.new_log_lines`).
 
 Two copies of a position meet after a triggerer restart (the kwargs the trigger was created with,
 and what the first trigger saved as it went): :meth:`Position.merge` takes the later of each part
@@ -17,7 +24,7 @@ independently, so no line is logged twice and none is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,24 +33,59 @@ from typing import Any
 class StreamMark:
     """Where a CloudWatch stream was read up to.
 
-    :param token: the next forward token (opaque).
+    :param token: a ``GetLogEvents`` forward token (opaque; the mark of positions saved before
+        time marks existed, "" otherwise).
     :param events: how many events were read through this stream so far.
+    :param timestamp: the time of the last event read (ms since the epoch); None: a token mark.
+    :param ids: the ``eventId`` s of the events read at exactly ``timestamp``.
     """
 
-    token: str
-    events: int
+    token: str = ""
+    events: int = 0
+    timestamp: int | None = None
+    ids: tuple[str, ...] = ()
+
+    def is_new(self, event: Mapping[str, Any]) -> bool:
+        """Whether a ``FilterLogEvents`` event of this stream was not read yet.
+
+        :param event: the event (``timestamp``, ``eventId``).
+        """
+        if self.timestamp is None:
+            return True
+        stamp = int(event["timestamp"])
+        return stamp > self.timestamp or (
+            stamp == self.timestamp and str(event.get("eventId")) not in self.ids
+        )
+
+    def after(self, event: Mapping[str, Any]) -> StreamMark:
+        """This mark once a new event is read.
+
+        :param event: the event (``timestamp``, ``eventId``).
+        """
+        stamp, event_id = int(event["timestamp"]), str(event.get("eventId"))
+        ids = (*self.ids, event_id) if stamp == self.timestamp else (event_id,)
+        return StreamMark(token="", events=self.events + 1, timestamp=stamp, ids=ids)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON."""
-        return {"token": self.token, "events": self.events}
+        data: dict[str, Any] = {"token": self.token, "events": self.events}
+        if self.timestamp is not None:
+            data.update(timestamp=self.timestamp, ids=list(self.ids))
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> StreamMark:
-        """Inverse of :meth:`to_json`.
+        """Inverse of :meth:`to_json` (also reads token-only marks of older positions).
 
         :param data: a dict made by :meth:`to_json`.
         """
-        return cls(token=str(data["token"]), events=int(data.get("events", 0)))
+        stamp = data.get("timestamp")
+        return cls(
+            token=str(data.get("token") or ""),
+            events=int(data.get("events", 0)),
+            timestamp=None if stamp is None else int(stamp),
+            ids=tuple(str(i) for i in data.get("ids") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,16 +128,51 @@ class Position:
                 streams[stream] = mark
         return replace(later, streams=streams)
 
-    def with_stream(self, stream: str, token: str, read: int) -> Position:
-        """This position with one stream moved on.
+    def with_stream(
+        self, stream: str, token: str, read: int, timestamp: int | None = None
+    ) -> Position:
+        """This position with one stream moved on through a ``GetLogEvents`` token.
 
         :param stream: the stream.
         :param token: its new next forward token.
         :param read: how many events were read since the last mark.
+        :param timestamp: the time of the last event read, if known.
         """
         before = self.streams.get(stream)
         events = (before.events if before else 0) + read
-        return replace(self, streams={**self.streams, stream: StreamMark(token, events)})
+        mark = StreamMark(token, events, timestamp)
+        return replace(self, streams={**self.streams, stream: mark})
+
+    def with_marks(self, marks: Mapping[str, StreamMark]) -> Position:
+        """This position with the streams of ``marks`` moved to them (the others kept).
+
+        :param marks: stream -> mark.
+        """
+        return replace(self, streams={**self.streams, **marks}) if marks else self
+
+    def take_events(
+        self, events: Iterable[Mapping[str, Any]]
+    ) -> tuple[list[tuple[str, str]], Position]:
+        """The lines of the ``FilterLogEvents`` events not read yet, and the position after them.
+
+        Events of streams of other jobs are ignored; so are those at or before a stream's mark
+        whose ``eventId`` was read (a read starts at the mark's time: the boundary repeats).
+
+        :param events: events in the order the service returned them (``logStreamName``,
+            ``timestamp``, ``eventId``, ``message``).
+        """
+        prefix = f"{self.job_name}/"
+        marks = dict(self.streams)
+        lines: list[tuple[str, str]] = []
+        for event in events:
+            stream = str(event.get("logStreamName", ""))
+            if not stream.startswith(prefix):
+                continue
+            mark = marks.get(stream) or StreamMark()
+            if mark.is_new(event):
+                marks[stream] = mark.after(event)
+                lines.append((stream, str(event.get("message", "")).rstrip("\n")))
+        return lines, (replace(self, streams=marks) if lines else self)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON."""

@@ -9,7 +9,9 @@ the trigger's event while deferred. A trigger deletes its Variable before it fir
 deletes its chain's Variables when the chain ends (completed, given up, or an API error).
 
 These calls block: a trigger makes them with ``asyncio.to_thread`` (never ``sync_to_async``,
-whose re-raised ``CancelledError`` loses the triggerer's user-action message).
+whose re-raised ``CancelledError`` loses the triggerer's user-action message); its saves and its
+delete go in batches, one thread hop for all the triggers of the loop
+(:class:`~airflow_spot_provider.watch.saver.PositionSaver`).
 """
 
 from __future__ import annotations

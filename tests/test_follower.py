@@ -20,7 +20,9 @@ from airflow_spot_provider.hooks.job_calls import (
     Say,
     Sleep,
     create_job,
+    moved_starts,
     new_log_lines,
+    stream_batches,
 )
 from airflow_spot_provider.lifecycle import (
     JobOutcome,
@@ -96,23 +98,66 @@ def run(ops: Ops[Any], answer: Callable[[Call], Any]) -> tuple[Any, list[Any]]:
                 error = raised
 
 
-def test_log_pages_are_read_until_the_token_repeats_and_counted() -> None:
-    pages = {
-        None: {"events": [{"message": "1\n"}, {"message": "2"}], "nextForwardToken": "t2"},
-        "t2": {"events": [{"message": "3"}], "nextForwardToken": "t3"},
-        "t3": {"events": [], "nextForwardToken": "t3"},
+def _event(stream: str, stamp: int, seq: int, message: str) -> dict[str, Any]:
+    return {
+        "logStreamName": stream,
+        "timestamp": stamp,
+        "eventId": f"{stamp}-{seq}",
+        "message": message,
     }
+
+
+def test_log_lines_are_read_from_the_mark_and_the_boundary_is_not_repeated() -> None:
+    stream = "j/algo-1-1"
+    events = [_event(stream, 10, 0, "1\n"), _event(stream, 20, 1, "2"), _event(stream, 20, 2, "3")]
+    calls: list[Call] = []
+
+    def answer(call: Call) -> Any:
+        calls.append(call)
+        if call.operation == "describe_log_streams":
+            return {
+                "logStreams": [
+                    {"logStreamName": stream, "lastEventTimestamp": events[-1]["timestamp"]}
+                ]
+            }
+        assert call.operation == "filter_log_events" and call.kwargs["logStreamNames"] == [stream]
+        return {"events": [e for e in events if e["timestamp"] >= call.kwargs["startTime"]]}
+
+    (lines, position), _ = run(new_log_lines(Position("j")), answer)
+    assert lines == [(stream, "1"), (stream, "2"), (stream, "3")]
+    assert position.streams[stream] == StreamMark("", 3, 20, ("20-1", "20-2"))
+    calls.clear()
+    (again, same), _ = run(new_log_lines(position), answer)
+    assert again == [] and same == position
+    assert [c.operation for c in calls] == ["describe_log_streams"]  # nothing moved: no read
+    events.append(_event(stream, 20, 3, "4"))  # same millisecond, after the mark
+    events.append(_event(stream, 21, 4, "5"))
+    (more, after), _ = run(new_log_lines(position), answer)
+    assert more == [(stream, "4"), (stream, "5")]
+    assert calls[-1].kwargs["startTime"] == 20  # from the mark: the boundary is read again
+    assert after.streams[stream] == StreamMark("", 5, 21, ("21-4",))
+
+
+def test_a_token_mark_of_an_older_position_is_read_through_then_becomes_a_time_mark() -> None:
+    stream = "j/algo-1-1"
+    pages = {
+        "t1": {"events": [{"message": "2", "timestamp": 7}], "nextForwardToken": "t2"},
+        "t2": {"events": [], "nextForwardToken": "t2"},
+    }
+    old = Position.from_json({"job_name": "j", "streams": {stream: {"token": "t1", "events": 1}}})
 
     def answer(call: Call) -> Any:
         if call.operation == "describe_log_streams":
-            return {"logStreams": [{"logStreamName": "j/algo-1-1"}]}
-        return pages[call.kwargs.get("nextToken")]
+            return {"logStreams": [{"logStreamName": stream, "lastEventTimestamp": 7}]}
+        if call.operation == "get_log_events":
+            return pages[call.kwargs["nextToken"]]
+        raise AssertionError(f"nothing moved past the time mark, yet {call.operation}")
 
-    (lines, position), _ = run(new_log_lines(Position("j")), answer)
-    assert lines == [("j/algo-1-1", "1"), ("j/algo-1-1", "2"), ("j/algo-1-1", "3")]
-    assert position.streams["j/algo-1-1"] == StreamMark("t3", 3)
-    (again, same), _ = run(new_log_lines(position), answer)
-    assert again == [] and same == position
+    (lines, position), _ = run(new_log_lines(old), answer)
+    assert lines == [(stream, "2")]
+    mark = position.streams[stream]
+    assert (mark.events, mark.timestamp) == (2, 8)  # every event up to 7 ms was read
+    assert Position.from_json(position.to_json()) == position
 
 
 def test_a_failed_log_read_is_said_not_raised() -> None:
@@ -158,3 +203,27 @@ def test_follow_job_polls_to_the_end_logging_each_transition_once() -> None:
     assert sum(isinstance(e, Save) for e in effects) == 3  # only when something was new
     assert SpotJobReport.from_describe(describe).outcome is JobOutcome.COMPLETED
     assert position.transitions == 5
+
+
+def test_streams_are_read_100_per_call_from_the_earliest_mark_of_each_batch() -> None:
+    starts = {f"j{i:03d}/algo-1-1": 1000 - i for i in range(250)}
+    batches = stream_batches(starts)
+    assert [len(names) for names, _ in batches] == [100, 100, 50]
+    for names, start in batches:
+        assert start == min(starts[n] for n in names)  # no stream read from past its mark
+    assert sorted(n for names, _ in batches for n in names) == sorted(starts)
+    assert stream_batches({}) == []
+
+
+def test_a_stream_moved_when_its_last_event_is_past_its_mark() -> None:
+    position = Position(
+        "j",
+        streams={
+            "j/algo-1-1": StreamMark("", 3, 50),  # moved: last event at 60
+            "j/algo-2-1": StreamMark("", 3, 60),  # not moved
+            "j/algo-3-1": StreamMark("t", 3),  # a token mark: read through its token instead
+        },
+    )
+    last = {"j/algo-1-1": 60, "j/algo-2-1": 60, "j/algo-3-1": 60, "j/algo-4-1": 5, "k/a": 9}
+    last["j/algo-5-1"] = None  # no event yet
+    assert moved_starts(position, last) == {"j/algo-1-1": 50, "j/algo-4-1": 0}

@@ -69,3 +69,37 @@ def test_merge_with_nothing_and_with_another_job() -> None:
 def test_with_stream_counts_events_read() -> None:
     position = Position("j").with_stream("s", "t1", 3).with_stream("s", "t2", 4)
     assert position.streams["s"] == StreamMark("t2", 7)
+
+
+def test_a_position_saved_before_time_marks_loads_and_merges() -> None:
+    old = {"job_name": "j", "transitions": 2, "streams": {STREAM: {"token": "f/9", "events": 9}}}
+    position = Position.from_json(old)
+    assert position.streams[STREAM] == StreamMark("f/9", 9)  # a token mark: no time yet
+    assert position.to_json() == {**old, "revision": 0, "message": "", "ended": False}
+    timed = Position("j", streams={STREAM: StreamMark("", 12, 1700, ("a",))})
+    assert position.merge(timed).streams[STREAM] == timed.streams[STREAM]
+    assert timed.merge(position).streams[STREAM] == timed.streams[STREAM]
+    again = Position.from_json(json.loads(json.dumps(timed.to_json())))
+    assert again == timed
+
+
+def test_take_events_relays_each_event_once_and_only_its_jobs() -> None:
+    def event(stream: str, stamp: int, event_id: str) -> dict[str, object]:
+        return {
+            "logStreamName": stream,
+            "timestamp": stamp,
+            "eventId": event_id,
+            "message": event_id,
+        }
+
+    position = Position("train-a1", streams={STREAM: StreamMark("", 1, 5, ("e5a",))})
+    events = [
+        event(STREAM, 5, "e5a"),  # the boundary, read already
+        event(STREAM, 5, "e5b"),  # same millisecond, not read yet
+        event("train-a10/algo-1-1", 6, "other"),  # another job whose name starts alike
+        event(STREAM, 7, "e7"),
+    ]
+    lines, after = position.take_events(events)
+    assert [line[0] for line in lines] == [STREAM, STREAM]
+    assert after.streams[STREAM] == StreamMark("", 3, 7, ("e7",))
+    assert after.take_events(events) == ([], after)

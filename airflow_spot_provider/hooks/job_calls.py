@@ -9,7 +9,7 @@ stopping, listing and reading logs (pages, tokens) exists once, whichever way it
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -84,13 +84,15 @@ Effect: TypeAlias = Call | Sleep | Say | Save
 Ops: TypeAlias = Generator[Effect, Any, T]
 
 
-def describe_job(job_name: str) -> Ops[dict[str, Any]]:
+def describe_job(job_name: str, lasting: int | None = None) -> Ops[dict[str, Any]]:
     """DescribeTrainingJob.
 
     :param job_name: the job.
+    :param lasting: lasting errors tolerated before failing (None: the rule's own limit).
     """
     args = {"TrainingJobName": job_name}
-    response: dict[str, Any] = yield Call("sagemaker", "describe_training_job", args, job_name)
+    call = Call("sagemaker", "describe_training_job", args, job_name, lasting=lasting)
+    response: dict[str, Any] = yield call
     return response
 
 
@@ -145,29 +147,159 @@ def list_job_names(name_contains: str) -> Ops[list[str]]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-def new_log_lines(position: Position) -> Ops[tuple[list[tuple[str, str]], Position]]:
+Lines: TypeAlias = list[tuple[str, str]]
+# FilterLogEvents reads up to 100 named streams per call (CloudWatch Logs' limit).
+MAX_FILTER_STREAMS = 100
+
+
+def new_log_lines(position: Position) -> Ops[tuple[Lines, Position]]:
     """The job's CloudWatch lines written since ``position``, and the position after them.
 
-    A failed call ends the reading with what was read so far (the job's status is what a
-    follower follows; the log is a nicety).
+    One ``DescribeLogStreams`` of the job's streams, then ``FilterLogEvents`` of those that
+    moved past their marks (:func:`read_marked`). A failed call ends the reading with what was
+    read so far (the job's status is what a follower follows; the log is a nicety).
 
     :param position: the job's position (streams ``<job>/algo-N-<epoch>``).
     """
-    lines: list[tuple[str, str]] = []
-    prefix = f"{position.job_name}/"
-    args = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": prefix}
+    lines: Lines = []
     try:
-        found = yield Call("logs", "describe_log_streams", args, best_effort=True)
-        for stream in sorted(s["logStreamName"] for s in found.get("logStreams", [])):
-            position = yield from _stream_lines(stream, position, lines)
+        last = yield from job_streams(position.job_name)
+        [(lines, position)] = yield from read_marked([position], last)
     except ApiCallError as error:
         if error.code != "ResourceNotFoundException":  # no log group yet: nothing written
             yield Say(f"Could not read the training log of {position.job_name}: {error}", "warning")
     return lines, position
 
 
-def _stream_lines(stream: str, position: Position, lines: list[tuple[str, str]]) -> Ops[Position]:
-    """Read one stream to its end, appending to ``lines``; CloudWatch repeats the last token."""
+def job_streams(job_name: str) -> Ops[dict[str, int | None]]:
+    """A job's streams and the time of each one's last event (None: no event yet).
+
+    :param job_name: the job.
+    """
+    args: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job_name}/"}
+    last: dict[str, int | None] = {}
+    while True:
+        page = yield Call("logs", "describe_log_streams", dict(args), best_effort=True)
+        for stream in page.get("logStreams", []):
+            last[str(stream["logStreamName"])] = stream.get("lastEventTimestamp")
+        if not page.get("nextToken"):
+            return last
+        args["nextToken"] = page["nextToken"]
+
+
+def read_marked(
+    positions: Sequence[Position], last: Mapping[str, int | None]
+) -> Ops[list[tuple[Lines, Position]]]:
+    """The new lines of the streams that moved past the marks of some positions.
+
+    The streams of all positions are read together, up to 100 per ``FilterLogEvents`` call from
+    the earliest mark among them (:func:`stream_batches`); each position then takes the events
+    of its job past its own marks (:meth:`Position.take_events`). A stream still marked by a
+    ``GetLogEvents`` token (a position saved by an older version) is read through it first.
+
+    :param positions: positions of any jobs (one job may appear in several).
+    :param last: stream -> the time of its last event, as ``DescribeLogStreams`` said.
+    """
+    read: list[tuple[Lines, Position]] = []
+    for given in positions:
+        lines: Lines = []
+        read.append((lines, (yield from _read_tokens(given, last, lines))))
+    starts: dict[str, int] = {}
+    by_job = streams_by_job(last)
+    for _lines, position in read:
+        for stream, start in moved_starts(position, by_job.get(position.job_name, {})).items():
+            starts[stream] = min(start, starts.get(stream, start))
+    for streams, start in stream_batches(starts):
+        events = yield from filter_events(streams, start)
+        of_job: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            of_job.setdefault(str(event.get("logStreamName", "")).split("/")[0], []).append(event)
+        for index, (lines, before) in enumerate(read):
+            if before.job_name in of_job:
+                new, after = before.take_events(of_job[before.job_name])
+                read[index] = (lines + new, after)
+    return read
+
+
+def streams_by_job(last: Mapping[str, int | None]) -> dict[str, dict[str, int | None]]:
+    """Streams (``<job>/<host>``) grouped by job: each job then looks at its own streams only.
+
+    :param last: stream -> the time of its last event.
+    """
+    grouped: dict[str, dict[str, int | None]] = {}
+    for stream, stamp in last.items():
+        grouped.setdefault(stream.split("/", 1)[0], {})[stream] = stamp
+    return grouped
+
+
+def moved_starts(position: Position, last: Mapping[str, int | None]) -> dict[str, int]:
+    """The job's streams that have events past the position's marks, and where to read from.
+
+    A stream moved when its last event is later than its mark (events in the very millisecond
+    of the mark that came after it are read with the stream's next event, or at the job's end).
+
+    :param position: the job's position.
+    :param last: stream -> the time of its last event (None: no event yet).
+    """
+    prefix = f"{position.job_name}/"
+    starts: dict[str, int] = {}
+    for stream, stamp in last.items():
+        mark = position.streams.get(stream)
+        if stamp is None or not stream.startswith(prefix):
+            continue
+        if mark is None:
+            starts[stream] = 0
+        elif mark.timestamp is not None and stamp > mark.timestamp:
+            starts[stream] = mark.timestamp
+    return starts
+
+
+def stream_batches(starts: Mapping[str, int]) -> list[tuple[list[str], int]]:
+    """Streams to read, grouped by 100 in the order of their start times: (names, start).
+
+    :param starts: stream -> the time to read it from.
+    """
+    order = sorted(starts, key=lambda stream: (starts[stream], stream))
+    batches = [order[i : i + MAX_FILTER_STREAMS] for i in range(0, len(order), MAX_FILTER_STREAMS)]
+    return [(names, starts[names[0]]) for names in batches]
+
+
+def filter_events(streams: Sequence[str], start: int) -> Ops[list[dict[str, Any]]]:
+    """Every event of up to 100 named streams from a time on (all pages), interleaved by time.
+
+    :param streams: the streams.
+    :param start: ``startTime`` (ms since the epoch).
+    """
+    args: dict[str, Any] = {
+        "logGroupName": LOG_GROUP,
+        "logStreamNames": list(streams),
+        "startTime": start,
+    }
+    events: list[dict[str, Any]] = []
+    while True:
+        page = yield Call("logs", "filter_log_events", dict(args), best_effort=True)
+        events.extend(page.get("events", []))
+        if not page.get("nextToken"):
+            return events
+        args["nextToken"] = page["nextToken"]
+
+
+def _read_tokens(position: Position, last: Mapping[str, int | None], lines: Lines) -> Ops[Position]:
+    """Read the streams still marked by a token to their end; their marks become time marks."""
+    for stream, mark in sorted(position.streams.items()):
+        if mark.timestamp is not None or not mark.token:
+            continue
+        position = yield from _stream_lines(stream, position, lines)
+        stamp = last.get(stream)
+        if position.streams[stream].timestamp is None and stamp is not None:
+            # At the stream's end: every event up to its last one was read.
+            position = position.with_stream(stream, position.streams[stream].token, 0, stamp + 1)
+    return position
+
+
+def _stream_lines(stream: str, position: Position, lines: Lines) -> Ops[Position]:
+    """Read one stream to its end through its token, appending to ``lines``; CloudWatch repeats
+    the last token at the end."""
     while True:
         mark = position.streams.get(stream)
         args: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream}
@@ -180,6 +312,9 @@ def _stream_lines(stream: str, position: Position, lines: list[tuple[str, str]])
         lines.extend((stream, str(e.get("message", "")).rstrip("\n")) for e in events)
         token = page.get("nextForwardToken")
         if token is not None:
-            position = position.with_stream(stream, str(token), len(events))
+            # Every event up to the last one read is read: a time mark just after it.
+            kept = mark.timestamp if mark is not None else None
+            stamp = int(events[-1]["timestamp"]) + 1 if events else kept
+            position = position.with_stream(stream, str(token), len(events), stamp)
         if token is None or not events or (mark is not None and token == mark.token):
             return position

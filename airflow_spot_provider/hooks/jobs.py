@@ -151,6 +151,19 @@ class AsyncJobs(_Jobs):
     ``on_kill`` only when the message says a user acted).
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        """Hold no client yet: each opens on its first call.
+
+        :param kwargs: those of :class:`_Jobs`.
+        """
+        super().__init__(**kwargs)
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    @property
+    def open_services(self) -> frozenset[str]:
+        """The services whose client is open (none once the context has exited)."""
+        return frozenset(self._clients)
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -166,8 +179,12 @@ class AsyncJobs(_Jobs):
 
     async def _client(self, service: str) -> Any:
         if service not in self._clients:  # (context manager, client)
-            manager = await _hook(service, self.aws_conn_id, self.region_name).get_async_conn()
-            self._clients[service] = (manager, await manager.__aenter__())
+            # One client per service even when calls start together (the shared watch's).
+            async with self._opening.setdefault(service, asyncio.Lock()):
+                if service not in self._clients:
+                    hook = _hook(service, self.aws_conn_id, self.region_name)
+                    manager = await hook.get_async_conn()
+                    self._clients[service] = (manager, await manager.__aenter__())
         return self._clients[service][1]
 
     async def _call(self, call: Call) -> Any:

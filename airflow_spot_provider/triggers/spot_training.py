@@ -13,13 +13,16 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_spot_provider import position_store
 from airflow_spot_provider.events import BackoffEnded, FollowFailed, JobEnded
 from airflow_spot_provider.exceptions import SpotApiError
-from airflow_spot_provider.follower import follow_job, live_line
+from airflow_spot_provider.follower import Followed, follow_step, is_done, live_line, relay_line
 from airflow_spot_provider.hooks.errors import ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import stop_job
 from airflow_spot_provider.hooks.jobs import AsyncJobs
+from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.next_action import switch_due
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.watch import Subscription, watching
+from airflow_spot_provider.watch.registry import registry
 
 T = TypeVar("T")
 # Stops requested by on_kill, kept until done (the event loop holds tasks weakly).
@@ -72,19 +75,25 @@ def _switch_check(switch: dict[str, Any] | None) -> Callable[[dict[str, Any]], b
 class SageMakerSpotTrainingTrigger(BaseTrigger):
     """Follow a training job until it ends, showing its progress as it happens.
 
+    The job is followed by the triggerer's shared watch of the connection and region
+    (:mod:`airflow_spot_provider.watch`): one ``ListTrainingJobs`` for all the triggers of the
+    process tells which jobs changed, and only those are described. The trigger takes the
+    follow step on each new description itself and writes what is new to its own log.
+
     Fires one event (:mod:`airflow_spot_provider.events`): :class:`JobEnded` with the final
     description and the position reached, or :class:`FollowFailed` with the AWS error code when
     the API kept failing with a lasting error. Transient errors (throttling, 5xx, connection)
-    are waited out for as long as they last (:class:`ApiRetryRule`). Transitions are shown as
-    ``[live]`` lines: the task writes them to its own log when it resumes (see
-    :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the trigger from its
-    kwargs; it then carries on from the later of that position and the one it saved in a
-    Variable as it went, so no CloudWatch line is relayed twice.
+    are waited out for as long as they last (:class:`ApiRetryRule`), once for all triggers of the
+    watch. Transitions are shown as ``[live]`` lines: the task writes them to its own log when it
+    resumes (see :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the
+    trigger from its kwargs; it then carries on from the later of that position and the one it
+    saved in a Variable as it went, so no CloudWatch line is relayed twice.
 
     :param job_name: the training job.
     :param aws_conn_id: the Airflow AWS connection.
     :param region_name: AWS region; the connection's if None.
-    :param poll_interval: seconds between two DescribeTrainingJob calls.
+    :param poll_interval: seconds of the poll cycle: the watch lists what changed twice per
+        interval (the smallest of its triggers'), and the job is described when it changed.
     :param position: the :class:`Position` JSON of what was logged before deferring.
     :param max_error_polls: lasting API errors in a row before giving up.
     :param stop_on_kill: stop the job when a user kills the deferred task.
@@ -162,38 +171,73 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             region_name=self.region_name,
             log=self.log,
             rule=self.rule,
-            save=position_store.save_position,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until the job ends, showing transitions (and log lines) as they happen."""
+        """Follow until the job ends, showing transitions (and log lines) as they happen."""
         event = await _keeping_cancel_message(self._follow())
         yield TriggerEvent(event.to_json())  # type: ignore[no-untyped-call]
 
     async def _follow(self) -> JobEnded | FollowFailed:
-        """Follow the job to its end; the event to fire."""
+        """Follow the job to its end through the loop's shared watch; the event to fire."""
         saved = await asyncio.to_thread(position_store.load_position, self.job_name)
         position = self.position.merge(saved)
+        sub = Subscription(
+            position,
+            poll_interval=self.poll_interval,
+            print_log=self.print_log,
+            wait_first=self.wait_first,
+            max_error_polls=self.max_error_polls,
+            ticks=self.stop_when is not None,
+        )
         try:
-            async with self._jobs() as jobs:
-                describe, position = await jobs.run(
-                    follow_job(
-                        position,
-                        poll_interval=self.poll_interval,
-                        print_log=self.print_log,
-                        wait_first=self.wait_first,
-                        line=live_line,
-                        stop_when=self.stop_when,
-                    )
-                )
+            async with watching(sub, aws_conn_id=self.aws_conn_id, region_name=self.region_name):
+                describe, position = await self._take_news(sub, position)
         except SpotApiError as error:
-            await self._forget()
+            self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
-        await self._forget()  # the position travels with the event from here on
+        finally:
+            registry().saver.hurry(self.job_name)  # cancelled (a restart): its marks now
+        self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
 
-    async def _forget(self) -> None:
-        await asyncio.to_thread(position_store.delete_position, self.job_name)
+    async def _take_news(
+        self, sub: Subscription, position: Position
+    ) -> tuple[dict[str, Any], Position]:
+        """Log what the watch brings (the follow step, live lines, relayed lines) until done.
+
+        :param sub: the subscription.
+        :param position: what has been logged of the job.
+        """
+        saver = registry().saver
+        describe: dict[str, Any] | None = None
+        step: Followed | None = None
+        while True:
+            news = await sub.next()
+            if news.error is not None:
+                raise news.error
+            for note in news.notes:
+                self.log.warning(note)
+            before = position
+            if news.describe is not None:
+                describe = news.describe
+                step = follow_step(SpotJobReport.from_describe(describe), position)
+                for transition in step.transitions:
+                    self.log.info(live_line(self.job_name, transition))
+                position = step.position
+            moved = position != before  # the transitions: saved with this cycle's batch
+            for stream, text in news.lines:
+                self.log.info(relay_line(stream, text))
+            position = position.with_marks(news.marks)
+            if position != before:
+                saver.keep(position, urgent=moved)
+            # Each cycle, news or a tick: stop_when depends on the time too.
+            if step and describe and is_done(step, describe, self.stop_when):
+                return describe, position
+
+    def _forget(self) -> None:
+        """Delete the saved position (with the loop's next batch: the event need not wait)."""
+        registry().saver.forget(self.job_name)
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed, clear): stop the job so it stops billing.
@@ -217,7 +261,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 "stopped" if stopped else "nothing to stop for",
                 self.job_name,
             )
-        await self._forget()
+        self._forget()
 
 
 class SpotBackoffTrigger(BaseTrigger):

@@ -1,0 +1,15 @@
+"""The triggerer's shared watch: one per (AWS connection, region) per event loop, for all triggers.
+
+- :mod:`~airflow_spot_provider.watch.book`: the pure bookkeeping (what changed, what to describe,
+  the watermark, the sweep, how far to scan the log streams) and the tuning;
+- :mod:`~airflow_spot_provider.watch.calls`: the List walk and the log scan as call generators;
+- :mod:`~airflow_spot_provider.watch.loop`: the async loop of one watch;
+- :mod:`~airflow_spot_provider.watch.subscription`: what a trigger asks for and the news it gets;
+- :mod:`~airflow_spot_provider.watch.registry`: one loop's watches, subscribe / unsubscribe;
+- :mod:`~airflow_spot_provider.watch.saver`: the positions, saved in batches off the loop.
+"""
+
+from airflow_spot_provider.watch.registry import watching
+from airflow_spot_provider.watch.subscription import News, Subscription
+
+__all__ = ["News", "Subscription", "watching"]

@@ -1,0 +1,248 @@
+"""What a watch knows of its jobs and streams: the pure bookkeeping of a cycle (no I/O, no clock).
+
+- :class:`Seen`: a job as last seen, ``(TrainingJobStatus, SecondaryStatus, LastModifiedTime)``;
+  a job is described again only when a ``ListTrainingJobs`` summary differs from it.
+- :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the latest
+  ``LastModifiedTime`` the service returned, never the local clock) and the next List's
+  arguments (``LastModifiedTimeAfter`` = watermark minus a safety margin), and the slow
+  round-robin sweep that describes every job now and then whatever List said.
+- :class:`LogScan`: how far to page ``DescribeLogStreams`` (newest last event first): until the
+  streams are older than the newest one the previous scan saw, minus a margin.
+- :class:`Tuning`: the cadence and the budgets, in one place.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_spot_provider.hooks.job_calls import LOG_GROUP
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How often a watch looks, and how much it spends on what did not change.
+
+    :param lists_per_interval: ``ListTrainingJobs`` walks per poll interval. Two: a job's end is
+        seen within half an interval (median about a quarter), while what does not change costs
+        two List calls per interval.
+    :param margin: how far before the watermark a List starts (``LastModifiedTimeAfter``): clock
+        skew between SageMaker's hosts and its eventual consistency (AWS publishes no bound;
+        unverified). A List then returns the jobs changed in the margin again; those seen already
+        are not described.
+    :param sweep_every: poll intervals in which every job is described once by the sweep, at
+        least (more when ``sweep_per_interval`` caps it).
+    :param sweep_per_interval: jobs the sweep describes per poll interval at most.
+    :param page_size: ``MaxResults`` of a List page (SageMaker's maximum).
+    :param log_margin_ms: how far below the newest ``lastEventTimestamp`` of the previous scan a
+        ``DescribeLogStreams`` scan still pages: lines that reach CloudWatch late (a host's log
+        agent sends in batches) carry an earlier time than lines already seen.
+    :param log_scan_pages: ``DescribeLogStreams`` pages per scan at most.
+    :param concurrency: describes (and log stream look-ups) in flight at once.
+    """
+
+    lists_per_interval: int = 2
+    margin: timedelta = timedelta(seconds=30)
+    sweep_every: int = 10
+    sweep_per_interval: int = 3
+    page_size: int = 100
+    log_margin_ms: int = 15_000
+    log_scan_pages: int = 20
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("lists_per_interval", "sweep_every", "page_size", "log_scan_pages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
+        if not 1 <= self.page_size <= 100:
+            raise ValueError(f"page_size={self.page_size!r}: must be 1-100 (MaxResults)")
+        if self.sweep_per_interval < 0 or self.concurrency < 1:
+            raise ValueError(
+                f"sweep_per_interval={self.sweep_per_interval!r} must be >= 0 and "
+                f"concurrency={self.concurrency!r} >= 1"
+            )
+        if self.margin < timedelta(0) or self.log_margin_ms < 0:
+            raise ValueError(f"margin={self.margin!r}: must not be negative")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A job as last seen: what a List summary and a description both carry.
+
+    :param status: ``TrainingJobStatus``.
+    :param secondary: ``SecondaryStatus``.
+    :param modified: ``LastModifiedTime``.
+    """
+
+    status: str
+    secondary: str | None
+    modified: datetime | None
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Seen:
+        """From a ``TrainingJobSummary`` or a ``DescribeTrainingJob`` response.
+
+        :param data: either.
+        """
+        return cls(
+            status=str(data.get("TrainingJobStatus")),
+            secondary=data.get("SecondaryStatus"),
+            modified=data.get("LastModifiedTime"),
+        )
+
+
+class Book:
+    """The jobs a watch follows, what it saw of each, its watermark and its sweep.
+
+    :param tuning: the cadence and the budgets.
+    """
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.tuning = tuning
+        self.seen: dict[str, Seen] = {}
+        self.watermark: datetime | None = None
+        self._watched: set[str] = set()
+        self._sweep: deque[str] = deque()
+        self._credit = 0.0
+
+    def watch(self, name: str) -> None:
+        """Follow a job (again).
+
+        :param name: the job.
+        """
+        if name not in self._watched:
+            self._watched.add(name)
+            self._sweep.append(name)
+
+    def unwatch(self, name: str) -> None:
+        """Stop following a job.
+
+        :param name: the job.
+        """
+        if name in self._watched:
+            self._watched.discard(name)
+            self._sweep.remove(name)
+            self.seen.pop(name, None)
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """The jobs followed."""
+        return frozenset(self._watched)
+
+    def list_args(self) -> dict[str, Any] | None:
+        """The first List page's arguments; None before anything was seen (no watermark yet).
+
+        ``SortBy`` is ``CreationTime`` (the API sorts by Name, CreationTime or Status, not by
+        LastModifiedTime): a job's creation time never changes, so a walk over pages misses no
+        job that changes while it pages.
+        """
+        if self.watermark is None:
+            return None
+        return {
+            "LastModifiedTimeAfter": self.watermark - self.tuning.margin,
+            "SortBy": "CreationTime",
+            "SortOrder": "Ascending",
+            "MaxResults": self.tuning.page_size,
+        }
+
+    def changed(self, summaries: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The followed jobs whose summary differs from what was seen; moves the watermark.
+
+        :param summaries: every ``TrainingJobSummary`` of one List walk.
+        """
+        names: list[str] = []
+        for summary in summaries:
+            self._advance(summary.get("LastModifiedTime"))
+            name = str(summary.get("TrainingJobName"))
+            if name in self._watched and Seen.of(summary) != self.seen.get(name):
+                names.append(name)
+        return names
+
+    def described(self, describe: Mapping[str, Any]) -> None:
+        """Note a job's description (what it looks like now); moves the watermark.
+
+        :param describe: a ``DescribeTrainingJob`` response.
+        """
+        name = str(describe.get("TrainingJobName"))
+        if name in self._watched:
+            self.seen[name] = Seen.of(describe)
+        self._advance(describe.get("LastModifiedTime"))
+
+    def _advance(self, modified: Any) -> None:
+        if isinstance(modified, datetime) and (self.watermark is None or modified > self.watermark):
+            self.watermark = modified
+
+    def sweep(self) -> list[str]:
+        """The jobs the slow sweep describes this poll interval (round robin).
+
+        Each job once per ``sweep_every`` intervals, ``sweep_per_interval`` at most per interval.
+        """
+        per_interval = len(self._sweep) / self.tuning.sweep_every
+        self._credit = min(self._credit + per_interval, float(self.tuning.sweep_per_interval))
+        count = min(int(self._credit), len(self._sweep))
+        self._credit -= count
+        names = []
+        for _ in range(count):
+            names.append(self._sweep[0])
+            self._sweep.rotate(-1)
+        return names
+
+
+class LogScan:
+    """How far a ``DescribeLogStreams`` scan of the training jobs' group pages.
+
+    The streams come newest last event first; a scan stops at the first stream older than the
+    newest one the previous scan saw (minus a margin), so that an idle cycle costs one page. The
+    first scan reads one page: a stream that is quiet then is read when it moves again, when its
+    job is swept, or when its job ends.
+
+    :param tuning: the margin and the page cap.
+    """
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.tuning = tuning
+        self.newest: int | None = None
+        self._seen: int | None = None
+
+    @staticmethod
+    def args() -> dict[str, Any]:
+        """The first page's arguments."""
+        return {
+            "logGroupName": LOG_GROUP,
+            "orderBy": "LastEventTime",
+            "descending": True,
+            "limit": 50,
+        }
+
+    def take(
+        self,
+        page: Mapping[str, Any],
+        pages: int,
+        wanted: Callable[[str], bool],
+        found: dict[str, int | None],
+    ) -> bool:
+        """Take a page's wanted streams into ``found``; whether to read the next page.
+
+        :param page: the response.
+        :param pages: pages read so far, this one included.
+        :param wanted: whether a stream is of a job followed with its log.
+        :param found: stream -> its last event time, filled in.
+        """
+        floor = None if self.newest is None else self.newest - self.tuning.log_margin_ms
+        for stream in page.get("logStreams", []):
+            last = stream.get("lastEventTimestamp")
+            if last is None or (floor is not None and last < floor):
+                return False  # older than what is known: the rest of the group is older still
+            self._seen = last if self._seen is None else max(self._seen, last)
+            if wanted(str(stream["logStreamName"])):
+                found[str(stream["logStreamName"])] = int(last)
+        more = floor is not None and pages < self.tuning.log_scan_pages
+        return more and bool(page.get("nextToken"))
+
+    def done(self) -> None:
+        """The scan completed: the next one stops below the newest stream it saw."""
+        if self._seen is not None:
+            self.newest = self._seen if self.newest is None else max(self.newest, self._seen)

@@ -1,0 +1,133 @@
+"""Saving the positions of an event loop's triggers: batched, off the loop, in order.
+
+Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
+``asyncio.to_thread`` call saves every position handed over since (Airflow Variables,
+:mod:`airflow_spot_provider.position_store`), so a cycle of the watch that moved 1,000 jobs costs
+one thread hop, not 1,000. A position whose transitions moved is saved with the next batch; one
+whose only change is its log marks waits up to ``LOG_MARK_SAVE_SECONDS`` (relayed lines move every
+cycle: saving each would be a Variable write per job and cycle). A trigger that leaves without
+firing (the triggerer stops: its task is cancelled) has its position saved at once
+(:meth:`PositionSaver.hurry`), and a loop that shuts down still saves what it was handed; only a
+killed process loses the log marks of its last ``LOG_MARK_SAVE_SECONDS``, whose lines the next
+triggerer then relays again.
+
+A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, with the next
+batch too: it fires at once instead of waiting for a thread, and the batch deletes after any save
+of that job (batches run one after the other; a batch saves, then deletes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+
+from airflow_spot_provider import position_store
+from airflow_spot_provider.position import Position
+
+# Seconds between a position handed over and the batch's save: the triggers woken by one cycle of
+# the watch all log and hand over within it.
+SAVE_DELAY = 0.2
+# The longest a position whose only change is its log marks waits to be saved.
+LOG_MARK_SAVE_SECONDS = 30.0
+
+
+def save_all(positions: list[Position], deleted: list[str]) -> None:
+    """Save positions, then delete the positions of other jobs (blocking: run in a thread).
+
+    :param positions: the positions to save.
+    :param deleted: the jobs whose position to delete.
+    """
+    for position in positions:
+        position_store.save_position(position)
+    for job_name in deleted:
+        position_store.delete_position(job_name)
+
+
+class PositionSaver:
+    """The positions waiting to be saved on one event loop, and the task that saves them."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Position] = {}
+        self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
+        self._deleted: set[str] = set()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def keep(self, position: Position, *, urgent: bool = True) -> None:
+        """Save a position with a coming batch (replacing one of the same job still waiting).
+
+        :param position: the position.
+        :param urgent: with the next batch (its transitions moved); else within
+            ``LOG_MARK_SAVE_SECONDS`` (only its log marks moved).
+        """
+        job = position.job_name
+        self._deleted.discard(job)  # a new position of the job outdates its deletion
+        if urgent or job in self._pending:
+            self._lazy.pop(job, None)
+            self._pending[job] = position
+            self._kick.set()
+        else:
+            since = self._lazy.get(job, (time.monotonic(), position))[0]
+            self._lazy[job] = (since, position)
+        self._start()
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            # A context of its own: what it logs is not any one trigger's.
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
+
+    def hurry(self, job_name: str) -> None:
+        """Save a job's waiting position with the next batch (its trigger is leaving).
+
+        :param job_name: the job.
+        """
+        waiting = self._lazy.pop(job_name, None)
+        if waiting is not None:
+            self.keep(waiting[1])
+
+    async def _run(self) -> None:
+        try:
+            while self._pending or self._deleted or self._lazy:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self._wait())
+                if self._pending or self._deleted:
+                    await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
+                now = time.monotonic()
+                for job, (since, position) in list(self._lazy.items()):
+                    if now - since >= LOG_MARK_SAVE_SECONDS:
+                        self._pending[job] = position
+                        del self._lazy[job]
+                await self._save_pending()
+        except asyncio.CancelledError:  # the loop shuts down: every position handed over is saved
+            self._pending.update({job: p for job, (_, p) in self._lazy.items()})
+            self._lazy.clear()
+            await self._save_pending()
+            raise
+
+    def _wait(self) -> float:
+        if self._pending or self._deleted:
+            return 0.0
+        oldest = min(since for since, _ in self._lazy.values())
+        return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
+
+    async def _save_pending(self) -> None:
+        if not (self._pending or self._deleted):
+            return
+        batch, self._pending = list(self._pending.values()), {}
+        deleted, self._deleted = sorted(self._deleted), set()
+        await asyncio.to_thread(save_all, batch, deleted)
+
+    def forget(self, job_name: str) -> None:
+        """Delete a job's saved position with the next batch, after any save of it.
+
+        :param job_name: the job.
+        """
+        self._pending.pop(job_name, None)
+        self._lazy.pop(job_name, None)
+        self._deleted.add(job_name)
+        self._kick.set()
+        self._start()

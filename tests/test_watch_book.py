@@ -1,0 +1,104 @@
+"""The shared watch's pure bookkeeping: what changed, the watermark, the sweep, the log scan."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from airflow_spot_provider.watch.book import Book, LogScan, Tuning
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def summary(name: str, second: float, secondary: str = "Training") -> dict[str, Any]:
+    return {
+        "TrainingJobName": name,
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": secondary,
+        "LastModifiedTime": T0 + timedelta(seconds=second),
+    }
+
+
+def test_only_watched_jobs_that_differ_from_what_was_seen_are_described() -> None:
+    book = Book(Tuning())
+    assert book.list_args() is None  # nothing seen: no watermark to list from
+    for name in ("a", "b"):
+        book.watch(name)
+    book.described(summary("a", 1))
+    assert book.watermark == T0 + timedelta(seconds=1)
+    changed = book.changed([summary("a", 1), summary("b", 2), summary("other", 9)])
+    assert changed == ["b"]  # "a" is as seen; "other" is nobody's
+    assert book.watermark == T0 + timedelta(seconds=9)  # what the service returned, any job
+    book.described(summary("b", 2))
+    assert book.changed([summary("b", 2)]) == []
+    assert book.changed([summary("b", 2, "Uploading")]) == ["b"]  # same time, new status
+
+
+def test_the_list_starts_a_margin_before_the_watermark() -> None:
+    book = Book(Tuning(margin=timedelta(seconds=30)))
+    book.watch("a")
+    book.described(summary("a", 100))
+    args = book.list_args()
+    assert args is not None
+    # LastModifiedTimeAfter is strict: a job changed at the watermark itself is still listed.
+    assert args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=70)
+    assert (args["SortBy"], args["MaxResults"]) == ("CreationTime", 100)
+    book.changed([summary("a", 50)])  # an older time never moves the watermark back
+    assert book.watermark == T0 + timedelta(seconds=100)
+
+
+def test_the_sweep_describes_each_job_once_per_sweep_every_intervals() -> None:
+    book = Book(Tuning(sweep_every=10, sweep_per_interval=3))
+    for index in range(5):
+        book.watch(f"j{index}")
+    swept = Counter(name for _ in range(20) for name in book.sweep())
+    assert swept == Counter({f"j{i}": 2 for i in range(5)})  # each twice in 20 intervals
+    book.unwatch("j0")
+    assert "j0" not in {name for _ in range(20) for name in book.sweep()}
+
+
+def test_the_sweep_spends_a_bounded_number_of_describes_per_interval() -> None:
+    book = Book(Tuning(sweep_every=10, sweep_per_interval=3))
+    for index in range(1000):
+        book.watch(f"j{index:04d}")
+    per_interval = [len(book.sweep()) for _ in range(50)]
+    assert max(per_interval) == 3 and min(per_interval) == 3
+    assert not Book(Tuning(sweep_per_interval=0)).sweep()
+
+
+def stream(name: str, last: int | None) -> dict[str, Any]:
+    return {"logStreamName": name} | ({} if last is None else {"lastEventTimestamp": last})
+
+
+def test_the_log_scan_reads_one_page_first_then_down_to_what_it_saw() -> None:
+    scan = LogScan(Tuning(log_margin_ms=10))
+    found: dict[str, int | None] = {}
+    page = {"logStreams": [stream("a/1", 500), stream("x/1", 400)], "nextToken": "n"}
+    assert scan.take(page, 1, lambda s: s.startswith("a/"), found) is False  # first: one page
+    scan.done()
+    assert found == {"a/1": 500} and scan.newest == 500
+    found.clear()
+    page = {"logStreams": [stream("a/1", 700), stream("x/1", 495)], "nextToken": "n"}
+    assert scan.take(page, 1, lambda s: True, found) is True  # all newer than 490: go on
+    page = {"logStreams": [stream("b/1", 491), stream("c/1", 480), stream("d/1", 999)]}
+    assert scan.take(page, 2, lambda s: True, found) is False
+    assert found == {"a/1": 700, "x/1": 495, "b/1": 491}  # stopped at the first older one
+    assert scan.take({"logStreams": [stream("e/1", None)]}, 1, lambda s: True, {}) is False
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lists_per_interval": 0},
+        {"page_size": 101},
+        {"sweep_per_interval": -1},
+        {"margin": timedelta(seconds=-1)},
+        {"concurrency": 0},
+    ],
+)
+def test_bad_tuning_is_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Tuning(**kwargs)
