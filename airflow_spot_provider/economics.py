@@ -3,16 +3,23 @@
 Young (1974) and Daly (2006): with a checkpoint cost C (seconds to write one) and a mean time
 between interruptions M, the interval between checkpoints that minimises the time lost is about
 ``sqrt(2 C M)``; the work lost per interruption is then about half an interval plus the restart.
+
+C is measured where the chain shows it (:func:`measured_checkpoint_cost`: from the SIGTERM of an
+attempt's last run to the newest checkpoint object in S3, read when the follower lists the
+prefix before a resubmission), else it is the user's figure, else
+:data:`DEFAULT_CHECKPOINT_COST_SECONDS` (:func:`checkpoint_cost`); the advice says which.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
 
 from airflow_spot_provider.deadline import training_segments
-from airflow_spot_provider.lifecycle import SpotJobReport
+from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, SpotJobReport
+from airflow_spot_provider.progress import CheckpointObject
 from airflow_spot_provider.retry import (
     CreateAttempt,
     GiveUp,
@@ -23,12 +30,74 @@ from airflow_spot_provider.retry import (
 from airflow_spot_provider.summary import summarize_attempts
 
 __all__ = [
+    "DEFAULT_CHECKPOINT_COST_SECONDS",
     "checkpoint_advice",
+    "checkpoint_cost",
     "decision_entry",
     "expected_work_lost_seconds",
+    "measured_checkpoint_cost",
     "summarize_with_advice",
     "young_daly_interval_seconds",
 ]
+
+
+# Seconds to write one checkpoint when neither a measurement nor the user's figure is there:
+# SageMaker gives a stopped or interrupted job up to 120 s after SIGTERM; half of it is taken as
+# a typical save and upload.
+DEFAULT_CHECKPOINT_COST_SECONDS: Final = 60.0
+# The last sync of a run comes within SageMaker's 120 s between SIGTERM and the end of the
+# instances; later objects are not that run's (a slow final upload is given as much again).
+_SIGTERM_WINDOW_SECONDS: Final = 240.0
+# The transitions that begin with SIGTERM to the training process: a stop and an interruption.
+_SIGTERM_STARTS: Final = frozenset({SecondaryStatus.STOPPING, SecondaryStatus.INTERRUPTED})
+
+
+def _sigterm_moment(report: SpotJobReport) -> datetime | None:
+    """When the attempt's last run was told to stop: the start of the Stopping or Interrupted
+    transition right after its last billable phase; None if the run did not end that way."""
+    transitions = report.transitions
+    billable = [i for i, t in enumerate(transitions) if t.status in BILLABLE_SECONDARY]
+    if not billable or billable[-1] + 1 >= len(transitions):
+        return None
+    after = transitions[billable[-1] + 1]
+    return after.start if after.status in _SIGTERM_STARTS else None
+
+
+def measured_checkpoint_cost(
+    report: SpotJobReport, objects: Sequence[CheckpointObject]
+) -> float | None:
+    """Seconds from the SIGTERM of the attempt's last run to its last checkpoint sync, or None.
+
+    The newest object under the checkpoint prefix, listed after the attempt ended and before the
+    next one exists, was written by that run's last sync if it is younger than the SIGTERM: the
+    start of the ``Stopping`` (StopTrainingJob, MaxWait, MaxRuntime) or ``Interrupted``
+    transition right after the run's last billable phase. No such run, no object written after
+    it: no measurement. (S3's ``LastModified`` has a one-second resolution on AWS.)
+
+    :param report: the ended attempt.
+    :param objects: the checkpoint prefix's objects.
+    """
+    sigterm = _sigterm_moment(report)
+    if sigterm is None or not objects:
+        return None
+    newest = max(o.last_modified for o in objects)
+    seconds = (newest - sigterm).total_seconds()
+    return seconds if 0 < seconds <= _SIGTERM_WINDOW_SECONDS else None
+
+
+def checkpoint_cost(measured: Mapping[str, float], given: float | None) -> tuple[float, str]:
+    """The checkpoint cost for the advice, and where it comes from.
+
+    :param measured: attempt -> seconds measured (:func:`measured_checkpoint_cost`).
+    :param given: the user's figure (``SpotRetryPolicy.checkpoint_cost_seconds``), or None.
+    :returns: the mean of the measurements (``measured``), else the user's figure (``given``),
+        else :data:`DEFAULT_CHECKPOINT_COST_SECONDS` (``default``).
+    """
+    if measured:
+        return sum(measured.values()) / len(measured), "measured"
+    if given is not None:
+        return float(given), "given"
+    return DEFAULT_CHECKPOINT_COST_SECONDS, "default"
 
 
 def young_daly_interval_seconds(checkpoint_cost_seconds: float, mtbi_seconds: float) -> float:
@@ -75,6 +144,8 @@ def checkpoint_advice(
     checkpoint_cost_seconds: float,
     checkpoint_interval_seconds: float | None = None,
     restart_overhead_seconds: float = 300.0,
+    checkpoint_cost_source: str = "given",
+    measured: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``advice`` block for a chain's summary (plain JSON, for the log and XCom).
 
@@ -88,12 +159,17 @@ def checkpoint_advice(
     :param checkpoint_cost_seconds: seconds to write one checkpoint.
     :param checkpoint_interval_seconds: the interval in use, if known (for the work-lost figure).
     :param restart_overhead_seconds: seconds a restart spends before it trains again.
+    :param checkpoint_cost_source: where the cost comes from: ``measured``, ``given`` (the
+        user's figure) or ``default`` (:func:`checkpoint_cost`).
+    :param measured: attempt -> seconds measured, shown beside the cost.
     """
     held, interruptions = _running_seconds(history)
     advice: dict[str, Any] = {
         "interruptions": interruptions,
         "running_seconds": round(held, 1),
-        "checkpoint_cost_seconds": checkpoint_cost_seconds,
+        "checkpoint_cost_seconds": round(checkpoint_cost_seconds, 3),
+        "checkpoint_cost_source": checkpoint_cost_source,
+        "checkpoint_cost_measured": {k: round(v, 3) for k, v in (measured or {}).items()},
         "mean_seconds_between_interruptions": None,
         "young_daly_interval_seconds": None,
         "expected_work_lost_seconds_per_interruption": None,
@@ -112,7 +188,8 @@ def checkpoint_advice(
         ),
         "advice": (
             f"{interruptions} interruption(s) in {held / 3600:.2f} h on instances (one per"
-            f" {mtbi / 3600:.2f} h); with {checkpoint_cost_seconds:.0f} s per checkpoint,"
+            f" {mtbi / 3600:.2f} h); with {checkpoint_cost_seconds:.0f} s per checkpoint"
+            f" ({checkpoint_cost_source}),"
             f" checkpoint every {best / 60:.0f} min (Young/Daly sqrt(2CM))"
         ),
     }

@@ -136,6 +136,8 @@ class ChainState:
     :param switched: the jobs the task stopped to switch to on-demand (not a user's stop).
     :param decisions: the policy's decisions acted on, as JSON, oldest first (for the summary).
     :param findings: the progress findings, as JSON, oldest first (for the summary).
+    :param checkpoint_costs: job -> seconds from SIGTERM to its last checkpoint sync, measured
+        when the prefix was listed after it ended (for the summary's advice).
     """
 
     positions: dict[str, Position] = field(default_factory=dict)
@@ -145,6 +147,7 @@ class ChainState:
     switched: list[str] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_costs: dict[str, float] = field(default_factory=dict)
 
     def position(self, job_name: str) -> Position:
         """The job's position (the start if none).
@@ -163,6 +166,7 @@ class ChainState:
             "switched": list(self.switched),
             "decisions": json_safe(self.decisions),
             "findings": json_safe(self.findings),
+            "checkpoint_costs": dict(self.checkpoint_costs),
         }
 
     @classmethod
@@ -183,6 +187,9 @@ class ChainState:
             switched=[str(n) for n in data.get("switched") or ()],
             decisions=[dict(d) for d in data.get("decisions") or ()],
             findings=[dict(f) for f in data.get("findings") or ()],
+            checkpoint_costs={
+                str(k): float(v) for k, v in (data.get("checkpoint_costs") or {}).items()
+            },
         )
 
 

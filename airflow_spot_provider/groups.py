@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from airflow.sdk import TaskGroup, XComArg, task
@@ -34,6 +34,7 @@ def spot_training_group(
     max_wait: int | str | timedelta | None = None,
     job_name: str | None = None,
     spot_retry_policy: SpotRetryPolicy | None = None,
+    deadline: datetime | str | None = None,
     deferrable: bool | None = None,
     poll_interval: float = 30.0,
     mode: str = "poke",
@@ -53,7 +54,10 @@ def spot_training_group(
     :param max_run: ``MaxRuntimeInSeconds``.
     :param max_wait: ``MaxWaitTimeInSeconds``.
     :param job_name: readable base of the job names.
-    :param spot_retry_policy: the sensor's resubmission policy.
+    :param spot_retry_policy: the sensor's resubmission policy (and the launch's first-attempt
+        decision).
+    :param deadline: the model is due by then (templated; see the operator's ``deadline``),
+        given to the launch and the sensor.
     :param deferrable: wait in the triggerer (None: ``[operators] default_deferrable``).
     :param poll_interval: seconds between two checks.
     :param mode: the sensor's mode when not deferrable (``poke`` or ``reschedule``).
@@ -72,6 +76,7 @@ def spot_training_group(
             max_wait=max_wait,
             job_name=job_name,
             spot_retry_policy=spot_retry_policy,
+            deadline=deadline,
             wait_for_completion=False,
             aws_conn_id=aws_conn_id,
             region_name=region_name,
@@ -80,6 +85,7 @@ def spot_training_group(
             task_id="wait",
             job_name=cast(Any, XComArg(launch, key="job_name")),
             spot_retry_policy=spot_retry_policy,
+            deadline=deadline,
             poll_interval=poll_interval,
             poke_interval=poll_interval,
             mode=mode,

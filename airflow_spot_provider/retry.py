@@ -341,8 +341,10 @@ class SpotRetryPolicy:
     :param deadline_aware: choose spot or on-demand from the deadline: stay on spot while the
         time left covers the work left at on-demand speed plus ``restart_overhead_seconds``,
         ``deadline_margin_seconds`` and what one more interruption would cost (a restart and a
-        checkpoint interval); switch to on-demand (and stay) when it no longer does. Needs
-        ``deadline``.
+        checkpoint interval); switch to on-demand (and stay) when it no longer does. Needs a
+        deadline: the policy's, or the operator's or sensor's ``deadline`` argument (which
+        refuses a deadline-aware policy left without one); without any it decides as if not
+        deadline-aware.
     :param expected_training_seconds: training seconds of the whole job uninterrupted (what
         TrainingTimeInSeconds shows after one clean run); None: learnt from the progress the
         script reports, else MaxRuntimeInSeconds stands in (an upper bound).
@@ -350,6 +352,9 @@ class SpotRetryPolicy:
         download, checkpoint load).
     :param checkpoint_interval_seconds: training seconds between two checkpoints; an
         interruption is assumed to lose what was trained since the last one.
+    :param checkpoint_cost_seconds: seconds one checkpoint takes to write and sync, for the
+        summary's checkpoint advice (Young/Daly); a cost measured on the chain (SIGTERM to the
+        last checkpoint sync) takes precedence; None: 60 s when nothing is measured.
     :param deadline_margin_seconds: extra seconds kept before the deadline for polling, stopping
         the spot job and the unexpected.
     :param require_checkpoint_progress: before a resubmission whose checkpoint prefix holds no
@@ -372,6 +377,7 @@ class SpotRetryPolicy:
     expected_training_seconds: float | None = None
     restart_overhead_seconds: float = 300.0
     checkpoint_interval_seconds: float = 1800.0
+    checkpoint_cost_seconds: float | None = None
     deadline_margin_seconds: float = 900.0
     require_checkpoint_progress: str = "resubmit"
 
@@ -391,7 +397,7 @@ class SpotRetryPolicy:
         normal["retry_on"] = _outcomes(p, self.retry_on)
         normal["instance_type_fallbacks"] = _fallbacks(p, self.instance_type_fallbacks)
         normal["deadline"] = _deadline(p, self.deadline)
-        normal.update(validate_deadline_options(self.__dict__, normal["deadline"], p))
+        normal.update(validate_deadline_options(self.__dict__, p))
         for name in ("on_demand_fallback", "allow_without_checkpoints"):
             normal[name] = _flag(p, "SpotRetryPolicy", name, getattr(self, name))
         requirement = self.require_checkpoint_progress

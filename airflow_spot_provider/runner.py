@@ -17,7 +17,12 @@ from typing import Any, NoReturn, Protocol
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.attempts import attempts_in, chain_filter
-from airflow_spot_provider.economics import checkpoint_advice, decision_entry
+from airflow_spot_provider.economics import (
+    checkpoint_advice,
+    checkpoint_cost,
+    decision_entry,
+    measured_checkpoint_cost,
+)
 from airflow_spot_provider.events import (
     ChainState,
     ChainSummary,
@@ -56,10 +61,6 @@ from airflow_spot_provider.progress import (
 from airflow_spot_provider.request import validate_training_request
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.summary import format_summary_table, summarize_attempts
-
-# Seconds to write one checkpoint, for the summary's Young/Daly advice: SageMaker gives a stopped
-# or interrupted job up to 120 s after SIGTERM; half of it is taken as a typical save and upload.
-CHECKPOINT_COST_SECONDS = 60.0
 
 
 class Mode(Protocol):
@@ -185,6 +186,7 @@ class ChainRunner:
             # No s3:ListBucket, a bucket in another account: the resubmission goes on unchecked.
             self.log.warning("Progress checks skipped: listing %s failed: %s", uri, error)
             return []
+        self._measure(last, objects)
         found = attempt_findings(
             objects, reports, self._requested_spot(reports), self.policy.checkpoint_interval_seconds
         )
@@ -193,6 +195,23 @@ class ChainRunner:
             found.insert(0, empty)
         self._note(found)
         return found
+
+    def _measure(self, report: SpotJobReport, objects: Sequence[CheckpointObject]) -> None:
+        """Keep (and log once) the checkpoint cost the ended attempt shows, if it shows one.
+
+        :param report: the ended attempt.
+        :param objects: its checkpoint prefix's objects, listed now.
+        """
+        if report.job_name in self.state.checkpoint_costs:
+            return
+        cost = measured_checkpoint_cost(report, objects)
+        if cost is not None:
+            self.state.checkpoint_costs[report.job_name] = round(cost, 3)
+            self.log.info(
+                "Checkpoint cost measured on %s: %.1f s from SIGTERM to its last checkpoint sync.",
+                report.job_name,
+                cost,
+            )
 
     def _requested_spot(self, reports: Sequence[SpotJobReport]) -> list[bool]:
         """Whether each attempt was asked to run on spot: as the user's request asked."""
@@ -285,11 +304,16 @@ class ChainRunner:
             ]
         )
         result = ChainSummary.of(self.first_name, action.reports).to_json()
+        cost, source = checkpoint_cost(
+            self.state.checkpoint_costs, self.policy.checkpoint_cost_seconds
+        )
         result["advice"] = checkpoint_advice(
             action.reports,
-            checkpoint_cost_seconds=CHECKPOINT_COST_SECONDS,
+            checkpoint_cost_seconds=cost,
             checkpoint_interval_seconds=self.policy.checkpoint_interval_seconds,
             restart_overhead_seconds=self.policy.restart_overhead_seconds,
+            checkpoint_cost_source=source,
+            measured=self.state.checkpoint_costs,
         )
         result["decisions"] = list(self.state.decisions)
         result["findings"] = list(self.state.findings)

@@ -11,13 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_spot_provider.economics import (
+    DEFAULT_CHECKPOINT_COST_SECONDS,
     checkpoint_advice,
+    checkpoint_cost,
     decision_entry,
     expected_work_lost_seconds,
+    measured_checkpoint_cost,
     summarize_with_advice,
     young_daly_interval_seconds,
 )
+from airflow_spot_provider.exceptions import SpotRequestValidationError
 from airflow_spot_provider.lifecycle import SecondaryStatus
+from airflow_spot_provider.progress import CheckpointObject
 from airflow_spot_provider.retry import RETRYABLE_OUTCOMES, SpotRetryPolicy, SwitchToOnDemand
 from airflow_spot_provider.summary import summarize_attempts
 from tests.spot_reports import T0, job
@@ -126,3 +131,72 @@ def test_summary_with_advice_and_decisions_is_plain_json() -> None:
         "on_demand": True,
         "reason": "",
     }
+
+
+# --- the checkpoint cost ----------------------------------------------------------------------
+
+STOPPED_IN_TRAINING = job(
+    "stopped",
+    [
+        (S.STARTING, 0),
+        (S.DOWNLOADING, 60),
+        (S.TRAINING, 120),
+        (S.STOPPING, 1000),
+        (S.STOPPED, 1100),
+    ],
+    status="Stopped",
+    ended=1100,
+)
+INTERRUPTED_THEN_WAITING = job(
+    "interrupted",
+    [
+        (S.STARTING, 0),
+        (S.TRAINING, 120),
+        (S.INTERRUPTED, 1000),
+        (S.STARTING, 1010),
+        (S.STOPPING, 5000),
+        (S.MAX_WAIT_TIME_EXCEEDED, 5010),
+    ],
+    status="Stopped",
+    ended=5010,
+)
+
+
+def objects(*seconds: float) -> list[CheckpointObject]:
+    return [
+        CheckpointObject(f"ckpt-{i}", 10, T0 + timedelta(seconds=s)) for i, s in enumerate(seconds)
+    ]
+
+
+def test_the_cost_runs_from_sigterm_to_the_newest_checkpoint_object() -> None:
+    # SIGTERM comes with Stopping (a stop) or Interrupted right after the last billable phase.
+    assert measured_checkpoint_cost(STOPPED_IN_TRAINING, objects(500, 1042.5)) == 42.5
+    assert measured_checkpoint_cost(INTERRUPTED_THEN_WAITING, objects(900, 1007)) == 7.0
+    # The newest object older than the SIGTERM (the last sync came before it; the backend's
+    # Interrupted begins after the notice), later than SIGKILL could allow, or none: no figure.
+    assert measured_checkpoint_cost(STOPPED_IN_TRAINING, objects(990)) is None
+    assert measured_checkpoint_cost(STOPPED_IN_TRAINING, objects(1000 + 241)) is None
+    assert measured_checkpoint_cost(STOPPED_IN_TRAINING, []) is None
+    # A run that never held instances, or ended on its own, has no SIGTERM to measure from.
+    never = job("never", [(S.STARTING, 0), (S.STOPPING, 50), (S.STOPPED, 60)], status="Stopped")
+    assert measured_checkpoint_cost(never, objects(55)) is None
+    failed = job("failed", [(S.STARTING, 0), (S.TRAINING, 10), (S.FAILED, 50)], status="Failed")
+    assert measured_checkpoint_cost(failed, objects(55)) is None
+
+
+def test_measured_cost_beats_the_users_figure_which_beats_the_default() -> None:
+    assert checkpoint_cost({"a1": 40.0, "a2": 50.0}, 10.0) == (45.0, "measured")
+    assert checkpoint_cost({}, 10.0) == (10.0, "given")
+    assert checkpoint_cost({}, None) == (DEFAULT_CHECKPOINT_COST_SECONDS, "default")
+    advice = checkpoint_advice(
+        [INTERRUPTED_THEN_WAITING],
+        checkpoint_cost_seconds=7.0,
+        checkpoint_cost_source="measured",
+        measured={"interrupted": 7.0},
+    )
+    assert advice["checkpoint_cost_source"] == "measured"
+    assert advice["checkpoint_cost_measured"] == {"interrupted": 7.0}
+    assert "with 7 s per checkpoint (measured)" in advice["advice"]
+    assert SpotRetryPolicy(checkpoint_cost_seconds=12).checkpoint_cost_seconds == 12.0
+    with pytest.raises(SpotRequestValidationError, match="checkpoint_cost_seconds=0"):
+        SpotRetryPolicy(checkpoint_cost_seconds=0)

@@ -58,6 +58,7 @@ def test_chain_state_round_trip_with_a_pending_submission() -> None:
             "j-a2", 2, {"TrainingJobName": "j-a2"}, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
         ),
         latest="j-a1",
+        checkpoint_costs={"j-a1": 1.25},
     )
     again = ChainState.from_json(through_json(state.to_json()))
     assert again == state

@@ -700,6 +700,7 @@ def test_to_json_is_plain_and_round_trips() -> None:
         "expected_training_seconds": None,
         "restart_overhead_seconds": 300.0,
         "checkpoint_interval_seconds": 1800.0,
+        "checkpoint_cost_seconds": None,
         "deadline_margin_seconds": 900.0,
         "require_checkpoint_progress": "resubmit",
     }

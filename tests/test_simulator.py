@@ -200,6 +200,7 @@ def test_cli_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
         "p95_hours": (float, type(None)),
         "interruptions_per_job": float,
         "work_lost_hours_per_job": float,
+        "on_demand_hours_per_job": float,
     }
     for row in rows:
         assert set(row) == set(types)
@@ -271,9 +272,19 @@ def test_export_as_a_backend_scenario(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [(e.job, e.attempt) for e in interrupts] == [
         (f"*-a{attempt}", start) for attempt, start, _ in result.interrupted_runs
     ]
+    # The windows go on past the switch: the backend's no_capacity takes spot capacity only.
     switch = next((d.seconds for d in result.decisions if d.on_demand), math.inf)
     windows = [e for e in events if isinstance(e, NoCapacity)]
-    assert windows and all(w.until is not None and w.until <= switch * 0.01 for w in windows)
+    assert windows and all(w.until is not None and not w.on_demand for w in windows)
+    assert any(w.until > switch * 0.01 for w in windows)  # type: ignore[operator]
     for window in windows:  # the windows are the market's gaps, scaled
         middle = (window.start + window.until) / 2 / 0.01  # type: ignore[operator]
         assert not capacity.available(middle)
+
+
+def test_help_names_the_bands(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse formats help with %: a band's "%" once broke --help.
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    assert "<5%, 5-10%" in capsys.readouterr().out

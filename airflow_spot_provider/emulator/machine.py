@@ -425,7 +425,7 @@ class Machine:
         :param rt: its runtime (``ready_at`` is pushed back while there is no capacity).
         :param now: epoch seconds.
         """
-        if self.market.capacity_available(job.instance_type, now):
+        if self.market.capacity_available(job.instance_type, now, spot=job.spot):
             return now >= rt.ready_at
         # Launching takes its time again once capacity is back.
         rt.ready_at = max(rt.ready_at, now + self.config.durations.starting_seconds)

@@ -110,16 +110,20 @@ class SpotMarket:
         """The live overrides in force."""
         return dict(self._capacity_override)
 
-    def capacity_available(self, instance_type: str, now: float) -> bool:
+    def capacity_available(self, instance_type: str, now: float, *, spot: bool = True) -> bool:
         """Whether instances of this type can be had now (before the random per-job delay).
+
+        The admin override takes both pools away (or gives them back); a scenario's
+        ``no_capacity`` window takes only spot's unless it says ``on_demand``.
 
         :param instance_type: e.g. ``ml.m5.large``.
         :param now: epoch seconds.
+        :param spot: asked for a spot job (else for an on-demand one).
         """
         forced = self._capacity_override.get(instance_type)
         if forced is not None:
             return forced
-        return not self.scenario.no_capacity(instance_type, now)
+        return not self.scenario.no_capacity(instance_type, now, spot=spot)
 
     def plan(self, job: str, attempt: int, instance_type: str) -> AttemptPlan:
         """The random model's draw for one attempt (memoised; the same for the same seed).

@@ -46,14 +46,16 @@ class Phases:
         }
 
     def _starting(self, job: Job, rt: Runtime, now: float) -> None:
-        if not job.spot and not self.m.market.capacity_available(job.instance_type, now):
+        if not job.spot and not self.m.market.capacity_available(
+            job.instance_type, now, spot=False
+        ):
             if now - job.state.phase_since >= self.m.config.durations.starting_seconds:
                 self.m.fail(job, rt, CAPACITY_ERROR, now)
             return
         if self.m.has_capacity(job, rt, now):
             self._begin_downloading(job, rt, now)
         elif not rt.capacity_wait_shown and not self.m.market.capacity_available(
-            job.instance_type, now
+            job.instance_type, now, spot=job.spot
         ):
             rt.capacity_wait_shown = True
             # A message on the current Starting, not a transition.

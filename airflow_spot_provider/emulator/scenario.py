@@ -5,6 +5,7 @@ A scenario is a list of events, each a one-key object (JSON, YAML, or a Python d
     {"events": [
       {"interrupt":   {"job": "train-*", "at_training_second": 2.0, "attempt": 1}},
       {"no_capacity": {"instance_type": "ml.p3.*", "from": 0, "until": 30}},
+      {"no_capacity": {"instance_type": "ml.p4d.*", "on_demand": true}},
       {"fail_start":  {"job": "train-7", "start": 1}},
       {"throttle":    {"operation": "DescribeTrainingJob", "rate": 5}},
       {"throttle":    {"operation": "ListTrainingJobs", "count": 3}}
@@ -13,9 +14,11 @@ A scenario is a list of events, each a one-key object (JSON, YAML, or a Python d
 - ``interrupt``: interrupt each job whose name matches the glob once its current attempt has
   trained ``at_training_second`` seconds; in attempt ``attempt`` only if given, else in the first
   attempt that gets there. Each event fires once per job.
-- ``no_capacity``: no capacity for the matching instance types between ``from`` and ``until``
-  seconds after the scenario was loaded (emulator start for ``--scenario``); ``until`` null or
-  absent means for ever.
+- ``no_capacity``: no spot capacity for the matching instance types between ``from`` and
+  ``until`` seconds after the scenario was loaded (emulator start for ``--scenario``); ``until``
+  null or absent means for ever. On AWS on-demand capacity is a pool of its own: an on-demand
+  job is refused (``CapacityError``) only when the event says ``"on_demand": true`` (default
+  false), which takes both pools away.
 - ``fail_start``: an internal error on the ``start``-th time the job gets instances (1-based),
   which ``RetryStrategy`` may retry.
 - ``throttle``: ``rate`` requests per second for the operation from now on, or ``count``: the next
@@ -49,11 +52,18 @@ class InterruptAt:
 
 @dataclass(frozen=True)
 class NoCapacity:
-    """No capacity for matching instance types in a window of epoch seconds."""
+    """No spot capacity for matching instance types in a window of epoch seconds.
+
+    :param instance_type: glob of the instance types.
+    :param start: epoch seconds the window opens.
+    :param until: epoch seconds it closes; None: never.
+    :param on_demand: on-demand capacity goes too (else only spot's).
+    """
 
     instance_type: str
     start: float
     until: float | None
+    on_demand: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,10 +120,14 @@ def _parse_one(where: str, kind: str, body: Mapping[str, Any], loaded_at: float)
         until = None if body.get("until") is None else _number(where, body, "until")
         if until is not None and until < start:
             raise ScenarioError(f"{where}: 'until' ({until}) is before 'from' ({start})")
+        on_demand = body.get("on_demand", False)
+        if not isinstance(on_demand, bool):
+            raise ScenarioError(f"{where}: 'on_demand' must be true or false, got {on_demand!r}")
         return NoCapacity(
             _glob(where, body, "instance_type"),
             loaded_at + start,
             None if until is None else loaded_at + until,
+            on_demand,
         )
     if kind == "fail_start":
         return FailStart(_glob(where, body, "job"), _integer(where, body, "start"))
@@ -228,16 +242,17 @@ class Scenario:
             return True
         return False
 
-    def no_capacity(self, instance_type: str, now: float) -> bool:
-        """Whether a scripted capacity gap covers this type now.
+    def no_capacity(self, instance_type: str, now: float, *, spot: bool = True) -> bool:
+        """Whether a scripted capacity gap covers this type now, for spot or on-demand jobs.
 
         :param instance_type: e.g. ``ml.m5.large``.
         :param now: epoch seconds.
+        :param spot: asked for a spot job (else on-demand: only ``on_demand`` gaps count).
         """
         return any(
             ev.start <= now and (ev.until is None or now < ev.until)
             for ev in self._no_capacity
-            if fnmatchcase(instance_type, ev.instance_type)
+            if (spot or ev.on_demand) and fnmatchcase(instance_type, ev.instance_type)
         )
 
     def fail_start(self, job: str, start: int) -> bool:

@@ -15,7 +15,9 @@ from airflow_spot_provider.chain_end import chain_ended, given_up_result
 from airflow_spot_provider.events import ChainState, event_from_json
 from airflow_spot_provider.exceptions import SpotTrainingError
 from airflow_spot_provider.progress import CheckpointObject, list_checkpoint_objects
+from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.runner import ChainRunner
+from airflow_spot_provider.task_deadline import task_policy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -74,9 +76,11 @@ class SpotChainMixin:
     """Run a :class:`ChainRunner` to the end of its chain, in the worker or deferred.
 
     The host class (an operator) provides ``_runner(context, state)``, ``deferrable``,
-    ``poll_interval``, ``aws_conn_id`` and ``region_name``.
+    ``poll_interval``, ``aws_conn_id``, ``region_name``, ``spot_retry_policy`` and ``deadline``.
     """
 
+    spot_retry_policy: SpotRetryPolicy
+    deadline: Any = None
     deferrable: bool
     poll_interval: float
     aws_conn_id: str | None
@@ -89,6 +93,20 @@ class SpotChainMixin:
 
     def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
         raise NotImplementedError
+
+    def _run_policy(self, context: Context, *, starting: bool) -> SpotRetryPolicy:
+        """The policy of this run: the task's rendered ``deadline`` in it; checked before any AWS
+        call (:func:`~airflow_spot_provider.task_deadline.task_policy`).
+
+        :param context: the task context.
+        :param starting: the task starts following its chain here (not a resumption after a
+            deferral, nor a later poke): on the task's first try the deadline must be ahead. A
+            retry or a resumption leaves a deadline passed meanwhile to the policy, which then
+            creates no attempt but still follows (and can stop) the running one.
+        """
+        first_try = int(getattr(context["ti"], "try_number", 1) or 1) <= 1
+        now = datetime.now(UTC) if starting and first_try else None
+        return task_policy(self.spot_retry_policy, self.deadline, now=now)
 
     def _list_checkpoints(self, uri: str) -> list[CheckpointObject]:
         """The objects under a checkpoint prefix, with the task's AWS connection (the worker's).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -25,6 +25,7 @@ from airflow_spot_provider.request import (
 )
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.runner import ChainRunner
+from airflow_spot_provider.task_deadline import check_static
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,6 +48,10 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
     :param job_name: readable base of the job names; the task id if None.
     :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
         ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
+    :param deadline: the model is due by then (templated): an aware datetime or its ISO-8601
+        text, e.g. ``"{{ data_interval_end + macros.timedelta(hours=12) }}"``. It replaces the
+        policy's deadline for this run; it must be ahead when the task starts (first try), and a
+        deadline-aware policy without a deadline of its own needs it. None: the policy's.
     :param wait_for_completion: follow the job to its end (False: return once it is created).
     :param deferrable: follow the job in the triggerer (``[operators] default_deferrable``).
     :param poll_interval: seconds between two DescribeTrainingJob calls.
@@ -61,6 +66,7 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         "checkpoint_local_path",
         "max_run",
         "max_wait",
+        "deadline",
     )
     template_fields_renderers = {"config": "json"}
     operator_extra_links = (SageMakerSpotTrainingJobLink(), SpotTrainingViewLink())
@@ -76,6 +82,7 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         max_wait: int | str | timedelta | None = None,
         job_name: str | None = None,
         spot_retry_policy: SpotRetryPolicy | None = None,
+        deadline: datetime | str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
@@ -90,6 +97,8 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         self.max_wait = max_wait
         self.job_name = job_name
         self.spot_retry_policy = SpotRetryPolicy.checked(spot_retry_policy)
+        self.deadline = deadline
+        check_static(self.spot_retry_policy, deadline)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         # No poll is worth waiting longer than a job may live.
@@ -128,9 +137,11 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         return attempt_job_name(base, 1)
 
     def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
+        # No state: execute() starts the chain; with one: execute_complete() resumes it.
+        policy = self._run_policy(context, starting=state is None)
         return ChainRunner(
             jobs=self.hook.jobs(self.log, self.poll_interval),
-            policy=self.spot_retry_policy,
+            policy=policy,
             first_name=self._first_job_name(context),
             base_request=self._spot_request(),
             log=self.log,

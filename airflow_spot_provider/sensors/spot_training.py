@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -19,6 +19,7 @@ from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
 from airflow_spot_provider.operators.chain import SpotChainMixin
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.runner import ChainRunner
+from airflow_spot_provider.task_deadline import check_static
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -52,13 +53,18 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
     :param job_name: the first job of the chain (templated, e.g. from the launch task's XCom).
     :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
         ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
+    :param deadline: the model is due by then (templated): an aware datetime or its ISO-8601
+        text, e.g. ``"{{ data_interval_end + macros.timedelta(hours=12) }}"``. It replaces the
+        policy's deadline for this run, in every mode; it must be ahead when the sensor starts
+        (first try, first poke), and a deadline-aware policy without a deadline of its own
+        needs it. None: the policy's.
     :param deferrable: wait in the triggerer (``[operators] default_deferrable``).
     :param poll_interval: seconds between two checks in deferrable mode.
     :param print_log: log the training job's CloudWatch lines (deferrable mode).
     """
 
     aws_hook_class = SageMakerSpotHook
-    template_fields: Sequence[str] = aws_template_fields("job_name")
+    template_fields: Sequence[str] = aws_template_fields("job_name", "deadline")
     # BaseSensorOperator gives up after 7 days; a spot job may wait up to 28 (MaxWait's limit).
     DEFAULT_TIMEOUT = timedelta(days=29).total_seconds()
 
@@ -67,6 +73,7 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         *,
         job_name: str,
         spot_retry_policy: SpotRetryPolicy | None = None,
+        deadline: datetime | str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         print_log: bool = True,
@@ -75,15 +82,19 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         kwargs.setdefault("timeout", self.DEFAULT_TIMEOUT)
         super().__init__(**kwargs)
         self.job_name = job_name
-        self.spot_retry_policy = spot_retry_policy or SpotRetryPolicy()
+        self.spot_retry_policy = SpotRetryPolicy.checked(spot_retry_policy)
+        self.deadline = deadline
+        check_static(self.spot_retry_policy, deadline)
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
         self.print_log = print_log
 
     def _runner(self, context: Context, state: ChainState | None = None) -> ChainRunner:
+        # No state: the sensor starts following (execute, or the first poke of its try).
+        policy = self._run_policy(context, starting=state is None)
         return ChainRunner(
             jobs=self.hook.jobs(self.log, self.poll_interval),
-            policy=self.spot_retry_policy,
+            policy=policy,
             first_name=self.job_name,
             base_request=None,
             log=self.log,
@@ -105,7 +116,8 @@ class SageMakerSpotTrainingSensor(SpotChainMixin, AwsBaseSensor[SageMakerSpotHoo
         runner = self._active
         if runner is None or runner.first_name != self.job_name:
             # A new process each poke in reschedule mode: take the chain's state from the last.
-            runner = self._runner(context, ChainState.from_json(position_store.load(key)))
+            saved = position_store.load(key)
+            runner = self._runner(context, None if saved is None else ChainState.from_json(saved))
             self._active = runner
         try:
             summary = runner.run(PokeMode())

@@ -56,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--instance-type", default="ml.p3.2xlarge", help="sets the price")
     parser.add_argument("--prices", help="CSV instance_type,on_demand_per_hour,spot_discount")
-    parser.add_argument(
-        "--bands", help="comma-separated bands to run (all): " + ", ".join(b.name for b in BANDS)
-    )
+    # argparse formats help with %: the bands' names ("<5%") need it doubled.
+    names = ", ".join(b.name for b in BANDS).replace("%", "%%")
+    parser.add_argument("--bands", help="comma-separated bands to run (all): " + names)
     parser.add_argument("--gap-median-hours", type=float, help="median capacity gap (1.0)")
     parser.add_argument("--gap-sigma", type=float, help="log-normal sigma of the gaps (1.0)")
     parser.add_argument("--trace", help="availability trace CSV to replay instead of the bands")

@@ -26,6 +26,8 @@ class Row:
     :param p95_hours: 95th percentile of the same (None: more than 5% never finished).
     :param interruptions_per_job: spot interruptions per job.
     :param work_lost_hours_per_job: training hours lost to interruptions per job.
+    :param on_demand_hours_per_job: on-demand instance hours per job (what keeping the deadline
+        buys: the switches of the deadline-aware policy, the fallback's last attempts).
     """
 
     policy: str
@@ -37,6 +39,7 @@ class Row:
     p95_hours: float | None
     interruptions_per_job: float
     work_lost_hours_per_job: float
+    on_demand_hours_per_job: float
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -66,6 +69,7 @@ def summarize(policy: str, band: str, results: Sequence[ChainResult], on_demand_
         p95_hours=_percentile(finished, 0.95),
         interruptions_per_job=round(sum(r.interruptions for r in results) / jobs, 4),
         work_lost_hours_per_job=round(sum(r.lost_seconds for r in results) / jobs / 3600.0, 4),
+        on_demand_hours_per_job=round(sum(r.on_demand_seconds for r in results) / jobs / 3600.0, 4),
     )
 
 
@@ -90,6 +94,7 @@ _HEAD = (
     "p95 h",
     "interr./job",
     "lost h/job",
+    "OD h/job",
 )
 
 
@@ -108,6 +113,7 @@ def format_table(rows: Sequence[Row]) -> str:
             _hours(r.p95_hours),
             f"{r.interruptions_per_job:.2f}",
             f"{r.work_lost_hours_per_job:.2f}",
+            f"{r.on_demand_hours_per_job:.2f}",
         ]
         for r in rows
     ]

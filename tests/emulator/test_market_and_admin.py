@@ -59,6 +59,7 @@ def test_scenario_validation() -> None:
         [{"interrupt": {"job": "x"}}],
         [{"interrupt": {"job": "x", "at_training_second": -1}}],
         [{"no_capacity": {"instance_type": "ml.*", "from": 5, "until": 1}}],
+        [{"no_capacity": {"instance_type": "ml.*", "on_demand": "yes"}}],
         [{"throttle": {"operation": "ListTrainingJobs", "rate": 1, "count": 2}}],
         [{"fail_start": {"job": "x", "start": 0}}],
         [{"interrupt": {}, "extra": {}}],
@@ -81,6 +82,31 @@ def test_scripted_capacity_gap(sm: Any, bucket: str, job_name: str, admin: Admin
     assert secondary_statuses(final)[:2] == [S.STARTING, S.DOWNLOADING]
     # Starting lasted until capacity came back (however late the job was created in the gap).
     assert transitions[0]["EndTime"].timestamp() >= gap_ends
+
+
+@pytest.mark.parametrize("on_demand_too", [False, True])
+def test_a_capacity_gap_takes_spot_capacity_only_unless_it_says_on_demand(
+    sm: Any, bucket: str, job_name: str, admin: AdminClient, on_demand_too: bool
+) -> None:
+    # On AWS on-demand capacity is a pool of its own: a spot gap does not refuse on-demand jobs.
+    instance_type = "ml.r5.2xlarge"
+    gap = {"instance_type": instance_type, "from": 0, "until": 30}
+    admin.load_scenario([{"no_capacity": gap | ({"on_demand": True} if on_demand_too else {})}])
+    spot_name = f"{job_name}-s"
+    sm.create_training_job(**synthetic_request(spot_name, bucket, instance_type=instance_type))
+    sm.create_training_job(
+        **synthetic_request(job_name, bucket, spot=False, instance_type=instance_type)
+    )
+    final = wait_for_job(sm, job_name)
+    spot = sm.describe_training_job(TrainingJobName=spot_name)
+    sm.stop_training_job(TrainingJobName=spot_name)
+    assert spot["SecondaryStatus"] == S.STARTING  # spot waits for its capacity either way
+    if on_demand_too:
+        assert final["TrainingJobStatus"] == "Failed"
+        assert final["FailureReason"].startswith("CapacityError:")
+    else:
+        assert final["TrainingJobStatus"] == "Completed"
+        assert secondary_statuses(final)[:2] == [S.STARTING, S.DOWNLOADING]
 
 
 def test_admin_refusals(sm: Any, bucket: str, job_name: str, admin: AdminClient) -> None:

@@ -12,11 +12,12 @@ from typing import Any
 
 from airflow.sdk import DAG, task, task_group
 
+from airflow_spot_provider.emulator.admin import AdminClient
 from airflow_spot_provider.events import ChainState
 from airflow_spot_provider.groups import spot_training_group
 from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
-from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.retry import RETRYABLE_OUTCOMES, SpotRetryPolicy
 from airflow_spot_provider.runner import ChainRunner
 from airflow_spot_provider.sensors.spot_training import SageMakerSpotTrainingSensor
 
@@ -91,6 +92,15 @@ class _SensorDeadlineAfterFirstJob(SageMakerSpotTrainingSensor):
         return _deadline_after_first_job(super()._runner(context, state))
 
 
+# The "deadline" policy without a deadline of its own: the task's templated ``deadline`` gives it,
+# 60 s after the data interval's end (the logical date of a manual run), or the run's conf says.
+TASK_DEADLINE_POLICY = replace(POLICIES["deadline"], deadline=None)
+TASK_DEADLINE = (
+    "{{ dag_run.conf['deadline'] if 'deadline' in dag_run.conf"
+    " else data_interval_end + macros.timedelta(seconds=60) }}"
+)
+
+
 def _e2e_dag(dag_id: str) -> DAG:
     """A manual DAG of these tests (native rendering: conf values keep their types)."""
     return DAG(
@@ -121,18 +131,39 @@ for _mode, _deferrable in (("deferred", True), ("worker", False)):
         globals()[_id] = _spot_dag(_id, deferrable=_deferrable, policy=_policy)
 
 
-def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], policy: str) -> DAG:
+for _mode, _deferrable in (("deferred", True), ("worker", False)):
+    with _e2e_dag(f"e2e_task_deadline_{_mode}") as _dag:
+        SageMakerSpotTrainingOperator(
+            task_id="train",
+            **FROM_CONF,
+            spot_retry_policy=TASK_DEADLINE_POLICY,
+            deadline=TASK_DEADLINE,
+            deferrable=_deferrable,
+            poll_interval=POLL,
+        )
+    globals()[_dag.dag_id] = _dag
+
+
+def _launch_and_sensor(
+    dag_id: str,
+    sensor: type[SageMakerSpotTrainingSensor],
+    policy: SpotRetryPolicy,
+    deadline: str | None = None,
+) -> DAG:
     """A launch task, then a sensor in reschedule mode that follows (and resubmits) the chain."""
     with _e2e_dag(dag_id) as dag:
         launch = SageMakerSpotTrainingOperator(
             task_id="launch",
             **FROM_CONF,
+            spot_retry_policy=policy if deadline else None,
+            deadline=deadline,
             wait_for_completion=False,
         )
         launch >> sensor(
             task_id="wait",
             job_name=launch.output["job_name"],
-            spot_retry_policy=POLICIES[policy],
+            spot_retry_policy=policy,
+            deadline=deadline,
             poke_interval=POLL,
             mode="reschedule",
         )
@@ -140,10 +171,16 @@ def _launch_and_sensor(dag_id: str, sensor: type[SageMakerSpotTrainingSensor], p
 
 
 e2e_launch_and_sensor = _launch_and_sensor(
-    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, "retry"
+    "e2e_launch_and_sensor", SageMakerSpotTrainingSensor, POLICIES["retry"]
 )
 e2e_launch_and_deadline_sensor = _launch_and_sensor(
-    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, "deadline"
+    "e2e_launch_and_deadline_sensor", _SensorDeadlineAfterFirstJob, POLICIES["deadline"]
+)
+e2e_launch_and_task_deadline_sensor = _launch_and_sensor(
+    "e2e_launch_and_task_deadline_sensor",
+    SageMakerSpotTrainingSensor,
+    TASK_DEADLINE_POLICY,
+    TASK_DEADLINE,
 )
 
 
@@ -210,3 +247,68 @@ with DAG(
     tags=["e2e"],
 ) as e2e_mapped_group:
     _one_chain.expand(config=_two_configs(conf="{{ dag_run.conf }}"))
+
+
+# --- the simulator equivalence (tests/e2e/test_equivalence.py) ---------------------------------
+# One chain per job, one after the other. Each task first loads its job's scenario into the
+# embedded backend (the simulator's market events, exported) and counts its deadline from that
+# moment, the origin of the scenario's windows and the simulator's second 0; then it runs the
+# deadline-aware policy as the operator does. Everything per job comes from the run's conf.
+
+EQUIVALENCE_JOBS = 4
+EQUIVALENCE_POLL = 0.2
+# Seconds instead of hours: 6 s of work, a checkpoint every second, 0.5 s per (re)start, a 2.5 s
+# margin (the backend's stop, polls and restart take longer on a loaded machine than in the
+# simulator). The deadline is the task's, so that the policy object is the simulator's as well.
+EQUIVALENCE_POLICY = SpotRetryPolicy(
+    retry_on=RETRYABLE_OUTCOMES,
+    max_attempts=4,
+    backoff_initial_seconds=0,
+    deadline_aware=True,
+    expected_training_seconds=6,
+    restart_overhead_seconds=0.5,
+    checkpoint_interval_seconds=1,
+    deadline_margin_seconds=2.5,
+)
+
+
+class _OnItsMarket(SageMakerSpotTrainingOperator):
+    """The operator, started on its job's market: the scenario is loaded and the deadline set
+    (pushed as XCom ``deadline``) at the start of ``execute``, just before attempt 1 (a task of
+    ``dag.test()`` may start seconds after the one before it on a loaded machine).
+
+    :param index: the job in the run's conf.
+    """
+
+    def __init__(self, *, index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        conf = context["dag_run"].conf
+        job = conf["jobs"][self.index]
+        AdminClient(conf["admin"]["endpoint"], conf["admin"]["token"]).load_scenario(
+            job["scenario"], replace=True
+        )
+        self.deadline = datetime.now(UTC) + timedelta(seconds=job["deadline_seconds"])
+        context["ti"].xcom_push(key="deadline", value=self.deadline.isoformat())
+        return super().execute(context)
+
+
+with _e2e_dag("e2e_equivalence") as e2e_equivalence:
+    _previous: Any = None
+    for _index in range(EQUIVALENCE_JOBS):
+        _train = _OnItsMarket(
+            task_id=f"train_{_index}",
+            index=_index,
+            config=f"{{{{ dag_run.conf['jobs'][{_index}]['config'] }}}}",
+            job_name=f"{{{{ dag_run.conf['name'] }}}}-{_index}",
+            spot_retry_policy=EQUIVALENCE_POLICY,
+            deadline="2100-01-01T00:00:00+00:00",  # replaced by execute, from the market
+            poll_interval=EQUIVALENCE_POLL,
+            print_log=False,
+            trigger_rule="all_done",
+        )
+        if _previous is not None:
+            _previous >> _train
+        _previous = _train
