@@ -428,6 +428,10 @@ def figures(
         "peak_rss_mb": peak / 2**20,
         "lag_max_ms": 1000 * max((lag for _, lag in result["lags"]), default=0.0),
         "lag_max_window_ms": _lag_max(result["lags"], start, end),
+        "gc_max_ms_by_generation": {
+            g: 1000 * max((p for _, gen, p in result.get("gc_pauses", []) if gen == g), default=0)
+            for g in (0, 1, 2)
+        },
         "lag_max_by_phase_ms": {
             "startup": _lag_max(result["lags"], result["created_start"], started),
             "window": _lag_max(result["lags"], start, end),

@@ -27,6 +27,7 @@ requests. The result is one JSON line on stdout; the benchmark samples this proc
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -145,6 +146,23 @@ class CallRecorder:
             return answer
 
         AioBaseClient._make_api_call = recorded
+
+
+class GcPauses:
+    """How long each garbage collection took, by generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int, float]] = []  # (at, generation, seconds)
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(
+                (time.time(), info["generation"], time.perf_counter() - self._started)
+            )
 
 
 class TimedEvents(deque[Any]):
@@ -281,6 +299,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
     await stdin.readline()
 
     runner = TriggerRunner()  # type: ignore[no-untyped-call]
+    collections = GcPauses()
     events = runner.events = TimedEvents()
     stop = asyncio.Event()
     lags: list[tuple[float, float]] = []
@@ -318,6 +337,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
         "shutdown_at": shutdown_at,
         "calls": recorder.calls,
         "listed": recorder.listed,
+        "gc_pauses": collections.pauses,
         "fired": {names[i]: at for i, at in events.fired.items()},
         "lags": lags,
         "comms": comms.requests,
