@@ -498,7 +498,7 @@ def tables(
     :param ns: the N measured.
     """
     top = ns[-1]
-    runs = {len(v) for v in results.values()}
+    runs = {len(results[(kind, top)]) for kind in kinds}
     lines = [
         f"| figure at {top:,} jobs (median of {'/'.join(map(str, sorted(runs)))} runs) | "
         + " | ".join(TITLES[k] for k in kinds)
