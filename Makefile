@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo ui screenshot chromium services lint types unit bench clean
+.PHONY: test demo ui screenshot chromium services lint types unit bench bench-triggers bench-emulator clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required")'
@@ -64,7 +64,14 @@ screenshot: $(STAMP) chromium
 	mkdir -p docs
 	SPOT_UI_SCREENSHOT=docs/spot-training-view.png $(BIN)/pytest tests/ui -n 0 -q
 
-bench: $(STAMP)
+# Both benchmarks (about 45 min on 2 cores): triggers side by side (README "Measured"), then the backend.
+bench: bench-triggers bench-emulator
+
+# N = 100, 300, 1000 triggers of each kind, median of 3 runs; BENCH_ARGS="--n 100 --runs 1" for a quick one.
+bench-triggers: $(STAMP)
+	$(BIN)/python benchmarks/bench_triggers.py $(BENCH_ARGS)
+
+bench-emulator: $(STAMP)
 	$(BIN)/python benchmarks/bench_emulator.py
 
 clean:
