@@ -757,7 +757,22 @@ async def _serve(
         )
     response = error_response(request, failure)
     if not await discard_body(request):
-        response.force_close()
+        return await answer_and_close(request, response)
+    return response
+
+
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response``, then close the connection (its buffered answer is flushed first).
+
+    Closing at once, rather than lingering to read a body that may be 5 GiB or never come.
+
+    :param request: the request.
+    :param response: the answer.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
     return response
 
 
@@ -795,9 +810,9 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
     if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
-        response = error_response(request, _too_large(MAX_OBJECT_BYTES))
-        response.force_close()
-        return response
+        return await answer_and_close(
+            request, error_response(request, _too_large(MAX_OBJECT_BYTES))
+        )
     if request.version >= (1, 1):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
