@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -25,7 +26,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from botocore.exceptions import HTTPClientError
 
 from airflow_spot_provider.emulator.sandbox import SandboxError
 from airflow_spot_provider.emulator.stages import (
@@ -159,10 +162,24 @@ class CheckpointSync:
         if self._halt.is_set():
             return False
         try:
-            with (self.local_dir / rel).open("rb") as body:
-                self._s3.put_object(Bucket=self.bucket, Key=self.key_of(rel), Body=body)
+            with (self.local_dir / rel).open("rb") as file:
+                body = FixedLengthBody(file)
+                self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key_of(rel),
+                    Body=cast("BinaryIO", body),  # a binary file object, read-only
+                    ContentLength=len(body),
+                )
         except FileNotFoundError:
             return False  # deleted between the scan and the upload (a temp file renamed away)
+        except (FileShrankError, HTTPClientError) as err:
+            # Raised while the checksum is computed, or while sending (wrapped by botocore).
+            if not isinstance(err, FileShrankError) and not isinstance(
+                err.kwargs.get("error"), FileShrankError
+            ):
+                raise
+            log.info("checkpoint file %s shrank while uploaded; the next sync sends it", rel)
+            return False
         return True
 
     def _upload_all(self, rels: list[str], deadline: float) -> list[str]:
@@ -259,6 +276,63 @@ class CheckpointSync:
                     continue
                 found[path.relative_to(self.local_dir).as_posix()] = (st.st_size, st.st_mtime_ns)
         return found
+
+
+class FileShrankError(ValueError):
+    """The file ended before the length its upload declared (it was truncated meanwhile)."""
+
+
+class FixedLengthBody(io.RawIOBase):
+    """The first bytes of an open file, as many as it held when opened, never more nor fewer.
+
+    A trainer may write a checkpoint file while it is uploaded. ``Content-Length`` is the size
+    when the request is built, but the HTTP client sends a file body until its end: bytes written
+    in between (the upload waits up to 1 s for ``100 Continue``) went out past the declared length,
+    and the server parsed them as the start of the next request on that connection (and answered
+    it 400). A file that grew is sent cut at its declared size (its new mtime makes the next sync
+    send it again); one that shrank raises, so that the connection is dropped, not left short.
+
+    :param file: the file, open in binary mode at its start.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+        self._size = os.fstat(file.fileno()).st_size
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = min(max(base + offset, 0), self._size)
+        self._file.seek(self._position)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self._size - self._position
+        if size is not None and size >= 0:
+            wanted = min(wanted, size)
+        data = self._file.read(wanted)
+        if len(data) < wanted:
+            raise FileShrankError(f"{self._file.name} ended at byte {self._position + len(data)}")
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _same(path: Path, held: tuple[int, str] | None) -> bool:

@@ -5,7 +5,13 @@ ListBuckets, Create/Head/Delete/GetLocation of a bucket; Put/Get (ranges)/Head/D
 object, DeleteObjects, ListObjects and ListObjectsV2 (prefix, delimiter, pagination,
 ``encoding-type=url``), and multipart uploads (Create, UploadPart, Complete, Abort). Any other
 sub-resource (``?acl``, ``?versioning``, ``?cors``...) answers ``NotImplemented``. Requests may be
-signed or not: ``Authorization`` is never read. ``aws-chunked`` bodies are decoded.
+signed or not: ``Authorization`` is never read. ``aws-chunked`` bodies are decoded, trailers
+(checksums) included.
+
+A connection is kept alive only when the request's body was consumed to its declared end: an
+error answered before it was read discards it first, and a body too large to discard, or one
+refused before ``100 Continue`` (that the client then never sends), closes the connection, so
+that no byte of a body is ever parsed as the start of the next request.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_OBJECT_BYTES = 5 * 1024**3  # S3's limit of one PUT (and of one part)
 MIN_PART_BYTES = 5 * 1024**2
 MAX_XML_BYTES = 2 * 1024 * 1024  # DeleteObjects (1,000 keys) and CompleteMultipartUpload bodies
+# An unread body of an error answer up to this size is read and dropped (the connection stays
+# usable); a larger one closes the connection.
+MAX_DISCARD_BYTES = 64 * 1024 * 1024
 _CHUNK = 256 * 1024
 _STORED_HEADERS = (
     "Content-Type",
@@ -175,7 +184,8 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         except ValueError:
             raise S3Error("IncompleteBody", "The aws-chunked body is malformed.") from None
         if size == 0:
-            return  # trailers (checksums) follow; they are not checked
+            await _skip_trailers(request)
+            return
         remaining = size
         while remaining:
             data = await request.content.read(min(remaining, _CHUNK))
@@ -184,6 +194,39 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
             remaining -= len(data)
             yield data
         await request.content.readexactly(2)
+
+
+async def _skip_trailers(request: web.Request) -> None:
+    """Read an ``aws-chunked`` body's trailers (checksums, not checked) to its empty last line."""
+    while True:
+        line = await request.content.readline()
+        if not line:
+            raise S3Error("IncompleteBody", "The request body ended early.")
+        if not line.strip():
+            return
+
+
+def declared_size(request: web.Request) -> int | None:
+    """The payload size a request declares (decoded, for ``aws-chunked``), or None.
+
+    :param request: the request.
+    """
+    text = request.headers.get("x-amz-decoded-content-length") or request.headers.get(
+        "Content-Length"
+    )
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _too_large(limit: int) -> S3Error:
+    return S3Error(
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed size",
+        400,
+        MaxSizeAllowed=str(limit),
+    )
 
 
 async def receive(
@@ -203,14 +246,12 @@ async def receive(
             async for chunk in _chunks(request):
                 size += len(chunk)
                 if size > limit:
-                    raise S3Error(
-                        "EntityTooLarge",
-                        "Your proposed upload exceeds the maximum allowed size",
-                        400,
-                        MaxSizeAllowed=str(limit),
-                    )
+                    raise _too_large(limit)
                 digest.update(chunk)
                 writer.write(chunk)
+        declared = request.headers.get("x-amz-decoded-content-length")
+        if declared is not None and declared != str(size):
+            raise S3Error("IncompleteBody", "The decoded body is not the declared length.")
     except BaseException:
         remove_quietly(target)
         raise
@@ -663,6 +704,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
     bucket, key = _split_path(request.raw_path)
     started = time.monotonic()
     try:
+        return await _serve(request, store, bucket, key)
+    finally:
+        log.debug(
+            "S3 %s %s %.1f ms",
+            request.method,
+            request.raw_path,
+            (time.monotonic() - started) * 1000,
+        )
+
+
+async def _serve(
+    request: web.Request, store: ObjectStore, bucket: str, key: str
+) -> web.StreamResponse:
+    """The answer to a request; an error's answer once the request's body is out of the way."""
+    try:
+        if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
+            raise _too_large(MAX_OBJECT_BYTES)
         if not bucket:
             if request.method != "GET":
                 raise S3Error(
@@ -689,22 +747,75 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
         return await operation(request, store, bucket, key)
     except S3Error as err:
-        return error_response(request, err)
+        failure = err
     except (ConnectionError, asyncio.IncompleteReadError):
-        return error_response(request, S3Error("IncompleteBody", "The request body ended early."))
+        failure = S3Error("IncompleteBody", "The request body ended early.")
     except Exception:
         log.exception("S3 %s %s failed", request.method, request.raw_path)
-        return error_response(
-            request,
-            S3Error("InternalError", "We encountered an internal error. Please try again.", 500),
+        failure = S3Error(
+            "InternalError", "We encountered an internal error. Please try again.", 500
         )
-    finally:
-        log.debug(
-            "S3 %s %s %.1f ms",
-            request.method,
-            request.raw_path,
-            (time.monotonic() - started) * 1000,
+    response = error_response(request, failure)
+    if not await discard_body(request):
+        return await answer_and_close(request, response)
+    return response
+
+
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response``, then close the connection (its buffered answer is flushed first).
+
+    Closing at once, rather than lingering to read a body that may be 5 GiB or never come.
+
+    :param request: the request.
+    :param response: the answer.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
+async def discard_body(request: web.Request, limit: int = MAX_DISCARD_BYTES) -> bool:
+    """Read and drop what is left of a request's body; False when it is too large to.
+
+    A refused body that the client still sends must be consumed before the connection serves the
+    next request; one past ``limit`` (an oversized upload) is not worth reading: the caller closes
+    the connection instead.
+
+    :param request: the request.
+    :param limit: the most bytes to read.
+    """
+    if request.content.at_eof():
+        return True
+    if request.content_length is None or request.content_length > limit:
+        return False  # chunked transfer (no size known ahead) or too large
+    try:
+        while not request.content.at_eof():
+            if not await request.content.read(_CHUNK):
+                break
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return False
+    return request.content.at_eof()
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Answer ``Expect: 100-continue``: ``100 Continue``, or a final refusal that closes.
+
+    A body over the size limit is refused before the client sends it; as the client then sends
+    no body, the connection is closed (a lingering server would read the next request as it).
+
+    :param request: the request.
+    """
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
+    if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
+        return await answer_and_close(
+            request, error_response(request, _too_large(MAX_OBJECT_BYTES))
         )
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 def build_s3_app(store: ObjectStore, region: str, hosts: frozenset[str]) -> web.Application:
@@ -717,5 +828,5 @@ def build_s3_app(store: ObjectStore, region: str, hosts: frozenset[str]) -> web.
     app = web.Application(middlewares=[guard_middleware(hosts, refuse)])
     app[STORE_KEY] = store
     app[REGION_KEY] = region
-    app.router.add_route("*", "/{path:.*}", handle)
+    app.router.add_route("*", "/{path:.*}", handle, expect_handler=expect_continue)
     return app
