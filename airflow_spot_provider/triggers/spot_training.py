@@ -21,6 +21,7 @@ from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.next_action import switch_due
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.triggers.kill_guard import kill_verdict
 from airflow_spot_provider.watch import Subscription, watching
 from airflow_spot_provider.watch.registry import registry
 
@@ -242,10 +243,12 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed, clear): stop the job so it stops billing.
 
-        Not called on a triggerer restart, which must leave the job running. The stop runs in a
-        task of its own: the triggerer cancels a killed trigger again on its next loop (about a
-        second later) while ``on_kill`` may still be opening its client, and that cancellation
-        must not abandon the stop.
+        Not called on a triggerer restart, which must leave the job running. Nor does it stop a
+        job whose task is still deferred: Airflow also cancels so a trigger that another triggerer
+        took over (apache/airflow#73454, :mod:`~airflow_spot_provider.triggers.kill_guard`). The
+        stop runs in a task of its own: the triggerer cancels a killed trigger again on its next
+        loop (about a second later) while ``on_kill`` may still be opening its client, and that
+        cancellation must not abandon the stop.
         """
         stopping = asyncio.ensure_future(self._stop_and_forget())
         _STOPPING.add(stopping)  # a reference, so that it finishes even if on_kill is cancelled
@@ -253,6 +256,16 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         await asyncio.shield(stopping)
 
     async def _stop_and_forget(self) -> None:
+        verdict = await kill_verdict(self.task_instance)
+        if not verdict.stop:
+            # Another triggerer follows the job and reads the saved position: keep both.
+            self.log.warning(
+                "Trigger cancelled as if by a user, but %s: training job %s left running.",
+                verdict.reason,
+                self.job_name,
+            )
+            return
+        self.log.info("Trigger killed, %s: stopping as asked.", verdict.reason)
         if self.stop_on_kill:
             async with self._jobs() as jobs:
                 stopped = await jobs.run(stop_job(self.job_name))
