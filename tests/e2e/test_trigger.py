@@ -153,6 +153,10 @@ def test_restart_neither_repeats_nor_loses_transitions(
         task.cancel()  # the triggerer goes away; the job must keep running
         with pytest.raises(asyncio.CancelledError):
             await task
+        # A graceful cancellation ends only once what was logged is saved (not at loop shutdown).
+        saved = await asyncio.to_thread(position_store.load_position, name)
+        assert saved is not None
+        assert saved.transitions == len(_logged(captured, name))
 
     with structlog.testing.capture_logs() as captured, supervisor_comms():
         asyncio.run(run_until_restart())
