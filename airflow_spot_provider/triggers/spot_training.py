@@ -198,10 +198,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         except SpotApiError as error:
             self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
-        finally:
+        except BaseException:
             # Cancelled (a restart): leave only once the position is saved, or the next
-            # triggerer would log its lines again.
+            # triggerer would log its lines again. (Firing needs no save: the event carries it.)
             await registry().saver.hurry(self.job_name)
+            raise
         self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
 
