@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 from airflow_spot_provider.position import Position
@@ -28,6 +29,10 @@ VARIABLE_PREFIX = "airflow_spot_provider."
 FOLLOW_PREFIX = VARIABLE_PREFIX + "follow."
 CHAIN_PREFIX = VARIABLE_PREFIX + "chain."
 _warned = False
+# One Variable call at a time in this process: Airflow's in-process supervisor comms
+# (``dag.test()``, the tests) are not thread-safe; two calls at once from two threads fail both
+# ("cannot import name 'SUPERVISOR_COMMS'": one call unsets it while it runs), only logged here.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def _warn_once(message: str) -> None:
@@ -46,7 +51,8 @@ def load(key: str) -> dict[str, Any] | None:
     from airflow.sdk import Variable
 
     try:
-        raw = Variable.get(key, default=None)
+        with _ONE_AT_A_TIME:
+            raw = Variable.get(key, default=None)
         return dict(json.loads(raw)) if raw else None
     except Exception as error:  # a position is a nicety: never fail a task over it
         _warn_once(f"Could not read Variable {key}: {error}")
@@ -62,7 +68,8 @@ def save(key: str, data: dict[str, Any]) -> None:
     from airflow.sdk import Variable
 
     try:
-        Variable.set(key, json.dumps(data))
+        with _ONE_AT_A_TIME:
+            Variable.set(key, json.dumps(data))
     except Exception as error:
         _warn_once(f"Could not save Variable {key}: {error}")
 
@@ -75,7 +82,8 @@ def delete(key: str) -> None:
     from airflow.sdk import Variable
 
     try:
-        Variable.delete(key)
+        with _ONE_AT_A_TIME:
+            Variable.delete(key)
     except Exception as error:
         _warn_once(f"Could not delete Variable {key}: {error}")
 

@@ -88,7 +88,9 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     watch. Transitions are shown as ``[live]`` lines: the task writes them to its own log when it
     resumes (see :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the
     trigger from its kwargs; it then carries on from the later of that position and the one it
-    saved in a Variable as it went, so no CloudWatch line is relayed twice.
+    saved in a Variable as it went. A trigger cancelled gracefully (a restart) ends only once its
+    position is saved, so no line is logged twice; a killed triggerer (``kill -9``) may log the
+    lines of its last moments again, never lose them.
 
     :param job_name: the training job.
     :param aws_conn_id: the Airflow AWS connection.
@@ -197,8 +199,11 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         except SpotApiError as error:
             self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
-        finally:
-            registry().saver.hurry(self.job_name)  # cancelled (a restart): its marks now
+        except BaseException:
+            # Cancelled (a restart): leave only once the position is saved, or the next
+            # triggerer would log its lines again. (Firing needs no save: the event carries it.)
+            await registry().saver.hurry(self.job_name)
+            raise
         self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
 

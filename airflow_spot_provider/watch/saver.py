@@ -1,15 +1,22 @@
 """Saving the positions of an event loop's triggers: batched, off the loop, in order.
 
 Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
-``asyncio.to_thread`` call saves every position handed over since (Airflow Variables,
+thread of the loop's default executor saves every position handed over since (Airflow Variables,
 :mod:`airflow_spot_provider.position_store`), so a cycle of the watch that moved 1,000 jobs costs
 one thread hop, not 1,000. A position whose transitions moved is saved with the next batch; one
 whose only change is its log marks waits up to ``LOG_MARK_SAVE_SECONDS`` (relayed lines move every
-cycle: saving each would be a Variable write per job and cycle). A trigger that leaves without
-firing (the triggerer stops: its task is cancelled) has its position saved at once
-(:meth:`PositionSaver.hurry`), and a loop that shuts down still saves what it was handed; only a
-killed process loses the log marks of its last ``LOG_MARK_SAVE_SECONDS``, whose lines the next
-triggerer then relays again.
+cycle: saving each would be a Variable write per job and cycle).
+
+The guarantee: a trigger cancelled gracefully (the triggerer stops or restarts) leaves only once
+its position is saved (:meth:`PositionSaver.hurry` waits for the batch that saves it), so the
+next triggerer neither repeats nor loses a line. A killed process (``kill -9``) loses what was
+not saved yet: the transitions of its last ``SAVE_DELAY`` and the log marks of its last
+``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses).
+
+One batch at a time, even when the loop shuts down: a save under way when the saver's task is
+cancelled is waited for before the rest is saved, so an older position never lands after a
+newer one, and the Variable calls never run in two threads at once (Airflow's in-process
+supervisor comms, as ``dag.test()`` uses, are not thread-safe: two at once lose both saves).
 
 A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, with the next
 batch too: it fires at once instead of waiting for a thread, and the batch deletes after any save
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import time
 
 from airflow_spot_provider import position_store
@@ -54,6 +62,9 @@ class PositionSaver:
         self._deleted: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The batch under way (its jobs, its thread's future) and the next one's future.
+        self._saving: tuple[frozenset[str], asyncio.Future[None]] | None = None
+        self._next: asyncio.Future[None] | None = None
 
     def keep(self, position: Position, *, urgent: bool = True) -> None:
         """Save a position with a coming batch (replacing one of the same job still waiting).
@@ -79,14 +90,23 @@ class PositionSaver:
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self._run(), context=contextvars.Context())
 
-    def hurry(self, job_name: str) -> None:
-        """Save a job's waiting position with the next batch (its trigger is leaving).
+    async def hurry(self, job_name: str) -> None:
+        """Save a job's waiting position with the next batch and wait until it is saved.
+
+        Its trigger is leaving (cancelled): it must not go before its position is saved. A
+        second cancellation ends the wait, not the save (the saver's task carries on).
 
         :param job_name: the job.
         """
         waiting = self._lazy.pop(job_name, None)
         if waiting is not None:
             self.keep(waiting[1])
+        if job_name in self._pending:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._next)
+        elif self._saving is not None and job_name in self._saving[0]:
+            await asyncio.shield(self._saving[1])
 
     async def _run(self) -> None:
         try:
@@ -103,6 +123,9 @@ class PositionSaver:
                         del self._lazy[job]
                 await self._save_pending()
         except asyncio.CancelledError:  # the loop shuts down: every position handed over is saved
+            if self._saving is not None:  # the batch under way lands first, alone
+                with contextlib.suppress(Exception):
+                    await self._saving[1]
             self._pending.update({job: p for job, (_, p) in self._lazy.items()})
             self._lazy.clear()
             await self._save_pending()
@@ -115,11 +138,31 @@ class PositionSaver:
         return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
 
     async def _save_pending(self) -> None:
-        if not (self._pending or self._deleted):
-            return
         batch, self._pending = list(self._pending.values()), {}
         deleted, self._deleted = sorted(self._deleted), set()
-        await asyncio.to_thread(save_all, batch, deleted)
+        done, self._next = self._next, None
+        if not (batch or deleted):
+            self._landed(None, done)
+            return
+        # A future, not a task (what asyncio.to_thread gives): the loop's shutdown cancels every
+        # task, and a cancelled task would say "landed" while its thread still saves.
+        context = contextvars.copy_context()
+        saving = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(context.run, save_all, batch, deleted)
+        )
+        self._saving = (frozenset(p.job_name for p in batch), saving)
+        saving.add_done_callback(lambda _: self._landed(saving, done))
+        # Shielded: a cancellation leaves the thread's save running, and _run waits for it.
+        await asyncio.shield(saving)
+
+    def _landed(
+        self, saving: asyncio.Future[None] | None, done: asyncio.Future[None] | None
+    ) -> None:
+        """A batch's thread ended: wake those waiting for it (whatever the save's outcome)."""
+        if saving is not None and self._saving is not None and self._saving[1] is saving:
+            self._saving = None
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def forget(self, job_name: str) -> None:
         """Delete a job's saved position with the next batch, after any save of it.

@@ -142,7 +142,9 @@ def test_restart_neither_repeats_nor_loses_transitions(
     emulator.admin.load_scenario(
         [{"interrupt": {"job": name, "at_training_second": 0.5, "attempt": 1}}], replace=True
     )
-    create_job(sm, name, train_seconds=2.0)
+    # Long enough to still run after the restart on a loaded machine (the cancellation waits for
+    # the position's save): the re-created trigger must have something to resume.
+    create_job(sm, name, train_seconds=8.0)
     _, kwargs = trigger_for(name).serialize()  # what the operator deferred with
 
     async def run_until_restart() -> None:
@@ -153,6 +155,10 @@ def test_restart_neither_repeats_nor_loses_transitions(
         task.cancel()  # the triggerer goes away; the job must keep running
         with pytest.raises(asyncio.CancelledError):
             await task
+        # A graceful cancellation ends only once what was logged is saved (not at loop shutdown).
+        saved = await asyncio.to_thread(position_store.load_position, name)
+        assert saved is not None
+        assert saved.transitions == len(_logged(captured, name))
 
     with structlog.testing.capture_logs() as captured, supervisor_comms():
         asyncio.run(run_until_restart())
