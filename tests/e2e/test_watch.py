@@ -265,6 +265,26 @@ def test_throttling_of_the_shared_list_is_backed_off_once_for_all(
     assert len(lists) < 60  # about two per 0.4 s interval, not one per trigger and retry
 
 
+async def _idle_cycles(
+    tasks: list[asyncio.Future[Any]], settle: float, span: float
+) -> tuple[int, int, list[Any]]:
+    """The watch's whole cycles in ``span`` seconds after ``settle``; then the triggers cancelled.
+
+    :param tasks: the triggers' first events.
+    :param settle: seconds before counting.
+    :param span: seconds counted.
+    """
+    await asyncio.sleep(settle)
+    watch = _current_watch()
+    assert watch is not None and watch.listing
+    first = watch.cycles + 1
+    await asyncio.sleep(span)
+    last = watch.cycles - 1
+    for task in tasks:
+        task.cancel()
+    return first, last, await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _idle_jobs(sm: Any, names: list[str]) -> None:
     """Create jobs in a burst that then only log (a line a minute): none changes after it."""
     for job in names:
@@ -289,15 +309,8 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
         tasks = [
             asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
         ]
-        await asyncio.sleep(4 * interval)  # every job described, its streams looked up
-        watch = _current_watch()
-        assert watch is not None and watch.listing
-        first = watch.cycles + 1
-        await asyncio.sleep(10 * interval)
-        last = watch.cycles - 1
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Every job described, its streams looked up; then ten intervals.
+        first, last, _ = await _idle_cycles(tasks, 4 * interval, 10 * interval)
         per_interval: Counter[int] = Counter()
         describes: Counter[int] = Counter()
         for cycle, op in tap.calls:
@@ -346,16 +359,8 @@ def test_an_idle_burst_is_listed_in_one_page_once_the_margin_has_passed(
 
     async def pages_per_walk() -> list[int]:
         tasks = [asyncio.ensure_future(first_event(trigger(n, interval))) for n in names]
-        # Every job described, then the margin and the Date's second passed.
-        await asyncio.sleep(margin + 3.0)
-        watch = _current_watch()
-        assert watch is not None and watch.listing
-        first = watch.cycles + 1
-        await asyncio.sleep(6 * interval)
-        last = watch.cycles - 1
-        for task in tasks:
-            task.cancel()
-        done = await asyncio.gather(*tasks, return_exceptions=True)
+        # Every job described, then the margin and the Date's second passed; then six intervals.
+        first, last, done = await _idle_cycles(tasks, margin + 3.0, 6 * interval)
         assert all(isinstance(d, asyncio.CancelledError) for d in done), done  # no event
         pages = Counter(c for c, op in tap.calls if op == "list_training_jobs" and c >= first)
         return [pages[cycle] for cycle in range(first, last + 1)]
