@@ -35,22 +35,22 @@ def _hook(service: str, aws_conn_id: str | None, region_name: str | None) -> Any
 
 
 async def _async_client(hook: Any, pool: int | None) -> Any:
-    """The hook's aiobotocore client, its connection pool raised to ``pool`` if given.
+    """The hook's aiobotocore client (``get_async_conn``), its connection pool raised to ``pool``.
 
-    The connection's botocore config (its ``config_kwargs``) is kept, a larger pool in it too;
-    the connection is looked up as the hook's ``get_async_conn`` does (``sync_to_async``).
+    The connection's botocore config (its ``config_kwargs``) is kept, a larger pool in it too:
+    the pool is set on the hook's own (cached) connection wrapper, looked up off the loop as
+    ``get_async_conn`` does (``sync_to_async``).
     """
-    if pool is None:
-        return await hook.get_async_conn()
+    if pool is not None:
 
-    def create() -> Any:
-        config = hook.config
-        wider = Config(max_pool_connections=max(pool, config.max_pool_connections or 0))
-        return hook.get_client_type(
-            region_name=hook.region_name, config=config.merge(wider), deferrable=True
-        )
+        def widen() -> None:
+            wrapper = hook.conn_config
+            config = wrapper.botocore_config or Config()
+            most = max(pool, config.max_pool_connections or 0)
+            wrapper.botocore_config = config.merge(Config(max_pool_connections=most))
 
-    return await sync_to_async(create)()
+        await sync_to_async(widen)()
+    return await hook.get_async_conn()
 
 
 class _Carried(Generic[T]):
