@@ -45,7 +45,7 @@ async def _async_client(hook: Any, pool: int | None) -> Any:
 
         def widen() -> None:
             wrapper = hook.conn_config
-            config = wrapper.botocore_config or Config()
+            config: Any = wrapper.botocore_config or Config()  # options set at run time
             most = max(pool, config.max_pool_connections or 0)
             wrapper.botocore_config = config.merge(Config(max_pool_connections=most))
 
