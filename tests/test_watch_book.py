@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_spot_provider.watch.book import Book, LogScan, Tuning
+from airflow_spot_provider.watch.book import Book, LogScan, Tuning, served_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -48,6 +48,47 @@ def test_the_list_starts_a_margin_before_the_watermark() -> None:
     assert (args["SortBy"], args["MaxResults"]) == ("CreationTime", 100)
     book.changed([summary("a", 50)])  # an older time never moves the watermark back
     assert book.watermark == T0 + timedelta(seconds=100)
+
+
+def test_the_service_time_of_the_answer_moves_the_watermark_when_nothing_changes() -> None:
+    book = Book(Tuning(margin=timedelta(seconds=30)))
+    book.watch("a")
+    book.described(summary("a", 100))
+    burst = [summary("a", 100)] + [summary(f"idle{i}", 95 + i / 100) for i in range(500)]
+    assert book.changed(burst, served=None) == []
+    args = book.list_args()
+    assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=70)
+    # The service answered at 200: everything stamped up to 170 is in that answer; the burst
+    # (stamped 95-100) is not listed again.
+    assert book.changed(burst, served=T0 + timedelta(seconds=200)) == []
+    args = book.list_args()
+    assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=170)
+    book.changed([], served=T0 + timedelta(seconds=150))  # an earlier answer: never back
+    assert book.watermark == T0 + timedelta(seconds=200)
+    # A job stamped after the answer (another host's clock ahead) still moves it.
+    book.changed([summary("x", 205)], served=T0 + timedelta(seconds=201))
+    assert book.watermark == T0 + timedelta(seconds=205)
+
+
+def test_the_service_time_is_read_from_the_date_header_or_not_at_all() -> None:
+    def response(date: object) -> dict[str, Any]:
+        return {"ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+
+    served = served_at(response("Sun, 29 Nov 2026 15:10:07 GMT"))
+    assert served == datetime(2026, 11, 29, 15, 10, 7, tzinfo=UTC)
+    assert served_at({}) is None  # no header: the watermark moves with LastModifiedTime only
+    assert served_at(response("yesterday")) is None
+    assert served_at(response(None)) is None
+    assert served_at(response("Sun, 29 Nov 2026 15:10:07 -0000")) is None  # no zone: unusable
+
+
+def test_ended_jobs_come_first_among_the_changed() -> None:
+    book = Book(Tuning())
+    for name in ("a", "b", "c", "d"):
+        book.watch(name)
+    ended = {**summary("c", 3), "TrainingJobStatus": "Completed"}
+    stopped = {**summary("d", 4), "TrainingJobStatus": "Stopped"}
+    assert book.changed([summary("a", 1), summary("b", 2), ended, stopped]) == ["c", "d", "a", "b"]
 
 
 def test_the_sweep_describes_each_job_once_per_sweep_every_intervals() -> None:

@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,7 @@ from airflow_spot_provider.emulator.errors import (
     UnknownOperationError,
 )
 from airflow_spot_provider.emulator.guard import allowed_hosts, guard_middleware
+from airflow_spot_provider.emulator.jobs import wall_clock
 from airflow_spot_provider.emulator.scenario import ScenarioError
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,16 @@ def _operations(backend: Backend) -> dict[str, Operation]:
 
 
 def _aws_response(body: bytes, status: int = 200) -> web.Response:
+    # Date as AWS sends it (RFC 7231, to the second), from the clock that stamps the jobs' times:
+    # the shared watch lists from it.
     return web.Response(
         body=body,
         status=status,
-        headers={"Content-Type": JSON_11, "x-amzn-RequestId": str(uuid.uuid4())},
+        headers={
+            "Content-Type": JSON_11,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+            "Date": formatdate(wall_clock(), usegmt=True),
+        },
     )
 
 

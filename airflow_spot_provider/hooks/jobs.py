@@ -13,6 +13,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from asgiref.sync import sync_to_async
+from botocore.config import Config
+
 from airflow_spot_provider.hooks.errors import ApiCallError, ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import Call, Ops, Save, Say, Sleep
 from airflow_spot_provider.position import Position
@@ -29,6 +32,25 @@ def _hook(service: str, aws_conn_id: str | None, region_name: str | None) -> Any
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     return SageMakerHook(aws_conn_id=aws_conn_id, region_name=region_name)  # type: ignore[no-untyped-call]
+
+
+async def _async_client(hook: Any, pool: int | None) -> Any:
+    """The hook's aiobotocore client (``get_async_conn``), its connection pool raised to ``pool``.
+
+    The connection's botocore config (its ``config_kwargs``) is kept, a larger pool in it too:
+    the pool is set on the hook's own (cached) connection wrapper, looked up off the loop as
+    ``get_async_conn`` does (``sync_to_async``).
+    """
+    if pool is not None:
+
+        def widen() -> None:
+            wrapper = hook.conn_config
+            config: Any = wrapper.botocore_config or Config()  # options set at run time
+            most = max(pool, config.max_pool_connections or 0)
+            wrapper.botocore_config = config.merge(Config(max_pool_connections=most))
+
+        await sync_to_async(widen)()
+    return await hook.get_async_conn()
 
 
 class _Carried(Generic[T]):
@@ -151,12 +173,15 @@ class AsyncJobs(_Jobs):
     ``on_kill`` only when the message says a user acted).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, pool: int | None = None, **kwargs: Any) -> None:
         """Hold no client yet: each opens on its first call.
 
+        :param pool: HTTP connections per client at least (the connection's botocore config, or
+            botocore's default of 10, otherwise): as many as the calls made at once.
         :param kwargs: those of :class:`_Jobs`.
         """
         super().__init__(**kwargs)
+        self.pool = pool
         self._opening: dict[str, asyncio.Lock] = {}
 
     @property
@@ -183,7 +208,7 @@ class AsyncJobs(_Jobs):
             async with self._opening.setdefault(service, asyncio.Lock()):
                 if service not in self._clients:
                     hook = _hook(service, self.aws_conn_id, self.region_name)
-                    manager = await hook.get_async_conn()
+                    manager = await _async_client(hook, self.pool)
                     self._clients[service] = (manager, await manager.__aenter__())
         return self._clients[service][1]
 

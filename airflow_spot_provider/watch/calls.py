@@ -4,25 +4,32 @@ jobs.AsyncJobs` (so each goes through the one API-retry rule): the List walk and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from airflow_spot_provider.hooks.job_calls import Call, Ops
-from airflow_spot_provider.watch.book import LogScan
+from airflow_spot_provider.watch.book import LogScan, served_at
 
 
-def list_changed(args: Mapping[str, Any]) -> Ops[list[dict[str, Any]]]:
-    """Every ``TrainingJobSummary`` of a List walk (all pages).
+def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], datetime | None]]:
+    """Every ``TrainingJobSummary`` of a List walk (all pages), and when the service answered.
+
+    The time is the first page's (:func:`~airflow_spot_provider.watch.book.served_at`): a job
+    that changes while the walk pages may sit on a page already read; the next walk lists it.
 
     :param args: the first page's arguments (:meth:`~airflow_spot_provider.watch.book.Book.
         list_args`).
     """
     kwargs = dict(args)
     summaries: list[dict[str, Any]] = []
+    served: datetime | None = None
     while True:
         page = yield Call("sagemaker", "list_training_jobs", dict(kwargs))
+        if "NextToken" not in kwargs:
+            served = served_at(page)
         summaries.extend(page.get("TrainingJobSummaries", []))
         if not page.get("NextToken"):
-            return summaries
+            return summaries, served
         kwargs["NextToken"] = page["NextToken"]
 
 

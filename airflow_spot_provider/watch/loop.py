@@ -4,7 +4,9 @@ Each cycle (``Tuning.lists_per_interval`` per poll interval, the smallest of the
 
 1. ``ListTrainingJobs`` of the jobs modified since the watermark minus a margin, 100 per page;
    only the subscribed jobs whose ``(TrainingJobStatus, SecondaryStatus, LastModifiedTime)``
-   differ from what was seen are described (:class:`~airflow_spot_provider.watch.book.Book`).
+   differ from what was seen are described (:class:`~airflow_spot_provider.watch.book.Book`),
+   those List shows ended first, ``Tuning.concurrency`` at a time. The watermark also moves to
+   the service's time of the answer (its ``Date``): an idle walk is one page.
    New subscribers are described once (at once, or one poll interval after subscribing with
    ``wait_first``), woken between cycles.
 2. Once per poll interval, the slow sweep describes a few jobs whatever List said: a change a
@@ -136,7 +138,11 @@ class Watch:
     async def _run(self) -> None:
         try:
             async with AsyncJobs(
-                aws_conn_id=self.key[0], region_name=self.key[1], log=log, rule=self._rule()
+                aws_conn_id=self.key[0],
+                region_name=self.key[1],
+                log=log,
+                rule=self._rule(),
+                pool=self.tuning.concurrency,
             ) as jobs:
                 self.jobs = jobs
                 await self._loop(jobs)
@@ -177,11 +183,11 @@ class Watch:
         jobs.rule = self._rule()
         now = time.monotonic()
         new = [sub for sub in self._all() if sub.due is not None and sub.due <= now]
-        names = {sub.job_name for sub in new}
-        if listing:
-            names |= await self._listed(jobs, full)
+        listed = await self._listed(jobs, full) if listing else []
         swept = set(self.book.sweep()) if full else set()
-        described = await self._describe(jobs, names | swept)
+        # The jobs List shows ended first: their triggers fire first.
+        order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
+        described = await self._describe(jobs, list(dict.fromkeys(order)))
         for sub in new:
             sub.due = None
         ended = {n for n, d in described.items() if _is_terminal(d)}
@@ -192,15 +198,15 @@ class Watch:
             if describe is not None or lines or marks or (listing and sub.ticks):
                 sub.queue.put_nowait(News(describe=describe, lines=lines, marks=marks))
 
-    async def _listed(self, jobs: AsyncJobs, full: bool) -> set[str]:
-        """The subscribed jobs to describe after this cycle's List walk."""
+    async def _listed(self, jobs: AsyncJobs, full: bool) -> list[str]:
+        """The subscribed jobs to describe after this cycle's List walk, ended ones first."""
         if not self.listing:
-            return set(self.book.watched) if full else set()
+            return sorted(self.book.watched) if full else []
         args = self.book.list_args()
         if args is None:
-            return set()  # nothing seen yet: the first describes set the watermark
+            return []  # nothing seen yet: the first describes set the watermark
         try:
-            summaries = await jobs.run(list_changed(args))
+            summaries, served = await jobs.run(list_changed(args))
         except SpotApiError as error:
             self.listing = False
             note = (
@@ -210,11 +216,12 @@ class Watch:
             log.warning(note)
             for sub in self._all():
                 sub.queue.put_nowait(News(notes=(note,)))
-            return set(self.book.watched)
-        return set(self.book.changed(summaries))
+            return sorted(self.book.watched)
+        return self.book.changed(summaries, served)
 
-    async def _describe(self, jobs: AsyncJobs, names: set[str]) -> dict[str, dict[str, Any]]:
-        """Describe jobs, a few at a time; a lasting error ends the job's subscribers."""
+    async def _describe(self, jobs: AsyncJobs, order: list[str]) -> dict[str, dict[str, Any]]:
+        """Describe jobs in order, a few dozen at a time; a lasting error ends their subscribers."""
+        # The semaphore admits its waiters first come, first served: the calls start in order.
         gate = asyncio.Semaphore(self.tuning.concurrency)
 
         async def one(name: str) -> dict[str, Any] | None:
@@ -230,7 +237,6 @@ class Watch:
                         sub.queue.put_nowait(News(error=error))
                     return None
 
-        order = sorted(names)
         found = await asyncio.gather(*(one(name) for name in order))
         described = {}
         for name, describe in zip(order, found, strict=True):

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -264,12 +265,29 @@ def test_throttling_of_the_shared_list_is_backed_off_once_for_all(
     assert len(lists) < 60  # about two per 0.4 s interval, not one per trigger and retry
 
 
-def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
-    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
-) -> None:
-    count, interval = 60, 1.0
-    names = [f"{name}-{i:02d}" for i in range(count)]
-    for job in names:  # a training log line a minute: idle
+async def _idle_cycles(
+    tasks: list[asyncio.Future[Any]], settle: float, span: float
+) -> tuple[int, int, list[Any]]:
+    """The watch's whole cycles in ``span`` seconds after ``settle``; then the triggers cancelled.
+
+    :param tasks: the triggers' first events.
+    :param settle: seconds before counting.
+    :param span: seconds counted.
+    """
+    await asyncio.sleep(settle)
+    watch = _current_watch()
+    assert watch is not None and watch.listing
+    first = watch.cycles + 1
+    await asyncio.sleep(span)
+    last = watch.cycles - 1
+    for task in tasks:
+        task.cancel()
+    return first, last, await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _idle_jobs(sm: Any, names: list[str]) -> None:
+    """Create jobs in a burst that then only log (a line a minute): none changes after it."""
+    for job in names:
         sm.create_training_job(**request(job, synthetic_config(120.0, 60.0), max_wait=300))
     _wait_until(
         lambda: all(
@@ -279,19 +297,20 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
         timeout=60,
     )
 
+
+def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
+) -> None:
+    count, interval = 60, 1.0
+    names = [f"{name}-{i:02d}" for i in range(count)]
+    _idle_jobs(sm, names)
+
     async def measure() -> tuple[Counter[int], Counter[int]]:
         tasks = [
             asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
         ]
-        await asyncio.sleep(4 * interval)  # every job described, its streams looked up
-        watch = _current_watch()
-        assert watch is not None and watch.listing
-        first = watch.cycles + 1
-        await asyncio.sleep(10 * interval)
-        last = watch.cycles - 1
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Every job described, its streams looked up; then ten intervals.
+        first, last, _ = await _idle_cycles(tasks, 4 * interval, 10 * interval)
         per_interval: Counter[int] = Counter()
         describes: Counter[int] = Counter()
         for cycle, op in tap.calls:
@@ -312,6 +331,94 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
     # Nothing changed: the describes are the sweep's (3 per interval at most).
     assert max(describes.values()) <= 3, describes
     assert max(per_interval.values()) <= 10, per_interval
+
+
+def _no_date(call: Call, reply: Any) -> Any:
+    """A List answer without the HTTP ``Date`` (as a proxy that drops it would deliver)."""
+    if call.operation == "list_training_jobs":
+        reply["ResponseMetadata"]["HTTPHeaders"].pop("date")
+    return reply
+
+
+@pytest.mark.parametrize("date", [True, False], ids=["with-date", "without-date"])
+def test_an_idle_burst_is_listed_in_one_page_once_the_margin_has_passed(
+    emulator: SpotEmulator,
+    sm: Any,
+    name: str,
+    tap: Tap,
+    monkeypatch: pytest.MonkeyPatch,
+    date: bool,
+) -> None:
+    # 30 jobs created within a second, 10 per List page, a 2 s margin: the burst's times stay
+    # within the margin of the newest one for good.
+    margin, interval = 2.0, 0.5
+    tune(monkeypatch, Tuning(margin=timedelta(seconds=margin), page_size=10, sweep_per_interval=0))
+    tap.edit = None if date else _no_date
+    names = [f"{name}-{i:02d}" for i in range(30)]
+    _idle_jobs(sm, names)
+
+    async def pages_per_walk() -> list[int]:
+        tasks = [asyncio.ensure_future(first_event(trigger(n, interval))) for n in names]
+        # Every job described, then the margin and the Date's second passed; then six intervals.
+        first, last, done = await _idle_cycles(tasks, margin + 3.0, 6 * interval)
+        assert all(isinstance(d, asyncio.CancelledError) for d in done), done  # no event
+        pages = Counter(c for c, op in tap.calls if op == "list_training_jobs" and c >= first)
+        return [pages[cycle] for cycle in range(first, last + 1)]
+
+    try:
+        with supervisor_comms():
+            pages = asyncio.run(pages_per_walk())
+    finally:
+        for job in names:
+            sm.stop_training_job(TrainingJobName=job)
+    print(f"List pages per walk, {'with' if date else 'without'} the Date header: {pages}")
+    assert len(pages) >= 4
+    if date:
+        assert set(pages) == {1}, pages  # the watermark moved with the service's clock
+    else:
+        assert min(pages) >= 3, pages  # as before: the whole burst, every walk
+
+
+def test_jobs_that_end_together_are_described_together(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tune(monkeypatch, NO_SWEEP)
+    count, interval = 40, 1.0
+    names = [f"{name}-{i:02d}" for i in range(count)]
+    for job in names:
+        create_job(sm, job, train_seconds=4.0)
+    in_flight: list[int] = [0, 0]  # now, most
+    describe = AsyncJobs._call  # the tap's
+
+    async def counted(jobs: AsyncJobs, call: Call) -> Any:
+        if call.operation != "describe_training_job":
+            return await describe(jobs, call)
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        try:
+            return await describe(jobs, call)
+        finally:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(AsyncJobs, "_call", counted)
+
+    async def follow_all() -> tuple[list[dict[str, Any]], int]:
+        tasks = [asyncio.ensure_future(first_event(trigger(n, interval))) for n in names]
+        await asyncio.sleep(1.5)  # every job described once
+        watch = _current_watch()
+        assert watch is not None and watch.jobs is not None
+        client = await watch.jobs._client("sagemaker")
+        pool = int(client.meta.config.max_pool_connections)
+        in_flight[1] = 0  # from here on: the jobs that end
+        return await asyncio.wait_for(asyncio.gather(*tasks), 90), pool
+
+    with supervisor_comms():
+        events, pool = asyncio.run(follow_all())
+    for payload in events:
+        assert _ended(payload).report.is_terminal
+    print(f"{count} jobs ending together: {in_flight[1]} describes in flight at most, pool {pool}")
+    assert pool >= Tuning().concurrency  # botocore's default of 10 would queue the rest
+    assert 8 < in_flight[1] <= Tuning().concurrency
 
 
 def test_the_watch_ends_with_its_last_subscriber_and_a_new_one_starts_afresh(

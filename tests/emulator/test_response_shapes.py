@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import botocore.session
@@ -210,3 +212,12 @@ def test_responses_of_every_ending_match_botocores_output_shapes(
     operations = {operation for operation, _body in wire.bodies}
     assert operations >= {"CreateTrainingJob", "DescribeTrainingJob", "ListTrainingJobs"}
     assert list(wire.check()) == []
+
+
+def test_answers_carry_the_services_date_as_aws_sends_it(sm: Any) -> None:
+    # The shared watch lists from the service's time of an answer (RFC 7231, GMT, to the second).
+    before = datetime.now(UTC).replace(microsecond=0)
+    headers = sm.list_training_jobs(MaxResults=1)["ResponseMetadata"]["HTTPHeaders"]
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT", headers["date"])
+    assert before <= parsedate_to_datetime(headers["date"]) <= after
