@@ -207,11 +207,12 @@ def test_admin_interrupt_and_random_market(
     assert secondary_statuses(final).count(S.INTERRUPTED) == 1
     assert final["TrainingJobStatus"] == TrainingJobStatus.COMPLETED
 
-    # The seeded random model: about three interruptions per training second on this type.
+    # The seeded random model: about three interruptions per training second on this type, and
+    # the job names are random: 3 s of training leave no interruption with odds of e**-9.
     flaky = job_name + "-r"
     sm.create_training_job(
         **synthetic_request(
-            flaky, bucket, instance_type=flaky_type, train_seconds=1.0, step_seconds=0.05
+            flaky, bucket, instance_type=flaky_type, train_seconds=3.0, step_seconds=0.05
         )
     )
     final = wait_for_job(sm, flaky, timeout=60)
