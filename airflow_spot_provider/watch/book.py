@@ -48,6 +48,10 @@ class Tuning:
     :param concurrency: describes (and log stream look-ups) in flight at once, and the size of
         the clients' connection pools (botocore's default of 10 would queue the rest): 1,000
         jobs ending within 5 s are described within about one List cycle.
+    :param freeze_heap: move the process's long-lived objects out of the garbage collector's
+        reach after the first cycle and as subscribers double
+        (:mod:`~airflow_spot_provider.watch.heap`): full collections of a large triggerer's
+        heap stall the event loop; frozen reference cycles are never collected.
     """
 
     lists_per_interval: int = 2
@@ -58,6 +62,7 @@ class Tuning:
     log_margin_ms: int = 15_000
     log_scan_pages: int = 20
     concurrency: int = 48
+    freeze_heap: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lists_per_interval", "sweep_every", "page_size", "log_scan_pages"):

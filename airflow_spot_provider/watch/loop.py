@@ -54,6 +54,7 @@ from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.watch.book import Book, LogScan, Tuning
 from airflow_spot_provider.watch.calls import list_changed, scan_streams
+from airflow_spot_provider.watch.heap import freeze_if_grown
 from airflow_spot_provider.watch.subscription import News, Subscription
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,16 @@ class Watch:
         self.book.watch(sub.job_name)
         self._wake.set()  # its first describe may be due now
 
+    def loaded(self, sub: Subscription, position: Position) -> None:
+        """A subscriber's saved position is loaded and merged: its lines are read from now on.
+
+        :param sub: its subscription.
+        :param position: the merged position.
+        """
+        sub.loaded(position)
+        if sub.due is not None:
+            self._wake.set()  # its end, held back, is described again now
+
     def remove(self, sub: Subscription) -> None:
         """Unsubscribe a trigger (synchronous: safe in a cancelled trigger's ``finally``).
 
@@ -160,6 +171,8 @@ class Watch:
             full = self.cycles % self.tuning.lists_per_interval == 0
             await self._cycle(jobs, listing=True, full=full)
             self.cycles += 1
+            if self.tuning.freeze_heap:
+                freeze_if_grown(sum(len(subs) for subs in self.subs.values()))
             await self._pause(jobs, started + self.interval() / self.tuning.lists_per_interval)
 
     async def _pause(self, jobs: AsyncJobs, until: float) -> None:
@@ -191,9 +204,13 @@ class Watch:
         for sub in new:
             sub.due = None
         ended = {n for n, d in described.items() if _is_terminal(d)}
+        # Taken as _read_logs takes its subscribers (before it awaits): no lines for these.
+        held = [s for s in self._all() if s.awaits_position and s.job_name in ended]
         read = await self._read_logs(jobs, scan=full, ended=ended, swept=swept)
+        for sub in held:
+            sub.end_unread()  # its end is described again once loaded, with its last lines
         for sub in self._all():
-            describe = described.get(sub.job_name)
+            describe = None if sub in held else described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
             if describe is not None or lines or marks or (listing and sub.ticks):
                 sub.queue.put_nowait(News(describe=describe, lines=lines, marks=marks))

@@ -1,4 +1,10 @@
-"""Saving the positions of an event loop's triggers: batched, off the loop, in order.
+"""Loading and saving the positions of an event loop's triggers: batched, off the loop, in order.
+
+A trigger subscribes to its watch first and loads the position it saved (a restart) meanwhile
+(:meth:`PositionSaver.load`): every load asked for while a batch runs goes in the next one, one
+thread of the loop's default executor that reads them one after the other, so 1,000 triggers
+starting together cost a couple of thread hops, not 1,000. A batch of loads goes before the
+saves waiting with it.
 
 Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
 thread of the loop's default executor saves every position handed over since (Airflow Variables,
@@ -11,12 +17,13 @@ The guarantee: a trigger cancelled gracefully (the triggerer stops or restarts) 
 its position is saved (:meth:`PositionSaver.hurry` waits for the batch that saves it), so the
 next triggerer neither repeats nor loses a line. A killed process (``kill -9``) loses what was
 not saved yet: the transitions of its last ``SAVE_DELAY`` and the log marks of its last
-``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses).
+``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses). A trigger
+cancelled while its load waits leaves at once; the batch answers only those still waiting.
 
-One batch at a time, even when the loop shuts down: a save under way when the saver's task is
-cancelled is waited for before the rest is saved, so an older position never lands after a
-newer one, and the Variable calls never run in two threads at once (Airflow's in-process
-supervisor comms, as ``dag.test()`` uses, are not thread-safe: two at once lose both saves).
+One batch at a time (loads or saves), even when the loop shuts down: a batch under way when the
+saver's task is cancelled is waited for before the rest is saved, so an older position never
+lands after a newer one, and the Variable calls never run in two threads at once (Airflow's
+in-process supervisor comms, as ``dag.test()`` uses, are not thread-safe: two at once lose both).
 
 A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, with the next
 batch too: it fires at once instead of waiting for a thread, and the batch deletes after any save
@@ -29,10 +36,14 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import logging
 import time
+from typing import Any
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.position import Position
+
+log = logging.getLogger(__name__)
 
 # Seconds between a position handed over and the batch's save: the triggers woken by one cycle of
 # the watch all log and hand over within it.
@@ -53,18 +64,45 @@ def save_all(positions: list[Position], deleted: list[str]) -> None:
         position_store.delete_position(job_name)
 
 
+def load_all(job_names: list[str]) -> dict[str, Position | None]:
+    """The saved position of each job, read one after the other (blocking: run in a thread).
+
+    :param job_names: the jobs.
+    """
+    loaded: dict[str, Position | None] = {}
+    for job_name in job_names:
+        try:
+            loaded[job_name] = position_store.load_position(job_name)
+        except ValueError as error:  # a position is a nicety: never fail a trigger over it
+            log.warning("Saved position of %s unreadable, not used: %s", job_name, error)
+            loaded[job_name] = None
+    return loaded
+
+
 class PositionSaver:
-    """The positions waiting to be saved on one event loop, and the task that saves them."""
+    """The positions waiting to be loaded or saved on one event loop, and the task doing it."""
 
     def __init__(self) -> None:
+        self._loads: dict[str, list[asyncio.Future[Position | None]]] = {}
         self._pending: dict[str, Position] = {}
         self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
         self._deleted: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # The batch under way (its jobs, its thread's future) and the next one's future.
-        self._saving: tuple[frozenset[str], asyncio.Future[None]] | None = None
+        # The batch under way (the jobs it saves, its thread's future) and the next one's future.
+        self._saving: tuple[frozenset[str], asyncio.Future[Any]] | None = None
         self._next: asyncio.Future[None] | None = None
+
+    async def load(self, job_name: str) -> Position | None:
+        """The job's saved position, if any, read with the next batch of loads.
+
+        :param job_name: the job.
+        """
+        answer: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
+        self._loads.setdefault(job_name, []).append(answer)
+        self._kick.set()
+        self._start()
+        return await answer  # cancelled with its trigger: the batch then skips it
 
     def keep(self, position: Position, *, urgent: bool = True) -> None:
         """Save a position with a coming batch (replacing one of the same job still waiting).
@@ -110,12 +148,13 @@ class PositionSaver:
 
     async def _run(self) -> None:
         try:
-            while self._pending or self._deleted or self._lazy:
+            while self._loads or self._pending or self._deleted or self._lazy:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self._wait())
-                if self._pending or self._deleted:
+                if (self._pending or self._deleted) and not self._loads:
                     await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
+                await self._load_asked()
                 now = time.monotonic()
                 for job, (since, position) in list(self._lazy.items()):
                     if now - since >= LOG_MARK_SAVE_SECONDS:
@@ -126,16 +165,54 @@ class PositionSaver:
             if self._saving is not None:  # the batch under way lands first, alone
                 with contextlib.suppress(Exception):
                     await self._saving[1]
+            for answers in self._loads.values():  # their triggers are cancelled too
+                for answer in answers:
+                    answer.cancel()
+            self._loads.clear()
             self._pending.update({job: p for job, (_, p) in self._lazy.items()})
             self._lazy.clear()
             await self._save_pending()
             raise
 
     def _wait(self) -> float:
-        if self._pending or self._deleted:
+        if self._loads or self._pending or self._deleted:
             return 0.0
         oldest = min(since for since, _ in self._lazy.values())
         return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
+
+    async def _load_asked(self) -> None:
+        """Load the positions asked for since the last batch, in one thread; answer them."""
+        asked, self._loads = self._loads, {}
+        # Those whose triggers all left (cancelled) are not read.
+        asked = {job: a for job, a in asked.items() if not all(f.done() for f in a)}
+        if not asked:
+            return
+        context = contextvars.copy_context()
+        loading = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(context.run, load_all, sorted(asked))
+        )
+        self._saving = (frozenset(), loading)
+        loading.add_done_callback(lambda _: self._answer(loading, asked))
+        await asyncio.shield(loading)  # as a save batch: a cancellation waits for it in _run
+
+    def _answer(
+        self,
+        loading: asyncio.Future[dict[str, Position | None]],
+        asked: dict[str, list[asyncio.Future[Position | None]]],
+    ) -> None:
+        """A batch of loads ended: answer the triggers still waiting (whatever the outcome)."""
+        self._landed(loading, None)
+        error = None if loading.cancelled() else loading.exception()
+        for job, answers in asked.items():
+            for answer in answers:
+                if answer.done():
+                    continue
+                if loading.cancelled():
+                    answer.cancel()
+                elif error is not None:
+                    answer.set_exception(error)
+                else:
+                    answer.set_result(loading.result()[job])
 
     async def _save_pending(self) -> None:
         batch, self._pending = list(self._pending.values()), {}
@@ -156,7 +233,7 @@ class PositionSaver:
         await asyncio.shield(saving)
 
     def _landed(
-        self, saving: asyncio.Future[None] | None, done: asyncio.Future[None] | None
+        self, saving: asyncio.Future[Any] | None, done: asyncio.Future[None] | None
     ) -> None:
         """A batch's thread ended: wake those waiting for it (whatever the save's outcome)."""
         if saving is not None and self._saving is not None and self._saving[1] is saving:
