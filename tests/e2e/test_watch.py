@@ -8,6 +8,7 @@ from the client (:class:`Tap`); the calls are counted there too.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
+from airflow_spot_provider.watch import heap
 from airflow_spot_provider.watch import registry as watch_registry  # the module
 from airflow_spot_provider.watch.book import Tuning
 from airflow_spot_provider.watch.loop import Watch
@@ -565,3 +567,81 @@ def test_log_marks_alone_are_saved_lazily_and_transitions_at_once(
     # cycle that only relayed lines: their marks wait up to LOG_MARK_SAVE_SECONDS.
     assert 0 < len(saved) < len(ended.report.transitions)
     assert all(a.transitions < b.transitions for a, b in itertools.pairwise(saved))
+
+
+def _slow_loads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[float]:
+    """Saved positions that take ``seconds`` to load (a busy supervisor); when each load ended."""
+    ended: list[float] = []
+    load = position_store.load_position
+
+    def slow(job_name: str) -> Position | None:
+        time.sleep(seconds)
+        found = load(job_name)
+        ended.append(time.monotonic())
+        return found
+
+    monkeypatch.setattr(position_store, "load_position", slow)
+    return ended
+
+
+async def _follow_until_steps(kwargs: dict[str, Any], captured: list[dict[str, Any]]) -> None:
+    """Run a trigger until it relayed three steps of the job, then restart (cancel) it."""
+    task = asyncio.ensure_future(first_event(SageMakerSpotTrainingTrigger(**kwargs)))
+    deadline = time.monotonic() + 30
+    while len(_steps(captured)) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    task.cancel()  # the triggerer goes away: the job keeps running, the position is saved
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("ended_before", [False, True])
+def test_a_restarted_trigger_is_described_before_its_saved_position_loads_and_repeats_nothing(
+    emulator: SpotEmulator,
+    sm: Any,
+    name: str,
+    tap: Tap,
+    monkeypatch: pytest.MonkeyPatch,
+    ended_before: bool,
+) -> None:
+    # The kwargs hold the position before deferring (nothing logged); the Variable a newer one.
+    create_job(sm, name, train_seconds=4.0)  # 16 lines, one per 0.25 s
+    _, kwargs = trigger(name, print_log=True).serialize()
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        asyncio.run(_follow_until_steps(kwargs, captured))
+        before = len(_steps(captured))
+        if ended_before:  # its last lines not relayed yet, and its end seen before the load
+            _wait_until(lambda: _status(sm, name).is_terminal)
+        loads = _slow_loads(monkeypatch, 2.0)
+        restarted = time.monotonic()
+        ended = _ended(asyncio.run(first_event(SageMakerSpotTrainingTrigger(**kwargs))))
+    assert 3 <= before < 16, "the restart did not fall within the training log"
+    relayed = _relayed(captured)
+    assert len(relayed) == len(set(relayed)), "a CloudWatch line was relayed twice"
+    assert _steps(captured) == [f"{n}/16" for n in range(1, 17)]  # once each: none lost
+    _each_transition_once(captured, name, ended)  # the early describe was taken after the merge
+    describes = [start for op, start, _ in tap.spans if op == "describe_training_job"]
+    after = [start for start in describes if start >= restarted]
+    assert min(after) < loads[0], "the restarted trigger was described only after its load"
+    if ended_before:  # its end held back, then described again with its last lines
+        assert len(after) >= 2
+
+
+def _status(sm: Any, name: str) -> TrainingJobStatus:
+    return TrainingJobStatus(sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"])
+
+
+@pytest.mark.parametrize("freeze_heap", [True, False])
+def test_the_heap_is_frozen_after_the_first_cycle_unless_tuned_off(
+    emulator: SpotEmulator, sm: Any, name: str, monkeypatch: pytest.MonkeyPatch, freeze_heap: bool
+) -> None:
+    gc.unfreeze()
+    monkeypatch.setattr(heap, "_frozen_for", 0)  # as in a fresh triggerer process
+    tune(monkeypatch, Tuning(freeze_heap=freeze_heap))
+    create_job(sm, name, train_seconds=1.0)
+    try:
+        with supervisor_comms():
+            _ended(asyncio.run(first_event(trigger(name))))
+        assert (gc.get_freeze_count() > 0) == freeze_heap
+    finally:
+        gc.unfreeze()  # the rest of the test process is collected as usual
