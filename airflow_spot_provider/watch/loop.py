@@ -18,7 +18,9 @@ Each cycle (``Tuning.lists_per_interval`` per poll interval, the smallest of the
    the streams of new subscribers, of swept jobs and of jobs that just ended are looked up by
    name; then ``FilterLogEvents`` of the streams that moved, 100 per call.
 4. Each subscriber gets its news on its queue; subscribers with a ``stop_when`` get a tick each
-   cycle (time passes). Triggers take the follow step on it themselves, and log it.
+   cycle (time passes). Triggers take the follow step on it themselves, and log it. A subscriber
+   whose saved position is still loading gets no lines (:meth:`Subscription.loaded`), nor the
+   end of its job: that is described again once it is loaded, and read to its last line.
 
 One aiobotocore client per service for the whole watch (:class:`~airflow_spot_provider.hooks.
 jobs.AsyncJobs`, through the Amazon provider's hooks: the connection is looked up once). Every call
@@ -119,7 +121,7 @@ class Watch:
         """
         sub.loaded(position)
         if sub.due is not None:
-            self._wake.set()  # its end, held back, is described again now
+            self._wake.set()  # its first describe, or its end held back, is due now
 
     def remove(self, sub: Subscription) -> None:
         """Unsubscribe a trigger (synchronous: safe in a cancelled trigger's ``finally``).

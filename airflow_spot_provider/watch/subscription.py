@@ -86,8 +86,10 @@ class Subscription:
         """
         self.read = position
         self._loaded = True
-        if self._end_unread:
-            self.due = time.monotonic()
+        now = time.monotonic()
+        # A restart (transitions logged) does not wait first; an end held back is due again.
+        if self._end_unread or (position.transitions and self.due is not None and self.due > now):
+            self.due = now
 
     def end_unread(self) -> None:
         """The job ended before the position was loaded: describe it again once it is.
