@@ -2,9 +2,10 @@
 
 A trigger subscribes to its watch first and loads the position it saved (a restart) meanwhile
 (:meth:`PositionSaver.load`): every load asked for while a batch runs goes in the next one, one
-thread of the loop's default executor that reads them one after the other, so 1,000 triggers
-starting together cost a couple of thread hops, not 1,000. A batch of loads goes before the
-saves waiting with it.
+thread of the loop's default executor that reads them one after the other and answers them
+``LOADS_PER_ANSWER`` at a time as it goes, so 1,000 triggers starting together cost a couple of
+thread hops, not 1,000, and wake a few dozen at a time. A batch of loads goes before the saves
+waiting with it.
 
 Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
 thread of the loop's default executor saves every position handed over since (Airflow Variables,
@@ -38,6 +39,7 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from airflow_spot_provider import position_store
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 SAVE_DELAY = 0.2
 # The longest a position whose only change is its log marks waits to be saved.
 LOG_MARK_SAVE_SECONDS = 30.0
+# Loads answered to the loop at once, as the batch's thread reads them: the triggers they wake
+# take their first news together (a thousand at once would stall the loop a few hundred ms).
+LOADS_PER_ANSWER = 50
 
 
 def save_all(positions: list[Position], deleted: list[str]) -> None:
@@ -64,10 +69,11 @@ def save_all(positions: list[Position], deleted: list[str]) -> None:
         position_store.delete_position(job_name)
 
 
-def load_all(job_names: list[str]) -> dict[str, Position | None]:
-    """The saved position of each job, read one after the other (blocking: run in a thread).
+def load_all(job_names: list[str], answer: Callable[[dict[str, Position | None]], None]) -> None:
+    """Read the saved position of each job, one after the other (blocking: run in a thread).
 
     :param job_names: the jobs.
+    :param answer: takes the positions read, ``LOADS_PER_ANSWER`` jobs at a time.
     """
     loaded: dict[str, Position | None] = {}
     for job_name in job_names:
@@ -76,7 +82,20 @@ def load_all(job_names: list[str]) -> dict[str, Position | None]:
         except ValueError as error:  # a position is a nicety: never fail a trigger over it
             log.warning("Saved position of %s unreadable, not used: %s", job_name, error)
             loaded[job_name] = None
-    return loaded
+        if len(loaded) == LOADS_PER_ANSWER:
+            answer(loaded)
+            loaded = {}
+    answer(loaded)
+
+
+def _answer_loads(
+    loaded: dict[str, Position | None], asked: dict[str, list[asyncio.Future[Any]]]
+) -> None:
+    """Answer the triggers still waiting for these positions (those cancelled meanwhile left)."""
+    for job_name, position in loaded.items():
+        for answer in asked[job_name]:
+            if not answer.done():
+                answer.set_result(position)
 
 
 class PositionSaver:
@@ -187,32 +206,33 @@ class PositionSaver:
         asked = {job: a for job, a in asked.items() if not all(f.done() for f in a)}
         if not asked:
             return
+        loop = asyncio.get_running_loop()
+
+        def answer(part: dict[str, Position | None]) -> None:  # in the thread
+            loop.call_soon_threadsafe(_answer_loads, part, asked)
+
         context = contextvars.copy_context()
-        loading = asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(context.run, load_all, sorted(asked))
+        loading = loop.run_in_executor(
+            None, functools.partial(context.run, load_all, sorted(asked), answer)
         )
         self._saving = (frozenset(), loading)
-        loading.add_done_callback(lambda _: self._answer(loading, asked))
+        loading.add_done_callback(lambda _: self._loads_ended(loading, asked))
         await asyncio.shield(loading)  # as a save batch: a cancellation waits for it in _run
 
-    def _answer(
-        self,
-        loading: asyncio.Future[dict[str, Position | None]],
-        asked: dict[str, list[asyncio.Future[Position | None]]],
+    def _loads_ended(
+        self, loading: asyncio.Future[None], asked: dict[str, list[asyncio.Future[Any]]]
     ) -> None:
-        """A batch of loads ended: answer the triggers still waiting (whatever the outcome)."""
+        """A batch's thread ended: those it did not answer (it failed) get its error."""
         self._landed(loading, None)
         error = None if loading.cancelled() else loading.exception()
-        for job, answers in asked.items():
+        for answers in asked.values():
             for answer in answers:
                 if answer.done():
                     continue
-                if loading.cancelled():
-                    answer.cancel()
-                elif error is not None:
-                    answer.set_exception(error)
+                if error is None:
+                    answer.cancel()  # the thread was cancelled before it started
                 else:
-                    answer.set_result(loading.result()[job])
+                    answer.set_exception(error)
 
     async def _save_pending(self) -> None:
         batch, self._pending = list(self._pending.values()), {}
