@@ -1,4 +1,4 @@
-"""The shared watch's pure bookkeeping: what changed, the watermark, the sweep, the log scan."""
+"""The shared watch's pure bookkeeping: what changed, the watermark, the sweep, the group read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_spot_provider.watch.book import Book, LogScan, Tuning, served_at
+from airflow_spot_provider.hooks.job_calls import LOG_GROUP
+from airflow_spot_provider.watch.book import Book, GroupRead, Tuning, served_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -110,24 +111,25 @@ def test_the_sweep_spends_a_bounded_number_of_describes_per_interval() -> None:
     assert not Book(Tuning(sweep_per_interval=0)).sweep()
 
 
-def stream(name: str, last: int | None) -> dict[str, Any]:
-    return {"logStreamName": name} | ({} if last is None else {"lastEventTimestamp": last})
+def event(stream: str, stamp: int) -> dict[str, Any]:
+    return {"logStreamName": stream, "timestamp": stamp, "eventId": f"{stamp}-{stream}"}
 
 
-def test_the_log_scan_reads_one_page_first_then_down_to_what_it_saw() -> None:
-    scan = LogScan(Tuning(log_margin_ms=10))
-    found: dict[str, int | None] = {}
-    page = {"logStreams": [stream("a/1", 500), stream("x/1", 400)], "nextToken": "n"}
-    assert scan.take(page, 1, lambda s: s.startswith("a/"), found) is False  # first: one page
-    scan.done()
-    assert found == {"a/1": 500} and scan.newest == 500
-    found.clear()
-    page = {"logStreams": [stream("a/1", 700), stream("x/1", 495)], "nextToken": "n"}
-    assert scan.take(page, 1, lambda s: True, found) is True  # all newer than 490: go on
-    page = {"logStreams": [stream("b/1", 491), stream("c/1", 480), stream("d/1", 999)]}
-    assert scan.take(page, 2, lambda s: True, found) is False
-    assert found == {"a/1": 700, "x/1": 495, "b/1": 491}  # stopped at the first older one
-    assert scan.take({"logStreams": [stream("e/1", None)]}, 1, lambda s: True, {}) is False
+def test_the_group_read_starts_at_the_service_time_then_below_the_newest_event() -> None:
+    group = GroupRead(Tuning(log_margin_ms=10))
+    assert group.start() is None  # no time known: no read
+    group.clock(datetime(2026, 1, 1, tzinfo=UTC))
+    served = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    assert group.start() == served - 10
+    group.clock(datetime(2027, 1, 1, tzinfo=UTC))  # the service's time starts it only once
+    assert group.start() == served - 10
+    group.took([event("a/1", served + 500), event("b/1", served + 700), {"message": "no time"}])
+    assert group.start() == served + 690
+    group.took([event("a/1", served + 100)])  # a late line does not move the start back
+    assert group.start() == served + 690
+    assert group.args(5) == {"logGroupName": LOG_GROUP, "startTime": 5}
+    group.reset()
+    assert group.start() is None
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,15 @@
 """The watch's own AWS calls, as generators carried out by :class:`~airflow_spot_provider.hooks.
-jobs.AsyncJobs` (so each goes through the one API-retry rule): the List walk and the log scan."""
+jobs.AsyncJobs` (so each goes through the one API-retry rule): the List walk and the read of
+the log group."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from airflow_spot_provider.hooks.job_calls import Call, Ops
-from airflow_spot_provider.watch.book import LogScan, served_at
+from airflow_spot_provider.watch.book import GroupRead, served_at
 
 
 def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], datetime | None]]:
@@ -33,19 +34,25 @@ def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], dat
         kwargs["NextToken"] = page["NextToken"]
 
 
-def scan_streams(scan: LogScan, wanted: Callable[[str], bool]) -> Ops[dict[str, int | None]]:
-    """The wanted streams of the training jobs' group that moved lately, and their last events.
+def read_group(group: GroupRead) -> Ops[list[dict[str, Any]]]:
+    """The events of the training jobs' group since the previous read (minus the margin).
 
-    :param scan: where the previous scan stopped.
-    :param wanted: whether a stream is of a job followed with its log.
+    ``FilterLogEvents`` with no stream named, paged up to ``Tuning.log_scan_pages``; oldest
+    first, so a read cut by the cap goes on from its last event next time. Empty pages with a
+    ``nextToken`` (CloudWatch may answer so while it searches) are paged through.
+
+    :param group: where the read starts; it notes the events read.
     """
-    kwargs = scan.args()
-    found: dict[str, int | None] = {}
-    pages = 0
-    while True:
-        page = yield Call("logs", "describe_log_streams", dict(kwargs), best_effort=True)
-        pages += 1
-        if not scan.take(page, pages, wanted, found):
-            scan.done()
-            return found
+    start = group.start()
+    if start is None:
+        return []
+    kwargs = group.args(start)
+    events: list[dict[str, Any]] = []
+    for _ in range(group.tuning.log_scan_pages):
+        page = yield Call("logs", "filter_log_events", dict(kwargs), best_effort=True)
+        events.extend(page.get("events", []))
+        if not page.get("nextToken"):
+            break
         kwargs["nextToken"] = page["nextToken"]
+    group.took(events)
+    return events

@@ -13,10 +13,11 @@ Each cycle (``Tuning.lists_per_interval`` per poll interval, the smallest of the
    List answer missed is seen within ``sweep_every`` intervals (more at many jobs: the sweep
    spends ``sweep_per_interval`` describes per interval at most). It also catches a change of
    the open transition's ``StatusMessage``, which does not move ``LastModifiedTime``.
-3. For subscribers with ``print_log``: once per poll interval ``DescribeLogStreams`` of the
-   group by last event time, paged until the streams are older than the previous scan's newest;
-   the streams of new subscribers, of swept jobs and of jobs that just ended are looked up by
-   name; then ``FilterLogEvents`` of the streams that moved, 100 per call.
+3. For subscribers with ``print_log``: once per poll interval one ``FilterLogEvents`` of the
+   whole log group from the newest event seen minus a margin (one page for 10,000 lines,
+   whatever the number of jobs); each subscriber takes its job's lines past its marks. A new
+   subscriber, and a job that just ended, read their own streams from their marks first
+   (``DescribeLogStreams`` by the job's prefix, then ``FilterLogEvents`` of 100 streams per call).
 4. Each subscriber gets its news on its queue; subscribers with a ``stop_when`` get a tick each
    cycle (time passes). Triggers take the follow step on it themselves, and log it.
 
@@ -45,15 +46,13 @@ from airflow_spot_provider.hooks.job_calls import (
     Lines,
     describe_job,
     job_streams,
-    moved_starts,
     read_marked,
-    streams_by_job,
 )
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
-from airflow_spot_provider.watch.book import Book, LogScan, Tuning
-from airflow_spot_provider.watch.calls import list_changed, scan_streams
+from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
+from airflow_spot_provider.watch.calls import list_changed, read_group
 from airflow_spot_provider.watch.subscription import News, Subscription
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,10 @@ class Watch:
         self.tuning = tuning
         self.on_end = on_end
         self.book = Book(tuning)
-        self.scan = LogScan(tuning)
+        self.group = GroupRead(tuning)
+        self.caught_up: set[Subscription] = (
+            set()
+        )  # read their own streams once: the group serves them
         self.subs: dict[str, list[Subscription]] = {}
         self.listing = True  # False once ListTrainingJobs was refused: per-job describes
         self.cycles = 0
@@ -118,6 +120,7 @@ class Watch:
         subs = self.subs.get(sub.job_name, [])
         if sub in subs:
             subs.remove(sub)
+        self.caught_up.discard(sub)
         if not subs:
             self.subs.pop(sub.job_name, None)
             self.book.unwatch(sub.job_name)
@@ -191,7 +194,7 @@ class Watch:
         for sub in new:
             sub.due = None
         ended = {n for n, d in described.items() if _is_terminal(d)}
-        read = await self._read_logs(jobs, scan=full, ended=ended, swept=swept)
+        read = await self._read_logs(jobs, scan=full, ended=ended)
         for sub in self._all():
             describe = described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
@@ -246,61 +249,90 @@ class Watch:
         return described
 
     async def _read_logs(
-        self, jobs: AsyncJobs, *, scan: bool, ended: set[str], swept: set[str]
+        self, jobs: AsyncJobs, *, scan: bool, ended: set[str]
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
         """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
 
-        The streams come from the group's scan (by last event time: a stream that moves is found
-        there, a new subscriber's too), from a look-up by name (an ended or swept job with no
-        stream known yet), and, for ended and swept jobs, from their marks: those are read
-        whatever ``lastEventTimestamp`` says (CloudWatch updates it eventually, so a job's last
-        lines are read before it fires, and a quiet stream's unread lines within the sweep).
+        Once per poll interval (``scan``), one ``FilterLogEvents`` of the whole group
+        (:class:`~airflow_spot_provider.watch.book.GroupRead`) brings the lines of every
+        subscriber that is caught up, each taking its job's events past its marks. The others
+        read their own job's streams from their marks (:meth:`_read_own`): a new subscriber (its
+        marks may be older than the group read's start) and a job that just ended (its last
+        lines are read before it fires, whatever the group read has seen yet). A line that
+        reaches CloudWatch later than the group read's margin is read then, at the latest.
         """
         logged = [sub for sub in self._all() if sub.print_log]
-        known = {_job_of(stream) for sub in logged for stream in sub.read.streams}
-        wanted = {sub.job_name for sub in logged}
-        forced = (ended | swept) & wanted
-        by_name = forced - known
-        if not (scan and logged) and not (by_name or forced):
+        if not logged:
+            self.group.reset()
             return {}
+        self.group.clock(self.book.watermark)
+        own = [sub for sub in logged if sub not in self.caught_up or sub.job_name in ended]
+        grouped = [sub for sub in logged if sub not in own] if scan else []
+        read: dict[int, tuple[Lines, dict[str, Any]]] = {}
         try:
-            last = await self._moved_streams(jobs, scan, wanted, by_name)
-            for stream in [*last, *(s for sub in logged for s in sub.read.streams)]:
-                if _job_of(stream) in forced:
-                    last[stream] = _ANY_TIME
-            by_job = streams_by_job(last)
-            targets = [sub for sub in logged if _to_read(sub.read, by_job.get(sub.job_name, {}))]
-            results = await jobs.run(read_marked([sub.read for sub in targets], last))
+            if grouped:
+                by_job: dict[str, list[dict[str, Any]]] = {}
+                for event in await jobs.run(read_group(self.group)):
+                    by_job.setdefault(_job_of(str(event.get("logStreamName", ""))), []).append(
+                        event
+                    )
+                for sub in grouped:
+                    _took(read, sub, sub.read.take_events(by_job.get(sub.job_name, ())))
+            if own:
+                for sub, result in zip(own, await self._read_own(jobs, own), strict=True):
+                    _took(read, sub, result)
         except ApiCallError as error:
             if error.code != "ResourceNotFoundException":  # no log group yet: nothing written
                 note = f"Could not read the training logs: {error}"
                 log.warning(note)
                 for sub in logged:
                     sub.queue.put_nowait(News(notes=(note,)))
-            return {}
-        read: dict[int, tuple[Lines, dict[str, Any]]] = {}
-        for sub, (lines, position) in zip(targets, results, strict=True):
-            if position != sub.read:
-                read[id(sub)] = (lines, dict(position.streams))
-                sub.read = position
+                return read
+        self.caught_up.update(own)
         return read
 
-    async def _moved_streams(
-        self, jobs: AsyncJobs, scan: bool, wanted: set[str], by_name: set[str]
-    ) -> dict[str, int | None]:
-        """Streams and their last event times: from the group's scan and looked up by job."""
-        last: dict[str, int | None] = {}
-        if scan and wanted:
-            last.update(await jobs.run(scan_streams(self.scan, lambda s: _job_of(s) in wanted)))
+    async def _read_own(
+        self, jobs: AsyncJobs, subs: list[Subscription]
+    ) -> list[tuple[Lines, Position]]:
+        """Read the subscribers' jobs' streams from their marks: what each has not read yet.
+
+        The streams are looked up by job (``DescribeLogStreams`` with the job's prefix: a stream
+        that appeared since is found too) and read whatever their ``lastEventTimestamp`` says
+        (CloudWatch updates it eventually), 100 streams per ``FilterLogEvents``.
+
+        :param subs: the subscribers.
+        """
         gate = asyncio.Semaphore(self.tuning.concurrency)
 
         async def look_up(name: str) -> dict[str, int | None]:
             async with gate:
                 return await jobs.run(job_streams(name))
 
-        for found in await asyncio.gather(*(look_up(name) for name in sorted(by_name))):
-            last.update(found)
-        return last
+        names = sorted({sub.job_name for sub in subs})
+        stamps: dict[str, int | None] = {}
+        for found in await asyncio.gather(*(look_up(name) for name in names)):
+            stamps.update(found)
+        marks = {stream: mark for sub in subs for stream, mark in sub.read.streams.items()}
+        # A stream still marked by a token (a position saved by an older version) is read
+        # through it to its end, which its real last event time marks.
+        last = {
+            stream: stamps.get(stream) if stream in marks and marks[stream].timestamp is None
+            else _ANY_TIME
+            for stream in {*stamps, *marks}
+        }  # fmt: skip
+        return await jobs.run(read_marked([sub.read for sub in subs], last))
+
+
+def _took(
+    read: dict[int, tuple[Lines, dict[str, Any]]],
+    sub: Subscription,
+    result: tuple[Lines, Position],
+) -> None:
+    """Note what a subscriber read (its lines and marks for its news) when its marks moved."""
+    lines, position = result
+    if position != sub.read:
+        read[id(sub)] = (lines, dict(position.streams))
+        sub.read = position
 
 
 # A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
@@ -310,12 +342,6 @@ _ANY_TIME = 2**62
 def _job_of(stream: str) -> str:
     """The job of a stream (``<job>/<host>``)."""
     return stream.split("/", 1)[0]
-
-
-def _to_read(position: Position, last: dict[str, int | None]) -> bool:
-    """Whether a position has streams to read: moved past its marks, or marked by a token."""
-    tokens = any(m.timestamp is None and m.token for m in position.streams.values())
-    return tokens or bool(moved_starts(position, last))
 
 
 def _is_terminal(describe: dict[str, Any]) -> bool:

@@ -333,6 +333,50 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
     assert max(per_interval.values()) <= 10, per_interval
 
 
+def test_the_lines_of_many_jobs_cost_one_read_of_the_group_per_interval(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
+) -> None:
+    count, interval = 40, 1.0
+    names = [f"{name}-{i:02d}" for i in range(count)]
+    for index, job in enumerate(names):  # 200 + index steps of 0.5 s: each job's lines told apart
+        config = synthetic_config(0.5 * (200 + index), 0.5)
+        sm.create_training_job(**request(job, config, max_wait=300))
+
+    async def measure() -> tuple[Counter[int], Counter[int]]:
+        tasks = [
+            asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
+        ]
+        # Every job described and caught up with its own streams; then six intervals.
+        first, last, _ = await _idle_cycles(tasks, 5 * interval, 6 * interval)
+        per_interval: Counter[int] = Counter()
+        reads: Counter[int] = Counter()
+        for cycle, op in tap.calls:
+            if first <= cycle <= last:
+                per_interval[(cycle - first) // 2] += 1
+                reads[(cycle - first) // 2] += op in ("filter_log_events", "describe_log_streams")
+        print(Counter(op for cycle, op in tap.calls if first <= cycle <= last), last - first)
+        return per_interval, reads
+
+    try:
+        with structlog.testing.capture_logs() as captured, supervisor_comms():
+            per_interval, reads = asyncio.run(measure())
+    finally:
+        for job in names:
+            sm.stop_training_job(TrainingJobName=job)
+    print(f"calls per poll interval with {count} jobs logging: {sorted(per_interval.values())}")
+    assert len(per_interval) >= 3
+    # Every job logs twice a second: one FilterLogEvents of the group per interval reads them all.
+    assert max(reads.values()) <= 1, reads
+    assert tap.ops("describe_log_streams") <= count  # each job's own look-up, once
+    assert max(per_interval.values()) <= 10, per_interval
+    relayed = _relayed(captured)
+    assert len(relayed) == len(set(relayed)), "a CloudWatch line was relayed twice"
+    for index in range(count):
+        steps = [int(line.split(" ")[-1].split("/")[0]) for line in relayed
+                 if " step " in line and line.endswith(f"/{200 + index}")]  # fmt: skip
+        assert len(steps) >= 8 and steps == list(range(1, len(steps) + 1)), (index, steps)
+
+
 def _no_date(call: Call, reply: Any) -> Any:
     """A List answer without the HTTP ``Date`` (as a proxy that drops it would deliver)."""
     if call.operation == "list_training_jobs":
