@@ -66,9 +66,25 @@ def test_the_service_time_of_the_answer_moves_the_watermark_when_nothing_changes
     assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=170)
     book.changed([], served=T0 + timedelta(seconds=150))  # an earlier answer: never back
     assert book.watermark == T0 + timedelta(seconds=200)
-    # A job stamped after the answer (another host's clock ahead) still moves it.
+    # A job stamped after the answer (another host's clock ahead) does not move it further.
     book.changed([summary("x", 205)], served=T0 + timedelta(seconds=201))
-    assert book.watermark == T0 + timedelta(seconds=205)
+    assert book.watermark == T0 + timedelta(seconds=201)
+
+
+def test_a_change_after_a_walk_is_listed_next_whatever_was_described_meanwhile() -> None:
+    book = Book(Tuning(margin=timedelta(seconds=30)))
+    for name in ("a", "b"):
+        book.watch(name)
+    book.described(summary("a", 90))
+    book.described(summary("b", 90))
+    book.changed([], served=T0 + timedelta(seconds=100))  # a walk answered at 100
+    # a changes at 110; b, described (swept, or new) between the walks, was stamped at 149;
+    # so was a job on the walk's last page.
+    book.described(summary("b", 149))
+    book.changed([summary("late-page", 149)], served=T0 + timedelta(seconds=100))
+    args = book.list_args()
+    assert args is not None and args["LastModifiedTimeAfter"] <= T0 + timedelta(seconds=110)
+    assert book.changed([summary("a", 110)], served=T0 + timedelta(seconds=150)) == ["a"]
 
 
 def test_the_service_time_is_read_from_the_date_header_or_not_at_all() -> None:
@@ -140,6 +156,8 @@ def test_the_group_read_starts_at_the_service_time_then_below_the_newest_event()
         {"sweep_per_interval": -1},
         {"margin": timedelta(seconds=-1)},
         {"concurrency": 0},
+        {"log_margin_ms": -1},
+        {"log_scan_pages": 0},
     ],
 )
 def test_bad_tuning_is_refused(kwargs: dict[str, Any]) -> None:

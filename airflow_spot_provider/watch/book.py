@@ -2,9 +2,9 @@
 
 - :class:`Seen`: a job as last seen, ``(TrainingJobStatus, SecondaryStatus, LastModifiedTime)``;
   a job is described again only when a ``ListTrainingJobs`` summary differs from it.
-- :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the latest
-  ``LastModifiedTime`` the service returned, or the service's own time when it answered a List,
-  its HTTP ``Date``; never the local clock) and the next List's arguments
+- :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the service's own
+  time when it answered a List, its HTTP ``Date``, or without one the latest ``LastModifiedTime``
+  it listed; never the local clock) and the next List's arguments
   (``LastModifiedTimeAfter`` = watermark minus a safety margin), and the slow round-robin sweep
   that describes every job now and then whatever List said.
 - :class:`GroupRead`: where the next ``FilterLogEvents`` of the whole log group starts: the
@@ -61,18 +61,17 @@ class Tuning:
     concurrency: int = 48
 
     def __post_init__(self) -> None:
-        for name in ("lists_per_interval", "sweep_every", "page_size", "log_scan_pages"):
+        for name in ("lists_per_interval", "sweep_every", "log_scan_pages", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
         if not 1 <= self.page_size <= 100:
             raise ValueError(f"page_size={self.page_size!r}: must be 1-100 (MaxResults)")
-        if self.sweep_per_interval < 0 or self.concurrency < 1:
-            raise ValueError(
-                f"sweep_per_interval={self.sweep_per_interval!r} must be >= 0 and "
-                f"concurrency={self.concurrency!r} >= 1"
-            )
-        if self.margin < timedelta(0) or self.log_margin_ms < 0:
+        if self.sweep_per_interval < 0:
+            raise ValueError(f"sweep_per_interval={self.sweep_per_interval!r}: must be >= 0")
+        if self.margin < timedelta(0):
             raise ValueError(f"margin={self.margin!r}: must not be negative")
+        if self.log_margin_ms < 0:
+            raise ValueError(f"log_margin_ms={self.log_margin_ms!r}: must not be negative")
 
 
 @dataclass(frozen=True)
@@ -160,11 +159,13 @@ class Book:
     ) -> list[str]:
         """The followed jobs whose summary differs from what was seen, ended ones first.
 
-        Moves the watermark to the latest ``LastModifiedTime`` listed and to ``served``: every
-        change stamped before the service answered is listed by then, or within the margin (its
-        eventual consistency), so the next List starts at ``served`` minus the margin even when
-        nothing changed (jobs that only log keep their ``LastModifiedTime``: without it, a burst
-        of them would be listed again on every walk).
+        Moves the watermark to ``served``: every change stamped before the service answered the
+        walk's first page is listed by then, or within the margin (its eventual consistency), so
+        the next List starts at ``served`` minus the margin even when nothing changed (jobs that
+        only log keep their ``LastModifiedTime``: a burst of them is not listed again on every
+        walk). Never to a later ``LastModifiedTime`` (of a later page, or of a describe between
+        walks): a job that changed since the first page, but earlier than that minus the margin,
+        would be left out of the next List. Without a ``Date``, to the latest listed.
 
         :param summaries: every ``TrainingJobSummary`` of one List walk.
         :param served: the service's time when it answered the walk's first page
@@ -173,7 +174,8 @@ class Book:
         ended: list[str] = []
         others: list[str] = []
         for summary in summaries:
-            self._advance(summary.get("LastModifiedTime"))
+            if served is None:
+                self._advance(summary.get("LastModifiedTime"))
             name = str(summary.get("TrainingJobName"))
             seen = Seen.of(summary)
             if name in self._watched and seen != self.seen.get(name):
@@ -182,14 +184,15 @@ class Book:
         return ended + others
 
     def described(self, describe: Mapping[str, Any]) -> None:
-        """Note a job's description (what it looks like now); moves the watermark.
+        """Note a job's description (what it looks like now); the first one sets the watermark.
 
         :param describe: a ``DescribeTrainingJob`` response.
         """
         name = str(describe.get("TrainingJobName"))
         if name in self._watched:
             self.seen[name] = Seen.of(describe)
-        self._advance(describe.get("LastModifiedTime"))
+        if self.watermark is None:  # the first List's start; later ones start from a List
+            self._advance(describe.get("LastModifiedTime"))
 
     def _advance(self, modified: Any) -> None:
         if isinstance(modified, datetime) and (self.watermark is None or modified > self.watermark):
