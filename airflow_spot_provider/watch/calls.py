@@ -4,11 +4,12 @@ the log group."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow_spot_provider.hooks.job_calls import Call, Ops
+from airflow_spot_provider.hooks.job_calls import Call, Ops, filter_events, stream_batches
+from airflow_spot_provider.position import Position
 from airflow_spot_provider.watch.book import GroupRead, served_at
 
 
@@ -56,3 +57,39 @@ def read_group(group: GroupRead) -> Ops[list[dict[str, Any]]]:
         kwargs["nextToken"] = page["nextToken"]
     group.took(events)
     return events
+
+
+def marked_events(positions: Sequence[Position]) -> Ops[list[dict[str, Any]]]:
+    """Every event of the positions' time-marked streams from their marks on, 100 streams per
+    ``FilterLogEvents`` call.
+
+    :param positions: the positions (of jobs that ended).
+    """
+    starts: dict[str, int] = {}
+    for position in positions:
+        for stream, mark in position.streams.items():
+            if mark.timestamp is not None:
+                starts[stream] = min(mark.timestamp, starts.get(stream, mark.timestamp))
+    events: list[dict[str, Any]] = []
+    for streams, start in stream_batches(starts):
+        events.extend((yield from filter_events(streams, start)))
+    return events
+
+
+def events_by_job(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Events grouped by job (streams ``<job>/<host>``), each job's in time order, once each.
+
+    Two reads may bring the same event (its ``eventId``): the first is kept. The sort is stable:
+    events of the same millisecond keep the order the service gave.
+
+    :param events: ``FilterLogEvents`` events of any reads.
+    """
+    seen: set[str] = set()
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for event in sorted(events, key=lambda e: int(e.get("timestamp") or 0)):
+        event_id = str(event.get("eventId"))
+        if event_id not in seen:
+            seen.add(event_id)
+            job = str(event.get("logStreamName", "")).split("/", 1)[0]
+            grouped.setdefault(job, []).append(event)
+    return grouped

@@ -13,11 +13,13 @@ Each cycle (``Tuning.lists_per_interval`` per poll interval, the smallest of the
    List answer missed is seen within ``sweep_every`` intervals (more at many jobs: the sweep
    spends ``sweep_per_interval`` describes per interval at most). It also catches a change of
    the open transition's ``StatusMessage``, which does not move ``LastModifiedTime``.
-3. For subscribers with ``print_log``: once per poll interval one ``FilterLogEvents`` of the
-   whole log group from the newest event seen minus a margin (one page for 10,000 lines,
-   whatever the number of jobs); each subscriber takes its job's lines past its marks. A new
-   subscriber, and a job that just ended, read their own streams from their marks first
-   (``DescribeLogStreams`` by the job's prefix, then ``FilterLogEvents`` of 100 streams per call).
+3. For subscribers with ``print_log``, while the describes run: once per poll interval, and
+   whenever List shows jobs ended, one ``FilterLogEvents`` of the whole log group from the newest
+   event seen minus a margin (one page for 10,000 lines, whatever the number of jobs); each
+   subscriber takes its job's lines past its marks. An ended job's streams are also read from
+   their marks (late lines). A new subscriber, and a job a describe shows ended, read their own
+   streams from their marks (``DescribeLogStreams`` by the job's prefix, then
+   ``FilterLogEvents`` of 100 streams per call).
 4. Each subscriber gets its news on its queue; subscribers with a ``stop_when`` get a tick each
    cycle (time passes). Triggers take the follow step on it themselves, and log it.
 
@@ -38,6 +40,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from airflow_spot_provider.exceptions import SpotApiError
@@ -52,7 +55,7 @@ from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
-from airflow_spot_provider.watch.calls import list_changed, read_group
+from airflow_spot_provider.watch.calls import events_by_job, list_changed, marked_events, read_group
 from airflow_spot_provider.watch.subscription import News, Subscription
 
 log = logging.getLogger(__name__)
@@ -186,28 +189,39 @@ class Watch:
         jobs.rule = self._rule()
         now = time.monotonic()
         new = [sub for sub in self._all() if sub.due is not None and sub.due <= now]
-        listed = await self._listed(jobs, full) if listing else []
+        listed, ending = await self._listed(jobs, full) if listing else ([], set())
         swept = set(self.book.sweep()) if full else set()
-        # The jobs List shows ended first: their triggers fire first.
+        # The jobs List shows ended first: their triggers fire first. Their last lines are read
+        # meanwhile.
         order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
-        described = await self._describe(jobs, list(dict.fromkeys(order)))
+        described, read = await asyncio.gather(
+            self._describe(jobs, list(dict.fromkeys(order))),
+            self._read_logs(jobs, scan=full, ending=ending),
+        )
         for sub in new:
             sub.due = None
-        ended = {n for n, d in described.items() if _is_terminal(d)}
-        read = await self._read_logs(jobs, scan=full, ended=ended)
+        late = {n for n, d in described.items() if _is_terminal(d)} - ending
+        if late:  # ended as a describe shows, not List: read their streams before they fire
+            for key, (lines, marks) in (await self._read_logs(jobs, ended=late)).items():
+                read[key] = (read.get(key, ([], {}))[0] + lines, marks)
         for sub in self._all():
             describe = described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
             if describe is not None or lines or marks or (listing and sub.ticks):
                 sub.queue.put_nowait(News(describe=describe, lines=lines, marks=marks))
 
-    async def _listed(self, jobs: AsyncJobs, full: bool) -> list[str]:
-        """The subscribed jobs to describe after this cycle's List walk, ended ones first."""
+    async def _listed(self, jobs: AsyncJobs, full: bool) -> tuple[list[str], set[str]]:
+        """The subscribed jobs to describe after this cycle's List walk, ended ones first; and
+        those of them List shows ended.
+
+        :param full: the first walk of a poll interval (it describes every job when List is
+            refused).
+        """
         if not self.listing:
-            return sorted(self.book.watched) if full else []
+            return (sorted(self.book.watched) if full else []), set()
         args = self.book.list_args()
         if args is None:
-            return []  # nothing seen yet: the first describes set the watermark
+            return [], set()  # nothing seen yet: the first describes set the watermark
         try:
             summaries, served = await jobs.run(list_changed(args))
         except SpotApiError as error:
@@ -219,8 +233,14 @@ class Watch:
             log.warning(note)
             for sub in self._all():
                 sub.queue.put_nowait(News(notes=(note,)))
-            return sorted(self.book.watched)
-        return self.book.changed(summaries, served)
+            return sorted(self.book.watched), set()
+        changed = self.book.changed(summaries, served)
+        ended = {
+            str(s.get("TrainingJobName"))
+            for s in summaries
+            if TrainingJobStatus(s["TrainingJobStatus"]).is_terminal
+        }
+        return changed, ended.intersection(changed)
 
     async def _describe(self, jobs: AsyncJobs, order: list[str]) -> dict[str, dict[str, Any]]:
         """Describe jobs in order, a few dozen at a time; a lasting error ends their subscribers."""
@@ -249,17 +269,27 @@ class Watch:
         return described
 
     async def _read_logs(
-        self, jobs: AsyncJobs, *, scan: bool, ended: set[str]
+        self,
+        jobs: AsyncJobs,
+        *,
+        scan: bool = False,
+        ending: AbstractSet[str] = frozenset(),
+        ended: AbstractSet[str] = frozenset(),
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
         """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
 
-        Once per poll interval (``scan``), one ``FilterLogEvents`` of the whole group
-        (:class:`~airflow_spot_provider.watch.book.GroupRead`) brings the lines of every
-        subscriber that is caught up, each taking its job's events past its marks. The others
-        read their own job's streams from their marks (:meth:`_read_own`): a new subscriber (its
-        marks may be older than the group read's start) and a job that just ended (its last
-        lines are read before it fires, whatever the group read has seen yet). A line that
-        reaches CloudWatch later than the group read's margin is read then, at the latest.
+        One ``FilterLogEvents`` of the whole group (:class:`~airflow_spot_provider.watch.book.
+        GroupRead`) brings the lines of every subscriber that is caught up, each taking its job's
+        events past its marks: once per poll interval, and whenever List shows jobs ended. An
+        ended job's known streams are also read from its marks (100 per call): a last line that
+        reached CloudWatch later than the group read's margin is relayed before it fires. The
+        others read their own job's streams from their marks (:meth:`_read_own`): a new
+        subscriber (its marks may be older than the group read's start) and a job found ended
+        by a describe, not List.
+
+        :param scan: the poll interval's read of the group.
+        :param ending: the jobs List shows ended.
+        :param ended: the jobs a describe shows ended (List did not).
         """
         logged = [sub for sub in self._all() if sub.print_log]
         if not logged:
@@ -267,15 +297,17 @@ class Watch:
             return {}
         self.group.clock(self.book.watermark)
         own = [sub for sub in logged if sub not in self.caught_up or sub.job_name in ended]
-        grouped = [sub for sub in logged if sub not in own] if scan else []
+        grouped = [sub for sub in logged if sub not in own]
+        if not scan and not any(sub.job_name in ending for sub in grouped):
+            grouped = []
         read: dict[int, tuple[Lines, dict[str, Any]]] = {}
         try:
             if grouped:
-                by_job: dict[str, list[dict[str, Any]]] = {}
-                for event in await jobs.run(read_group(self.group)):
-                    by_job.setdefault(_job_of(str(event.get("logStreamName", ""))), []).append(
-                        event
-                    )
+                closing = [sub.read for sub in grouped if sub.job_name in ending]
+                found = await asyncio.gather(
+                    jobs.run(read_group(self.group)), jobs.run(marked_events(closing))
+                )
+                by_job = events_by_job([*found[0], *found[1]])
                 for sub in grouped:
                     _took(read, sub, sub.read.take_events(by_job.get(sub.job_name, ())))
             if own:
@@ -337,11 +369,6 @@ def _took(
 
 # A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
 _ANY_TIME = 2**62
-
-
-def _job_of(stream: str) -> str:
-    """The job of a stream (``<job>/<host>``)."""
-    return stream.split("/", 1)[0]
 
 
 def _is_terminal(describe: dict[str, Any]) -> bool:
