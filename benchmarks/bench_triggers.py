@@ -18,9 +18,10 @@ its own (``spot-emulator serve``):
 
 Figures per kind and N (medians over the runs): API calls per poll cycle (by operation; Variable
 writes apart), the effective poll interval (how often a job's status is read: the window times N
-over the reads, a read being a Describe of the job or a List page that lists it), peak RSS of the
-trigger process (sampled every 50 ms), the event loop's worst lag (a task sleeping 50 ms; from the
-first trigger's creation to the shutdown, and within the window; an idle process probes the
+over the reads, a read being a Describe of the job, or a List walk filtered on
+``LastModifiedTimeAfter``, whose answer tells every job's news: listed, or unchanged), peak RSS
+of the trigger process (sampled every 50 ms), the event loop's worst lag (a task sleeping 50 ms;
+from the first trigger's creation to the shutdown, and within the window; an idle process probes the
 same window for the machine's share), terminal status -> event latency (median and max over
 jobs), startup (from creating the first trigger until every job was described once since its
 trigger existed).
@@ -407,10 +408,13 @@ def figures(
     for at, operation, job in result["calls"]:
         if start <= at < end and operation == "DescribeTrainingJob":
             reads[job] += 1
+    # A walk filtered on LastModifiedTimeAfter reads every job (listed, or unchanged); pages of
+    # unfiltered walks read the jobs they list.
+    walks = sum(1 for at in result.get("walks", []) if start <= at < end)
     for at, page in result["listed"]:
-        if start <= at < end:
+        if start <= at < end and not walks:
             reads.update(page)
-    read = sum(reads[name] for name in names)
+    read = sum(reads[name] for name in names) + walks * len(names)
     writes = sum(
         1 for at, kind, _ in result["comms"] if start <= at < end and kind == "PutVariable"
     )
