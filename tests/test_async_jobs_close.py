@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
 
 import pytest
 
@@ -21,12 +20,7 @@ class _Manager:
     def __init__(self, name: str, closed: list[str], fails: bool = False) -> None:
         self.name, self.closed, self.fails = name, closed, fails
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.closed.append(self.name)
         if self.fails:
             raise ConnectionResetError(f"closing {self.name} failed")
