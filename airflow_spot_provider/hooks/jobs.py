@@ -215,9 +215,16 @@ class AsyncJobs(_Jobs):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for manager, _ in self._clients.values():
-            await manager.__aexit__(exc_type, exc, tb)
+        managers = [manager for manager, _ in self._clients.values()]
         self._clients.clear()
+        first: BaseException | None = None
+        for manager in managers:
+            try:
+                await manager.__aexit__(exc_type, exc, tb)
+            except BaseException as error:  # the other clients are closed all the same
+                first = first or error
+        if first is not None:
+            raise first
 
     async def _client(self, service: str) -> Any:
         if service not in self._clients:  # (context manager, client)
