@@ -157,3 +157,27 @@ def test_a_trigger_cancelled_while_its_load_waits_leaves_cleanly(
     assert kept == Position("kept", transitions=1)
     assert problems == []
     assert sorted(job for _, job, _ in calls) == ["in-thread", "kept"]  # "waiting" not read
+
+
+def test_log_mark_saves_wait_their_time_then_go_oldest_first_within_the_budget() -> None:
+    budget = saver_module.MarkBudget()
+    wait, rate = saver_module.LOG_MARK_SAVE_SECONDS, saver_module.LOG_MARK_SAVES_PER_SECOND
+    # 1,000 jobs that log, handed over within the first second.
+    lazy = {f"j{i:04d}": (i / 1000, Position(job_name=f"j{i:04d}")) for i in range(1000)}
+    assert budget.take(lazy, 0.0) == []
+    assert budget.wait(lazy, 10.0) == pytest.approx(wait - 10.0)  # none has waited enough
+    saved: list[str] = []
+    now = 10.0
+    while now < wait + 40.0:  # batches as the saver's loop would make them
+        now += budget.wait(lazy, now)
+        taken = budget.take(lazy, now)
+        assert taken, now
+        for job in taken:
+            del lazy[job]
+        saved += taken
+        now += 0.01  # the batch's save
+    # Oldest first; about the budget's worth of saves: what accrued, not all 1,000 at 30 s.
+    assert saved == sorted(saved)
+    assert rate * 40.0 <= len(saved) <= rate * (wait + 41.0) < 1000
+    # Once the budget limits them, the batches are a second's worth each, not one by one.
+    assert budget.wait(lazy, now) == pytest.approx(1.0, abs=0.1)

@@ -11,14 +11,16 @@ Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shor
 thread of the loop's default executor saves every position handed over since (Airflow Variables,
 :mod:`airflow_spot_provider.position_store`), so a cycle of the watch that moved 1,000 jobs costs
 one thread hop, not 1,000. A position whose transitions moved is saved with the next batch; one
-whose only change is its log marks waits up to ``LOG_MARK_SAVE_SECONDS`` (relayed lines move every
-cycle: saving each would be a Variable write per job and cycle).
+whose only change is its log marks waits ``LOG_MARK_SAVE_SECONDS`` at least (relayed lines move
+every cycle: saving each would be a Variable write per job and cycle), and those are saved at
+``LOG_MARK_SAVES_PER_SECOND`` at most, the oldest first.
 
 The guarantee: a trigger cancelled gracefully (the triggerer stops or restarts) leaves only once
 its position is saved (:meth:`PositionSaver.hurry` waits for the batch that saves it), so the
 next triggerer neither repeats nor loses a line. A killed process (``kill -9``) loses what was
 not saved yet: the transitions of its last ``SAVE_DELAY`` and the log marks of its last
-``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses). A trigger
+``LOG_MARK_SAVE_SECONDS`` (or, with more than 300 jobs logging, of its last N / 10 s), which the
+next triggerer then logs again (never loses). A trigger
 cancelled while its load waits leaves at once; the batch answers only those still waiting.
 
 One batch at a time (loads or saves), even when the loop shuts down: a batch under way when the
@@ -50,8 +52,14 @@ log = logging.getLogger(__name__)
 # Seconds between a position handed over and the batch's save: the triggers woken by one cycle of
 # the watch all log and hand over within it.
 SAVE_DELAY = 0.2
-# The longest a position whose only change is its log marks waits to be saved.
+# The least a position whose only change is its log marks waits to be saved.
 LOG_MARK_SAVE_SECONDS = 30.0
+# Saves of log marks per second at most, whatever the number of triggers (the oldest first, in
+# batches of up to a second's worth): at 1,000 jobs that log, each job's marks are saved about
+# every 100 s rather than every 30 s, and the supervisor (one request at a time, each a DB
+# commit behind the API server) is not kept busy by them. A ``kill -9`` then relays that much of
+# each job's log again.
+LOG_MARK_SAVES_PER_SECOND = 10.0
 # Loads answered to the loop at once, as the batch's thread reads them: the triggers they wake
 # take their first news together (a thousand at once would stall the loop a few hundred ms).
 LOADS_PER_ANSWER = 50
@@ -98,6 +106,52 @@ def _answer_loads(
                 answer.set_result(position)
 
 
+class MarkBudget:
+    """Which positions waiting with only their log marks moved are saved now (pure but for time).
+
+    Each waits ``LOG_MARK_SAVE_SECONDS`` at least; then they are taken oldest first, as the
+    budget of ``LOG_MARK_SAVES_PER_SECOND`` allows, at most one batch a second once the budget
+    is what limits them.
+    """
+
+    def __init__(self) -> None:
+        self.credit = 0.0
+        self.at: float | None = None
+
+    def _accrue(self, now: float) -> None:
+        if self.at is not None:
+            most = LOG_MARK_SAVES_PER_SECOND * LOG_MARK_SAVE_SECONDS
+            self.credit = min(most, self.credit + (now - self.at) * LOG_MARK_SAVES_PER_SECOND)
+        self.at = now
+
+    def take(self, lazy: dict[str, tuple[float, Position]], now: float) -> list[str]:
+        """The jobs whose positions to save with this batch.
+
+        :param lazy: job -> (waiting since, position).
+        :param now: the monotonic time.
+        """
+        self._accrue(now)
+        due = sorted((since, job) for job, (since, _) in lazy.items())
+        due = [(since, job) for since, job in due if now - since >= LOG_MARK_SAVE_SECONDS]
+        taken = [job for _, job in due[: int(self.credit)]]
+        self.credit -= len(taken)
+        return taken
+
+    def wait(self, lazy: dict[str, tuple[float, Position]], now: float) -> float:
+        """Seconds until a batch of them is due (the oldest waited enough, and the budget).
+
+        :param lazy: job -> (waiting since, position).
+        :param now: the monotonic time.
+        """
+        self._accrue(now)
+        oldest = min(since for since, _ in lazy.values())
+        until_due = oldest + LOG_MARK_SAVE_SECONDS - now
+        due = sum(1 for since, _ in lazy.values() if now - since >= LOG_MARK_SAVE_SECONDS)
+        wanted = min(max(due, 1), LOG_MARK_SAVES_PER_SECOND)  # a second's worth at a time
+        until_credit = (wanted - self.credit) / LOG_MARK_SAVES_PER_SECOND
+        return max(0.0, until_due, until_credit)
+
+
 class PositionSaver:
     """The positions waiting to be loaded or saved on one event loop, and the task doing it."""
 
@@ -106,6 +160,7 @@ class PositionSaver:
         self._pending: dict[str, Position] = {}
         self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
         self._deleted: set[str] = set()
+        self._marks = MarkBudget()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # The batch under way (the jobs it saves, its thread's future) and the next one's future.
@@ -174,11 +229,8 @@ class PositionSaver:
                 if (self._pending or self._deleted) and not self._loads:
                     await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
                 await self._load_asked()
-                now = time.monotonic()
-                for job, (since, position) in list(self._lazy.items()):
-                    if now - since >= LOG_MARK_SAVE_SECONDS:
-                        self._pending[job] = position
-                        del self._lazy[job]
+                for job in self._marks.take(self._lazy, time.monotonic()):
+                    self._pending[job] = self._lazy.pop(job)[1]
                 await self._save_pending()
         except asyncio.CancelledError:  # the loop shuts down: every position handed over is saved
             if self._saving is not None:  # the batch under way lands first, alone
@@ -196,8 +248,7 @@ class PositionSaver:
     def _wait(self) -> float:
         if self._loads or self._pending or self._deleted:
             return 0.0
-        oldest = min(since for since, _ in self._lazy.values())
-        return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
+        return self._marks.wait(self._lazy, time.monotonic())
 
     async def _load_asked(self) -> None:
         """Load the positions asked for since the last batch, in one thread; answer them."""
