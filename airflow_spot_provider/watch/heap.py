@@ -4,9 +4,10 @@ A triggerer that follows many jobs holds a large heap that lives as long as it d
 botocore's service models, the watch's clients and subscriptions: about 220 MB at 1,000 jobs).
 CPython's cyclic collector walks all of it on every full (generation 2) collection, which stalls
 the event loop for a few hundred milliseconds, every trigger with it. :func:`gc.freeze` moves the
-objects alive now into a permanent generation that collections skip: the watch freezes once its
-clients are built and its first cycle is done, and again when its subscribers have doubled
-since the last freeze (at most about ``log2(triggers)`` freezes in a process's life).
+objects alive now into a permanent generation that collections skip: the watch freezes as it
+starts (what the process holds already), once its clients are built and its first cycle is done,
+and again when its subscribers have doubled since the last freeze (at most about
+``log2(triggers) + 2`` freezes in a process's life).
 
 The trade-off: frozen objects are never collected by the cyclic collector. Those freed by
 reference counting (almost all) are still freed when unused; a reference cycle that was
@@ -33,7 +34,7 @@ def freeze_if_grown(subscribers: int) -> bool:
     global _frozen_for  # noqa: PLW0603  (the heap, and so its freezes, are the process's)
     if _frozen_for and subscribers < 2 * _frozen_for:
         return False
-    _frozen_for = max(subscribers, 1)
+    _frozen_for = max(subscribers, 1)  # the first: the next one after the first cycle
     gc.freeze()
     log.debug("Froze %d heap objects (%d subscribers).", gc.get_freeze_count(), subscribers)
     return True

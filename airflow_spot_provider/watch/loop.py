@@ -63,6 +63,9 @@ from airflow_spot_provider.watch.subscription import News, Subscription
 
 log = logging.getLogger(__name__)
 
+# Subscribers handed their news per turn of the event loop.
+NEWS_PER_TURN = 50
+
 Key = tuple[str | None, str | None]
 
 
@@ -155,6 +158,8 @@ class Watch:
         return ApiRetryRule(max_lasting=lasting, initial_seconds=min(1.0, self.interval()))
 
     async def _run(self) -> None:
+        if self.tuning.freeze_heap:  # what the process holds already (Airflow, its triggers)
+            freeze_if_grown(sum(len(subs) for subs in self.subs.values()))
         try:
             async with AsyncJobs(
                 aws_conn_id=self.key[0],
@@ -222,11 +227,17 @@ class Watch:
             for key, (lines, marks) in (await self._read_logs(jobs, ended=late)).items():
                 read[key] = (read.get(key, ([], {}))[0] + lines, marks)
         held = _hold_ends(awaiting, described)
-        for sub in self._all():
+        handed = 0
+        for sub in list(self._all()):  # a copy: triggers that fire meanwhile unsubscribe
             describe = None if sub in held else described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
             if describe is not None or lines or marks or (listing and sub.ticks):
                 sub.queue.put_nowait(News(describe=describe, lines=lines, marks=marks))
+                handed += 1
+                if handed % NEWS_PER_TURN == 0:
+                    # The woken triggers take their news before more are woken: a thousand
+                    # jobs that end together would otherwise stall the loop in one turn.
+                    await asyncio.sleep(0)
 
     async def _listed(self, jobs: AsyncJobs, full: bool) -> tuple[list[str], set[str]]:
         """The subscribed jobs to describe after this cycle's List walk, ended ones first; and

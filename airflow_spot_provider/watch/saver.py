@@ -120,7 +120,8 @@ class MarkBudget:
 
     def _accrue(self, now: float) -> None:
         if self.at is not None:
-            most = LOG_MARK_SAVES_PER_SECOND * LOG_MARK_SAVE_SECONDS
+            # A second's worth at most: after a quiet spell the saves do not come in a burst.
+            most = LOG_MARK_SAVES_PER_SECOND
             self.credit = min(most, self.credit + (now - self.at) * LOG_MARK_SAVES_PER_SECOND)
         self.at = now
 
