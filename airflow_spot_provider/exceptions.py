@@ -120,8 +120,11 @@ class SpotTrainingError(SpotProviderError):
         self.reason = reason
         self.attempts: tuple[SpotJobReport, ...] = tuple(attempts)
         ended = outcome.value if outcome is not None else "unknown"
+        # Why SageMaker failed the last attempt (a missing bucket, a crashed script...).
+        note = self.attempts[-1].failure_note() if self.attempts else ""
         super().__init__(
             f"Training job {job_name} ended {ended} after {len(self.attempts)} attempt(s): {reason}"
+            + note
         )
 
 
