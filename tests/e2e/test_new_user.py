@@ -10,8 +10,11 @@ import structlog.testing
 from airflow.utils.state import DagRunState
 
 from airflow_spot_provider.emulator import SpotEmulator
+from airflow_spot_provider.exceptions import SpotRequestValidationError
+from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
+from airflow_spot_provider.request import attempt_job_name, task_job_base_name
 from tests.e2e.conftest import synthetic_config
-from tests.e2e.test_spot_training_dags import run_dag, spot_conf
+from tests.e2e.test_spot_training_dags import creates, run_dag, spot_conf
 
 pytestmark = pytest.mark.e2e
 
@@ -50,3 +53,58 @@ def test_a_missing_input_bucket_fails_the_task_with_the_failure_reason(
     # The task log's line for the ended attempt, and the exception that fails the task.
     assert re.search(rf"Attempt 1 ended: .*FAILED.*{reason}.*NoSuchBucket", text), text[-4000:]
     assert re.search(rf"SpotTrainingError: .*ended FAILED.*{reason}.*NoSuchBucket", text)
+
+
+def _operator(**kwargs: Any) -> SageMakerSpotTrainingOperator:
+    return SageMakerSpotTrainingOperator(
+        task_id="train", config=synthetic_config(), max_run=60, max_wait=120, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    ("job_name", "rule"),
+    [
+        ("churn_model!", r"must match the pattern \^\[a-zA-Z0-9\]"),
+        ("a" * 80, "must be at most 40 characters, not 80"),
+        ("-churn", "must match the pattern"),
+        (7, "must be a string"),
+    ],
+)
+def test_a_job_name_that_would_be_rewritten_is_refused_when_the_dag_is_parsed(
+    job_name: Any, rule: str
+) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        _operator(job_name=job_name)
+    (violation,) = caught.value.violations
+    assert (violation.field, violation.value) == ("job_name", job_name)
+    assert re.search(rule, violation.rule), violation.rule
+
+
+def test_a_clean_job_name_starts_every_name_as_it_is() -> None:
+    assert _operator(job_name="churn-model").job_name == "churn-model"
+    assert attempt_job_name(task_job_base_name("d", "t", "r", prefix="churn-model"), 2).startswith(
+        "churn-model-"
+    )
+
+
+def test_a_rendered_job_name_that_would_be_rewritten_fails_before_any_create(
+    emulator: SpotEmulator, name: str
+) -> None:
+    before = creates(emulator)
+    with structlog.testing.capture_logs(
+        processors=[structlog.processors.format_exc_info]
+    ) as captured:
+        run = run_dag("e2e_once_worker", spot_conf(f"{name}_model!", synthetic_config(1.0)))
+    assert run.state == DagRunState.FAILED
+    assert creates(emulator) == before
+    assert f"job_name='{name}_model!': must match the pattern" in _texts(captured)
+
+
+def test_a_job_name_in_config_fails_the_task_before_any_create(
+    emulator: SpotEmulator, name: str
+) -> None:
+    before = creates(emulator)
+    config = {**synthetic_config(1.0), "TrainingJobName": "my-own-name"}
+    run = run_dag("e2e_once_worker", spot_conf(name, config))
+    assert run.state == DagRunState.FAILED
+    assert creates(emulator) == before
