@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import re
 from typing import Any
 
@@ -10,7 +13,9 @@ import structlog.testing
 from airflow.utils.state import DagRunState
 
 from airflow_spot_provider.emulator import SpotEmulator
-from airflow_spot_provider.exceptions import SpotRequestValidationError
+from airflow_spot_provider.exceptions import SpotConfigurationError, SpotRequestValidationError
+from airflow_spot_provider.hooks.job_calls import describe_job
+from airflow_spot_provider.hooks.jobs import AsyncJobs, SyncJobs
 from airflow_spot_provider.operators.spot_training import SageMakerSpotTrainingOperator
 from airflow_spot_provider.request import attempt_job_name, task_job_base_name
 from tests.e2e.conftest import synthetic_config
@@ -108,3 +113,48 @@ def test_a_job_name_in_config_fails_the_task_before_any_create(
     run = run_dag("e2e_once_worker", spot_conf(name, config))
     assert run.state == DagRunState.FAILED
     assert creates(emulator) == before
+
+
+@pytest.mark.parametrize("dag_id", ["e2e_once_worker", "e2e_once_deferred"])
+def test_a_connection_without_a_region_fails_with_a_clear_error(
+    emulator: SpotEmulator, name: str, dag_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = json.loads(emulator.airflow_connection())
+    del connection["extra"]["region_name"]
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    before = creates(emulator)
+    with structlog.testing.capture_logs(
+        processors=[structlog.processors.format_exc_info]
+    ) as captured:
+        run = run_dag(dag_id, spot_conf(name, synthetic_config(1.0)))
+    assert run.state == DagRunState.FAILED
+    assert creates(emulator) == before
+    text = _texts(captured)
+    assert "NoRegionError" not in text
+    assert "SpotConfigurationError: region_name=None: no AWS region: set region_name" in text
+
+
+@pytest.mark.parametrize("adapter", [SyncJobs, AsyncJobs])
+def test_a_client_without_a_region_fails_at_once_with_the_clear_error(
+    emulator: SpotEmulator,
+    adapter: type[SyncJobs] | type[AsyncJobs],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trigger's clients (AsyncJobs), made in a triggerer whose environment has no region."""
+    connection = json.loads(emulator.airflow_connection())
+    del connection["extra"]["region_name"]
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    jobs = adapter(aws_conn_id="aws_default", region_name=None, log=logging.getLogger(__name__))
+    with pytest.raises(SpotConfigurationError, match="region_name=None: no AWS region"):
+        if isinstance(jobs, AsyncJobs):
+
+            async def describe() -> None:
+                async with jobs:
+                    await jobs.run(describe_job("any-job"))
+
+            asyncio.run(describe())
+        else:
+            jobs.run(describe_job("any-job"))
