@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from airflow_spot_provider.deadline import training_segments
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, SpotJobReport
@@ -31,6 +31,7 @@ from airflow_spot_provider.summary import summarize_attempts
 
 __all__ = [
     "DEFAULT_CHECKPOINT_COST_SECONDS",
+    "CostSource",
     "checkpoint_advice",
     "checkpoint_cost",
     "decision_entry",
@@ -50,11 +51,18 @@ DEFAULT_CHECKPOINT_COST_SECONDS: Final = 60.0
 _SIGTERM_WINDOW_SECONDS: Final = 240.0
 # The transitions that begin with SIGTERM to the training process: a stop and an interruption.
 _SIGTERM_STARTS: Final = frozenset({SecondaryStatus.STOPPING, SecondaryStatus.INTERRUPTED})
+# Where the advice's checkpoint cost comes from (:func:`checkpoint_cost`).
+CostSource = Literal["measured", "given", "default"]
 
 
 def _sigterm_moment(report: SpotJobReport) -> datetime | None:
-    """When the attempt's last run was told to stop: the start of the Stopping or Interrupted
-    transition right after its last billable phase; None if the run did not end that way."""
+    """When the attempt's last run got SIGTERM; None if it did not end with a stop or interruption.
+
+    That is the start of the Stopping or Interrupted transition right after its last billable
+    phase.
+
+    :param report: the attempt's report.
+    """
     transitions = report.transitions
     billable = [i for i, t in enumerate(transitions) if t.status in BILLABLE_SECONDARY]
     if not billable or billable[-1] + 1 >= len(transitions):
@@ -85,7 +93,7 @@ def measured_checkpoint_cost(
     return seconds if 0 < seconds <= _SIGTERM_WINDOW_SECONDS else None
 
 
-def checkpoint_cost(measured: Mapping[str, float], given: float | None) -> tuple[float, str]:
+def checkpoint_cost(measured: Mapping[str, float], given: float | None) -> tuple[float, CostSource]:
     """The checkpoint cost for the advice, and where it comes from.
 
     :param measured: attempt -> seconds measured (:func:`measured_checkpoint_cost`).
@@ -144,7 +152,7 @@ def checkpoint_advice(
     checkpoint_cost_seconds: float,
     checkpoint_interval_seconds: float | None = None,
     restart_overhead_seconds: float = 300.0,
-    checkpoint_cost_source: str = "given",
+    checkpoint_cost_source: CostSource = "given",
     measured: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``advice`` block for a chain's summary (plain JSON, for the log and XCom).

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 from airflow_spot_provider.position import Position
+from airflow_spot_provider.supervisor_calls import one_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ VARIABLE_PREFIX = "airflow_spot_provider."
 FOLLOW_PREFIX = VARIABLE_PREFIX + "follow."
 CHAIN_PREFIX = VARIABLE_PREFIX + "chain."
 _warned = False
-# One Variable call at a time in this process: Airflow's in-process supervisor comms
-# (``dag.test()``, the tests) are not thread-safe; two calls at once from two threads fail both
-# ("cannot import name 'SUPERVISOR_COMMS'": one call unsets it while it runs), only logged here.
-_ONE_AT_A_TIME = threading.Lock()
 
 
 def _warn_once(message: str) -> None:
@@ -51,8 +47,7 @@ def load(key: str) -> dict[str, Any] | None:
     from airflow.sdk import Variable
 
     try:
-        with _ONE_AT_A_TIME:
-            raw = Variable.get(key, default=None)
+        raw = one_at_a_time(Variable.get, key, default=None)
         return dict(json.loads(raw)) if raw else None
     except Exception as error:  # a position is a nicety: never fail a task over it
         _warn_once(f"Could not read Variable {key}: {error}")
@@ -68,8 +63,7 @@ def save(key: str, data: dict[str, Any]) -> None:
     from airflow.sdk import Variable
 
     try:
-        with _ONE_AT_A_TIME:
-            Variable.set(key, json.dumps(data))
+        one_at_a_time(Variable.set, key, json.dumps(data))
     except Exception as error:
         _warn_once(f"Could not save Variable {key}: {error}")
 
@@ -82,8 +76,7 @@ def delete(key: str) -> None:
     from airflow.sdk import Variable
 
     try:
-        with _ONE_AT_A_TIME:
-            Variable.delete(key)
+        one_at_a_time(Variable.delete, key)
     except Exception as error:
         _warn_once(f"Could not delete Variable {key}: {error}")
 

@@ -58,6 +58,7 @@ __all__ = [
     "SpotRetryPolicy",
     "SwitchToOnDemand",
     "WaitingDecision",
+    "read_deadline",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,24 +155,47 @@ def _fallbacks(problems: list[Violation], value: Any) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _deadline(problems: list[Violation], value: Any) -> datetime | None:
-    """The deadline in UTC; ISO-8601 strings (from JSON) are read too."""
-    if value is None:
+_DEADLINE_FORM: Final = (
+    "must be a timezone-aware datetime or its ISO-8601 text (e.g. '2026-03-02T06:00:00+00:00',"
+    " or a rendered '{{ data_interval_end + macros.timedelta(hours=12) }}'); naive times are"
+    " ambiguous"
+)
+
+
+def read_deadline(value: Any, field: str = "deadline") -> datetime | None:
+    """A deadline as an aware UTC datetime; None when not given.
+
+    The one reader of a deadline: the policy's field and the task's ``deadline`` argument.
+
+    :param value: None, an empty text, an aware datetime (pendulum's too) or ISO-8601 text.
+    :param field: the field named by the error.
+    :raises SpotRequestValidationError: naming ``field``, the value and the rule.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     moment = value
     if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
             moment = None
     if isinstance(moment, datetime) and moment.utcoffset() is not None:
         try:
-            return moment.astimezone(UTC)
+            utc = moment.astimezone(UTC)
         except OverflowError:  # an offset that moves it past year 1 or 9999
             pass
-    rule = "must be None or a timezone-aware datetime (naive times are ambiguous)"
-    _bad(problems, "SpotRetryPolicy", "deadline", value, rule)
-    return None
+        else:
+            # A plain datetime (not pendulum's subclass): it crosses JSON and process boundaries.
+            return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
+    raise SpotRequestValidationError([Violation(field, value, _DEADLINE_FORM)])
+
+
+def _deadline(problems: list[Violation], value: Any) -> datetime | None:
+    try:
+        return read_deadline(value, "SpotRetryPolicy.deadline")
+    except SpotRequestValidationError as error:
+        problems.extend(error.violations)
+        return None
 
 
 # Numeric fields of SpotRetryPolicy and their closed ranges.

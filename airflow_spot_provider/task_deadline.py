@@ -11,45 +11,16 @@ worker, the trigger's ``switch`` JSON, a sensor's pokes).
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.request_input import is_static
-from airflow_spot_provider.retry import SpotRetryPolicy
+from airflow_spot_provider.retry import SpotRetryPolicy, read_deadline
 
 __all__ = ["check_static", "read_deadline", "task_policy"]
 
 _FIELD = "deadline"
-_FORM = (
-    "must be a timezone-aware datetime or its ISO-8601 text (e.g. the rendered"
-    " '{{ data_interval_end + macros.timedelta(hours=12) }}'); naive times are ambiguous"
-)
-
-
-def read_deadline(value: Any) -> datetime | None:
-    """The rendered ``deadline`` argument as an aware UTC datetime; None when not given.
-
-    :param value: None, an empty text, an aware datetime (pendulum's too) or ISO-8601 text.
-    :raises SpotRequestValidationError: naming ``deadline``, the value and the rule.
-    """
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    moment = value
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            moment = None
-    if isinstance(moment, datetime) and moment.utcoffset() is not None:
-        try:
-            utc = moment.astimezone(UTC)
-        except OverflowError:  # an offset that moves it past year 1 or 9999
-            pass
-        else:
-            # A plain datetime (not pendulum's subclass): it crosses JSON and process boundaries.
-            return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
-    raise SpotRequestValidationError([Violation(_FIELD, value, _FORM)])
 
 
 def task_policy(
@@ -64,7 +35,7 @@ def task_policy(
         that has passed meanwhile).
     :raises SpotRequestValidationError: naming ``deadline``, the value and the rule.
     """
-    deadline = read_deadline(value)
+    deadline = read_deadline(value, _FIELD)
     if deadline is None:
         if policy.deadline_aware and policy.deadline is None:
             rule = (

@@ -120,24 +120,29 @@ class SupervisorComms:
 
 class CallRecorder:
     """Every AWS call made by this process's aiobotocore clients: when it was made, the
-    operation and its job (:data:`NEXT_PAGE` for the pages of a List walk after the first); and
-    when each ``ListTrainingJobs`` page answered, the jobs it listed."""
+    operation and its job (:data:`NEXT_PAGE` for the pages of a List walk after the first); when
+    each ``ListTrainingJobs`` page answered, the jobs it listed; when each filtered walk began."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, str | None]] = []
         self.listed: list[tuple[float, list[str]]] = []
+        # When each List walk filtered on LastModifiedTimeAfter began: such a walk reads every
+        # job followed (those it lists by their summary, the others by their absence).
+        self.walks: list[float] = []
 
     def install(self) -> None:
         """Wrap ``AioBaseClient._make_api_call`` (every aiobotocore call passes it)."""
         from aiobotocore.client import AioBaseClient
 
         original = AioBaseClient._make_api_call
-        calls, listed = self.calls, self.listed
+        calls, listed, walks = self.calls, self.listed, self.walks
 
         async def recorded(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             job = api_params.get("TrainingJobName")
             if "NextToken" in api_params:  # a List walk's next page: not a new read of the jobs
                 job = NEXT_PAGE
+            elif operation_name == "ListTrainingJobs" and "LastModifiedTimeAfter" in api_params:
+                walks.append(time.time())
             calls.append((time.time(), operation_name, job))
             answer = await original(client, operation_name, api_params)
             if operation_name == "ListTrainingJobs":
@@ -337,6 +342,7 @@ async def run(spec: dict[str, Any], comms: SupervisorComms) -> dict[str, Any]:
         "shutdown_at": shutdown_at,
         "calls": recorder.calls,
         "listed": recorder.listed,
+        "walks": recorder.walks,
         "gc_pauses": collections.pauses,
         "fired": {names[i]: at for i, at in events.fired.items()},
         "lags": lags,

@@ -65,6 +65,44 @@ def test_anything_else_is_refused_naming_the_field_the_value_and_the_rule(value:
     refused(value, "must be a timezone-aware datetime or its ISO-8601 text")
 
 
+def _read_by_the_policy(value: Any) -> Any:
+    try:
+        return SpotRetryPolicy(deadline=value).deadline
+    except SpotRequestValidationError as error:
+        assert error.fields == {"SpotRetryPolicy.deadline"}
+        return "refused"
+
+
+def _read_by_the_task(value: Any) -> Any:
+    try:
+        return read_deadline(value)
+    except SpotRequestValidationError as error:
+        assert error.fields == {"deadline"}
+        return "refused"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "  ",
+        " 2026-03-02T06:00:00Z ",
+        "2026-03-02T07:00:00+01:00",
+        datetime(2026, 3, 2, 1, tzinfo=timezone(timedelta(hours=-5))),
+        pendulum.datetime(2026, 3, 2, 6, tz="UTC"),
+        "tomorrow",
+        "2026-03-02T06:00:00",
+        datetime(2026, 3, 2),
+        1767225600,
+    ],
+)
+def test_the_policy_and_the_task_read_a_deadline_alike(value: Any) -> None:
+    by_policy, by_task = _read_by_the_policy(value), _read_by_the_task(value)
+    assert by_policy == by_task
+    assert type(by_policy) is type(by_task)  # a plain datetime, never pendulum's
+
+
 def test_the_task_deadline_replaces_the_policys_in_a_new_policy() -> None:
     own = SpotRetryPolicy(deadline=NOW + timedelta(days=9), deadline_aware=True)
     derived = task_policy(own, "2026-03-02T06:00:00+00:00", now=NOW)

@@ -1,4 +1,4 @@
-"""The shared watch's pure bookkeeping: what changed, the watermark, the sweep, the log scan."""
+"""The shared watch's pure bookkeeping: what changed, the watermark, the sweep, the group read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_spot_provider.watch.book import Book, LogScan, Tuning, served_at
+from airflow_spot_provider.hooks.job_calls import LOG_GROUP
+from airflow_spot_provider.watch.book import Book, GroupRead, Tuning, served_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -65,9 +66,25 @@ def test_the_service_time_of_the_answer_moves_the_watermark_when_nothing_changes
     assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=170)
     book.changed([], served=T0 + timedelta(seconds=150))  # an earlier answer: never back
     assert book.watermark == T0 + timedelta(seconds=200)
-    # A job stamped after the answer (another host's clock ahead) still moves it.
+    # A job stamped after the answer (another host's clock ahead) does not move it further.
     book.changed([summary("x", 205)], served=T0 + timedelta(seconds=201))
-    assert book.watermark == T0 + timedelta(seconds=205)
+    assert book.watermark == T0 + timedelta(seconds=201)
+
+
+def test_a_change_after_a_walk_is_listed_next_whatever_was_described_meanwhile() -> None:
+    book = Book(Tuning(margin=timedelta(seconds=30)))
+    for name in ("a", "b"):
+        book.watch(name)
+    book.described(summary("a", 90))
+    book.described(summary("b", 90))
+    book.changed([], served=T0 + timedelta(seconds=100))  # a walk answered at 100
+    # a changes at 110; b, described (swept, or new) between the walks, was stamped at 149;
+    # so was a job on the walk's last page.
+    book.described(summary("b", 149))
+    book.changed([summary("late-page", 149)], served=T0 + timedelta(seconds=100))
+    args = book.list_args()
+    assert args is not None and args["LastModifiedTimeAfter"] <= T0 + timedelta(seconds=110)
+    assert book.changed([summary("a", 110)], served=T0 + timedelta(seconds=150)) == ["a"]
 
 
 def test_the_service_time_is_read_from_the_date_header_or_not_at_all() -> None:
@@ -110,24 +127,25 @@ def test_the_sweep_spends_a_bounded_number_of_describes_per_interval() -> None:
     assert not Book(Tuning(sweep_per_interval=0)).sweep()
 
 
-def stream(name: str, last: int | None) -> dict[str, Any]:
-    return {"logStreamName": name} | ({} if last is None else {"lastEventTimestamp": last})
+def event(stream: str, stamp: int) -> dict[str, Any]:
+    return {"logStreamName": stream, "timestamp": stamp, "eventId": f"{stamp}-{stream}"}
 
 
-def test_the_log_scan_reads_one_page_first_then_down_to_what_it_saw() -> None:
-    scan = LogScan(Tuning(log_margin_ms=10))
-    found: dict[str, int | None] = {}
-    page = {"logStreams": [stream("a/1", 500), stream("x/1", 400)], "nextToken": "n"}
-    assert scan.take(page, 1, lambda s: s.startswith("a/"), found) is False  # first: one page
-    scan.done()
-    assert found == {"a/1": 500} and scan.newest == 500
-    found.clear()
-    page = {"logStreams": [stream("a/1", 700), stream("x/1", 495)], "nextToken": "n"}
-    assert scan.take(page, 1, lambda s: True, found) is True  # all newer than 490: go on
-    page = {"logStreams": [stream("b/1", 491), stream("c/1", 480), stream("d/1", 999)]}
-    assert scan.take(page, 2, lambda s: True, found) is False
-    assert found == {"a/1": 700, "x/1": 495, "b/1": 491}  # stopped at the first older one
-    assert scan.take({"logStreams": [stream("e/1", None)]}, 1, lambda s: True, {}) is False
+def test_the_group_read_starts_at_the_service_time_then_below_the_newest_event() -> None:
+    group = GroupRead(Tuning(log_margin_ms=10))
+    assert group.start() is None  # no time known: no read
+    group.clock(datetime(2026, 1, 1, tzinfo=UTC))
+    served = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    assert group.start() == served - 10
+    group.clock(datetime(2027, 1, 1, tzinfo=UTC))  # the service's time starts it only once
+    assert group.start() == served - 10
+    group.took([event("a/1", served + 500), event("b/1", served + 700), {"message": "no time"}])
+    assert group.start() == served + 690
+    group.took([event("a/1", served + 100)])  # a late line does not move the start back
+    assert group.start() == served + 690
+    assert group.args(5) == {"logGroupName": LOG_GROUP, "startTime": 5}
+    group.reset()
+    assert group.start() is None
 
 
 @pytest.mark.parametrize(
@@ -138,6 +156,8 @@ def test_the_log_scan_reads_one_page_first_then_down_to_what_it_saw() -> None:
         {"sweep_per_interval": -1},
         {"margin": timedelta(seconds=-1)},
         {"concurrency": 0},
+        {"log_margin_ms": -1},
+        {"log_scan_pages": 0},
     ],
 )
 def test_bad_tuning_is_refused(kwargs: dict[str, Any]) -> None:

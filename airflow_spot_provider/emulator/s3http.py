@@ -34,7 +34,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from airflow_spot_provider.emulator.guard import guard_middleware
+from airflow_spot_provider.emulator.guard import guard_middleware, refusal_reason
 from airflow_spot_provider.emulator.s3store import (
     Listing,
     ObjectInfo,
@@ -97,6 +97,7 @@ _SUBRESOURCES = frozenset(
 )
 STORE_KEY: web.AppKey[ObjectStore] = web.AppKey("s3_store", ObjectStore)
 REGION_KEY: web.AppKey[str] = web.AppKey("s3_region", str)
+HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("s3_hosts", frozenset)
 Operation = Callable[[web.Request, ObjectStore, str, str], Awaitable[web.StreamResponse]]
 
 
@@ -168,11 +169,17 @@ def _object_headers(info: ObjectInfo) -> dict[str, str]:
 # -- request bodies ---------------------------------------------------------------------------
 
 
+def _aws_chunked(request: web.Request) -> bool:
+    """Whether a request's body is ``aws-chunked`` (signed or not, with trailers or not)."""
+    sha = request.headers.get("x-amz-content-sha256", "")
+    return sha.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
+        "Content-Encoding", ""
+    )
+
+
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The payload of a request: plain, or decoded from ``aws-chunked``."""
-    sha = request.headers.get("x-amz-content-sha256", "")
-    encoding = request.headers.get("Content-Encoding", "")
-    if not (sha.startswith("STREAMING-") or "aws-chunked" in encoding):
+    if not _aws_chunked(request):
         async for chunk in request.content.iter_chunked(_CHUNK):
             yield chunk
         return
@@ -211,8 +218,9 @@ def declared_size(request: web.Request) -> int | None:
 
     :param request: the request.
     """
-    text = request.headers.get("x-amz-decoded-content-length") or request.headers.get(
-        "Content-Length"
+    # An aws-chunked body's Content-Length counts its chunk headers and trailers too.
+    text = request.headers.get(
+        "x-amz-decoded-content-length" if _aws_chunked(request) else "Content-Length"
     )
     try:
         return int(text) if text is not None else None
@@ -227,6 +235,16 @@ def _too_large(limit: int) -> S3Error:
         400,
         MaxSizeAllowed=str(limit),
     )
+
+
+def _declared_too_large(request: web.Request) -> S3Error | None:
+    """``EntityTooLarge`` when a request declares a payload past the limit, before reading it.
+
+    :param request: the request.
+    """
+    if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
+        return _too_large(MAX_OBJECT_BYTES)
+    return None
 
 
 async def receive(
@@ -249,8 +267,8 @@ async def receive(
                     raise _too_large(limit)
                 digest.update(chunk)
                 writer.write(chunk)
-        declared = request.headers.get("x-amz-decoded-content-length")
-        if declared is not None and declared != str(size):
+        declared = declared_size(request)
+        if declared is not None and declared != size:
             raise S3Error("IncompleteBody", "The decoded body is not the declared length.")
     except BaseException:
         remove_quietly(target)
@@ -719,8 +737,9 @@ async def _serve(
 ) -> web.StreamResponse:
     """The answer to a request; an error's answer once the request's body is out of the way."""
     try:
-        if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
-            raise _too_large(MAX_OBJECT_BYTES)
+        too_large = _declared_too_large(request)
+        if too_large is not None:
+            raise too_large
         if not bucket:
             if request.method != "GET":
                 raise S3Error(
@@ -802,17 +821,21 @@ async def discard_body(request: web.Request, limit: int = MAX_DISCARD_BYTES) -> 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """Answer ``Expect: 100-continue``: ``100 Continue``, or a final refusal that closes.
 
-    A body over the size limit is refused before the client sends it; as the client then sends
-    no body, the connection is closed (a lingering server would read the next request as it).
+    A request the guard refuses, or a body over the size limit, is refused before the client
+    sends the body; as the client then sends none, the connection is closed (a lingering server
+    would read the next request as it). aiohttp calls this before the middlewares: the guard's
+    check is made here too, or a refused request would first be told to go on.
 
     :param request: the request.
     """
+    reason = refusal_reason(request, request.app[HOSTS_KEY])
+    if reason is not None:
+        return await answer_and_close(request, refuse(request, reason))
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
-    if (declared_size(request) or 0) > MAX_OBJECT_BYTES:
-        return await answer_and_close(
-            request, error_response(request, _too_large(MAX_OBJECT_BYTES))
-        )
+    too_large = _declared_too_large(request)
+    if too_large is not None:
+        return await answer_and_close(request, error_response(request, too_large))
     if request.version >= (1, 1):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
@@ -828,5 +851,6 @@ def build_s3_app(store: ObjectStore, region: str, hosts: frozenset[str]) -> web.
     app = web.Application(middlewares=[guard_middleware(hosts, refuse)])
     app[STORE_KEY] = store
     app[REGION_KEY] = region
+    app[HOSTS_KEY] = hosts
     app.router.add_route("*", "/{path:.*}", handle, expect_handler=expect_continue)
     return app

@@ -34,13 +34,30 @@ def _hook(service: str, aws_conn_id: str | None, region_name: str | None) -> Any
     return SageMakerHook(aws_conn_id=aws_conn_id, region_name=region_name)  # type: ignore[no-untyped-call]
 
 
+def _load_service_model(service: str) -> None:
+    """Parse a service's botocore model into the loader the Amazon provider's async sessions share.
+
+    Blocking (run in a thread): the first client of a service in a process parses its model
+    (SageMaker's is about 4 MB of JSON, up to a second on a busy triggerer); parsed here, the
+    client's creation on the event loop finds it in the loader's cache.
+
+    :param service: the botocore service name.
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
+
+    session = BaseSessionFactory(conn=None).get_async_session()  # type: ignore[no-untyped-call]
+    loader = session.get_component("data_loader")
+    loader.load_service_model(service, "service-2", api_version=None)  # as the client asks it
+
+
 async def _async_client(hook: Any, pool: int | None) -> Any:
     """The hook's aiobotocore client (``get_async_conn``), its connection pool raised to ``pool``.
 
     The connection's botocore config (its ``config_kwargs``) is kept, a larger pool in it too:
     the pool is set on the hook's own (cached) connection wrapper, looked up off the loop as
-    ``get_async_conn`` does (``sync_to_async``).
+    ``get_async_conn`` does (``sync_to_async``). The service's model is loaded off the loop first.
     """
+    await asyncio.to_thread(_load_service_model, hook.client_type)
     if pool is not None:
 
         def widen() -> None:
@@ -198,9 +215,16 @@ class AsyncJobs(_Jobs):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for manager, _ in self._clients.values():
-            await manager.__aexit__(exc_type, exc, tb)
+        managers = [manager for manager, _ in self._clients.values()]
         self._clients.clear()
+        first: BaseException | None = None
+        for manager in managers:
+            try:
+                await manager.__aexit__(exc_type, exc, tb)
+            except BaseException as error:  # the other clients are closed all the same
+                first = first or error
+        if first is not None:
+            raise first
 
     async def _client(self, service: str) -> Any:
         if service not in self._clients:  # (context manager, client)

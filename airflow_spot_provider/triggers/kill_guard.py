@@ -27,6 +27,8 @@ from typing import Any
 
 from airflow.utils.state import TaskInstanceState
 
+from airflow_spot_provider.supervisor_calls import one_at_a_time
+
 
 @dataclass(frozen=True)
 class KillVerdict:
@@ -55,7 +57,11 @@ def decide(state: str | None) -> KillVerdict:
 
 
 def _state_key(task_id: str, map_index: int) -> str:
-    """The key of a task instance in a ``TaskStatesResult`` run (``task_id_N`` when mapped)."""
+    """The key of a task instance in a ``TaskStatesResult`` run (``task_id_N`` when mapped).
+
+    :param task_id: the task's id.
+    :param map_index: its map index (negative when not mapped).
+    """
     return task_id if map_index < 0 else f"{task_id}_{map_index}"
 
 
@@ -68,8 +74,9 @@ async def _ask(comms: Any, message: Any) -> Any:
     asend = getattr(comms, "asend", None)
     if asend is not None:
         return await asend(message)
-    # A blocking send (the in-process supervisor): off the loop, keeping a cancel's message.
-    return await asyncio.to_thread(comms.send, message)
+    # A blocking send (the in-process supervisor): off the loop, keeping a cancel's message, and
+    # never at the same time as another thread's (its comms are not thread-safe).
+    return await asyncio.to_thread(one_at_a_time, comms.send, message)
 
 
 async def kill_verdict(task_instance: Any) -> KillVerdict:

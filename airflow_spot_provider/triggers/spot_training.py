@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_spot_provider import position_store
 from airflow_spot_provider.events import BackoffEnded, FollowFailed, JobEnded
 from airflow_spot_provider.exceptions import SpotApiError
 from airflow_spot_provider.follower import Followed, follow_step, is_done, live_line, relay_line
@@ -88,7 +87,12 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
     watch. Transitions are shown as ``[live]`` lines: the task writes them to its own log when it
     resumes (see :mod:`airflow_spot_provider.follower`). A triggerer restart re-creates the
     trigger from its kwargs; it then carries on from the later of that position and the one it
-    saved in a Variable as it went. A trigger cancelled gracefully (a restart) ends only once its
+    saved in a Variable as it went. The order at start: subscribe to the watch with the kwargs'
+    position, load the saved one meanwhile (in one thread hop with every trigger of the loop
+    starting then, :class:`~airflow_spot_provider.watch.saver.PositionSaver`), merge, and only
+    then take the news that queued up: the watch reads no CloudWatch line for the trigger before
+    the merge (the kwargs' marks may be behind), and a job that ended meanwhile is described
+    again with its last lines. A trigger cancelled gracefully (a restart) ends only once its
     position is saved, so no line is logged twice; a killed triggerer (``kill -9``) may log the
     lines of its last moments again, never lose them.
 
@@ -183,10 +187,9 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
 
     async def _follow(self) -> JobEnded | FollowFailed:
         """Follow the job to its end through the loop's shared watch; the event to fire."""
-        saved = await asyncio.to_thread(position_store.load_position, self.job_name)
-        position = self.position.merge(saved)
+        saver = registry().saver
         sub = Subscription(
-            position,
+            self.position,
             poll_interval=self.poll_interval,
             print_log=self.print_log,
             wait_first=self.wait_first,
@@ -194,7 +197,13 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             ticks=self.stop_when is not None,
         )
         try:
-            async with watching(sub, aws_conn_id=self.aws_conn_id, region_name=self.region_name):
+            async with watching(
+                sub, aws_conn_id=self.aws_conn_id, region_name=self.region_name
+            ) as watch:
+                # Subscribed first: the watch describes the job while the saved position loads
+                # (with every other trigger's that starts now: one thread hop); its news wait.
+                position = self.position.merge(await saver.load(self.job_name))
+                watch.loaded(sub, position)
                 describe, position = await self._take_news(sub, position)
         except SpotApiError as error:
             self._forget()
@@ -202,7 +211,7 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
         except BaseException:
             # Cancelled (a restart): leave only once the position is saved, or the next
             # triggerer would log its lines again. (Firing needs no save: the event carries it.)
-            await registry().saver.hurry(self.job_name)
+            await saver.hurry(self.job_name)
             raise
         self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)

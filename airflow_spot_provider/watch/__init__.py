@@ -6,7 +6,8 @@
 - :mod:`~airflow_spot_provider.watch.loop`: the async loop of one watch;
 - :mod:`~airflow_spot_provider.watch.subscription`: what a trigger asks for and the news it gets;
 - :mod:`~airflow_spot_provider.watch.registry`: one loop's watches, subscribe / unsubscribe;
-- :mod:`~airflow_spot_provider.watch.saver`: the positions, saved in batches off the loop.
+- :mod:`~airflow_spot_provider.watch.saver`: the positions, loaded and saved in batches, off loop;
+- :mod:`~airflow_spot_provider.watch.heap`: the long-lived heap, frozen out of full collections.
 """
 
 from airflow_spot_provider.watch.registry import watching

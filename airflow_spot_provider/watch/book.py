@@ -2,20 +2,20 @@
 
 - :class:`Seen`: a job as last seen, ``(TrainingJobStatus, SecondaryStatus, LastModifiedTime)``;
   a job is described again only when a ``ListTrainingJobs`` summary differs from it.
-- :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the latest
-  ``LastModifiedTime`` the service returned, or the service's own time when it answered a List,
-  its HTTP ``Date``; never the local clock) and the next List's arguments
+- :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the service's own
+  time when it answered a List, its HTTP ``Date``, or without one the latest ``LastModifiedTime``
+  it listed; never the local clock) and the next List's arguments
   (``LastModifiedTimeAfter`` = watermark minus a safety margin), and the slow round-robin sweep
   that describes every job now and then whatever List said.
-- :class:`LogScan`: how far to page ``DescribeLogStreams`` (newest last event first): until the
-  streams are older than the newest one the previous scan saw, minus a margin.
+- :class:`GroupRead`: where the next ``FilterLogEvents`` of the whole log group starts: the
+  newest event seen, minus a margin.
 - :class:`Tuning`: the cadence and the budgets, in one place.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -41,13 +41,18 @@ class Tuning:
         least (more when ``sweep_per_interval`` caps it).
     :param sweep_per_interval: jobs the sweep describes per poll interval at most.
     :param page_size: ``MaxResults`` of a List page (SageMaker's maximum).
-    :param log_margin_ms: how far below the newest ``lastEventTimestamp`` of the previous scan a
-        ``DescribeLogStreams`` scan still pages: lines that reach CloudWatch late (a host's log
-        agent sends in batches) carry an earlier time than lines already seen.
-    :param log_scan_pages: ``DescribeLogStreams`` pages per scan at most.
+    :param log_margin_ms: how far below the newest event seen the group's next ``FilterLogEvents``
+        starts: lines that reach CloudWatch late (a host's log agent sends in batches) carry an
+        earlier time than lines already seen; those read already are not relayed again.
+    :param log_scan_pages: ``FilterLogEvents`` pages per read of the group at most (the next read
+        goes on from the last event read).
     :param concurrency: describes (and log stream look-ups) in flight at once, and the size of
         the clients' connection pools (botocore's default of 10 would queue the rest): 1,000
         jobs ending within 5 s are described within about one List cycle.
+    :param freeze_heap: move the process's long-lived objects out of the garbage collector's
+        reach after the first cycle and as subscribers double
+        (:mod:`~airflow_spot_provider.watch.heap`): full collections of a large triggerer's
+        heap stall the event loop; frozen reference cycles are never collected.
     """
 
     lists_per_interval: int = 2
@@ -58,20 +63,20 @@ class Tuning:
     log_margin_ms: int = 15_000
     log_scan_pages: int = 20
     concurrency: int = 48
+    freeze_heap: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("lists_per_interval", "sweep_every", "page_size", "log_scan_pages"):
+        for name in ("lists_per_interval", "sweep_every", "log_scan_pages", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
         if not 1 <= self.page_size <= 100:
             raise ValueError(f"page_size={self.page_size!r}: must be 1-100 (MaxResults)")
-        if self.sweep_per_interval < 0 or self.concurrency < 1:
-            raise ValueError(
-                f"sweep_per_interval={self.sweep_per_interval!r} must be >= 0 and "
-                f"concurrency={self.concurrency!r} >= 1"
-            )
-        if self.margin < timedelta(0) or self.log_margin_ms < 0:
+        if self.sweep_per_interval < 0:
+            raise ValueError(f"sweep_per_interval={self.sweep_per_interval!r}: must be >= 0")
+        if self.margin < timedelta(0):
             raise ValueError(f"margin={self.margin!r}: must not be negative")
+        if self.log_margin_ms < 0:
+            raise ValueError(f"log_margin_ms={self.log_margin_ms!r}: must not be negative")
 
 
 @dataclass(frozen=True)
@@ -159,11 +164,13 @@ class Book:
     ) -> list[str]:
         """The followed jobs whose summary differs from what was seen, ended ones first.
 
-        Moves the watermark to the latest ``LastModifiedTime`` listed and to ``served``: every
-        change stamped before the service answered is listed by then, or within the margin (its
-        eventual consistency), so the next List starts at ``served`` minus the margin even when
-        nothing changed (jobs that only log keep their ``LastModifiedTime``: without it, a burst
-        of them would be listed again on every walk).
+        Moves the watermark to ``served``: every change stamped before the service answered the
+        walk's first page is listed by then, or within the margin (its eventual consistency), so
+        the next List starts at ``served`` minus the margin even when nothing changed (jobs that
+        only log keep their ``LastModifiedTime``: a burst of them is not listed again on every
+        walk). Never to a later ``LastModifiedTime`` (of a later page, or of a describe between
+        walks): a job that changed since the first page, but earlier than that minus the margin,
+        would be left out of the next List. Without a ``Date``, to the latest listed.
 
         :param summaries: every ``TrainingJobSummary`` of one List walk.
         :param served: the service's time when it answered the walk's first page
@@ -172,7 +179,8 @@ class Book:
         ended: list[str] = []
         others: list[str] = []
         for summary in summaries:
-            self._advance(summary.get("LastModifiedTime"))
+            if served is None:
+                self._advance(summary.get("LastModifiedTime"))
             name = str(summary.get("TrainingJobName"))
             seen = Seen.of(summary)
             if name in self._watched and seen != self.seen.get(name):
@@ -181,14 +189,15 @@ class Book:
         return ended + others
 
     def described(self, describe: Mapping[str, Any]) -> None:
-        """Note a job's description (what it looks like now); moves the watermark.
+        """Note a job's description (what it looks like now); the first one sets the watermark.
 
         :param describe: a ``DescribeTrainingJob`` response.
         """
         name = str(describe.get("TrainingJobName"))
         if name in self._watched:
             self.seen[name] = Seen.of(describe)
-        self._advance(describe.get("LastModifiedTime"))
+        if self.watermark is None:  # the first List's start; later ones start from a List
+            self._advance(describe.get("LastModifiedTime"))
 
     def _advance(self, modified: Any) -> None:
         if isinstance(modified, datetime) and (self.watermark is None or modified > self.watermark):
@@ -210,6 +219,58 @@ class Book:
         return names
 
 
+class GroupRead:
+    """Where the next ``FilterLogEvents`` of the whole training jobs' group starts.
+
+    One call (100 pages at most, 10,000 events or 1 MB each) reads what every followed job
+    logged since the previous read, whatever the number of jobs; each job's trigger takes the
+    events of its streams past its marks (:meth:`~airflow_spot_provider.position.Position.
+    take_events`). The read starts at the newest event the watch has seen in the group, minus
+    ``log_margin_ms`` (lines reach CloudWatch late and carry the time they were written); before
+    any event, at the service's time (the watch's watermark, never the local clock). Events come
+    oldest first: a read cut by the page cap goes on from where it stopped.
+
+    :param tuning: the margin and the page cap.
+    """
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.tuning = tuning
+        self.newest: int | None = None  # ms since the epoch, of the group's newest event seen
+
+    def start(self) -> int | None:
+        """The ``startTime`` of the next read; None before the watch knows the service's time."""
+        return None if self.newest is None else max(0, self.newest - self.tuning.log_margin_ms)
+
+    def clock(self, served: datetime | None) -> None:
+        """Start from the service's time if no event was seen yet (the first read).
+
+        :param served: the service's time (the watch's watermark), or None.
+        """
+        if self.newest is None and served is not None:
+            self.newest = int(served.timestamp() * 1000)
+
+    def took(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Note the events of a read (of the group, or of some jobs' streams).
+
+        :param events: ``FilterLogEvents`` events (``timestamp``).
+        """
+        stamps = [int(e["timestamp"]) for e in events if e.get("timestamp") is not None]
+        if stamps:
+            self.newest = max(stamps) if self.newest is None else max(self.newest, *stamps)
+
+    def reset(self) -> None:
+        """No job is followed with its log: the next read starts from the service's time again
+        (not from a time long past, whose events no one wants)."""
+        self.newest = None
+
+    def args(self, start: int) -> dict[str, Any]:
+        """The first page's arguments.
+
+        :param start: ``startTime`` (:meth:`start`).
+        """
+        return {"logGroupName": LOG_GROUP, "startTime": start}
+
+
 def served_at(response: Mapping[str, Any]) -> datetime | None:
     """The service's time when it answered: the HTTP ``Date`` header (RFC 7231, to the second).
 
@@ -227,60 +288,3 @@ def served_at(response: Mapping[str, Any]) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return served if served.tzinfo is not None else None
-
-
-class LogScan:
-    """How far a ``DescribeLogStreams`` scan of the training jobs' group pages.
-
-    The streams come newest last event first; a scan stops at the first stream older than the
-    newest one the previous scan saw (minus a margin), so that an idle cycle costs one page. The
-    first scan reads one page: a stream that is quiet then is read when it moves again, when its
-    job is swept, or when its job ends.
-
-    :param tuning: the margin and the page cap.
-    """
-
-    def __init__(self, tuning: Tuning) -> None:
-        self.tuning = tuning
-        self.newest: int | None = None
-        self._seen: int | None = None
-
-    @staticmethod
-    def args() -> dict[str, Any]:
-        """The first page's arguments."""
-        return {
-            "logGroupName": LOG_GROUP,
-            "orderBy": "LastEventTime",
-            "descending": True,
-            "limit": 50,
-        }
-
-    def take(
-        self,
-        page: Mapping[str, Any],
-        pages: int,
-        wanted: Callable[[str], bool],
-        found: dict[str, int | None],
-    ) -> bool:
-        """Take a page's wanted streams into ``found``; whether to read the next page.
-
-        :param page: the response.
-        :param pages: pages read so far, this one included.
-        :param wanted: whether a stream is of a job followed with its log.
-        :param found: stream -> its last event time, filled in.
-        """
-        floor = None if self.newest is None else self.newest - self.tuning.log_margin_ms
-        for stream in page.get("logStreams", []):
-            last = stream.get("lastEventTimestamp")
-            if last is None or (floor is not None and last < floor):
-                return False  # older than what is known: the rest of the group is older still
-            self._seen = last if self._seen is None else max(self._seen, last)
-            if wanted(str(stream["logStreamName"])):
-                found[str(stream["logStreamName"])] = int(last)
-        more = floor is not None and pages < self.tuning.log_scan_pages
-        return more and bool(page.get("nextToken"))
-
-    def done(self) -> None:
-        """The scan completed: the next one stops below the newest stream it saw."""
-        if self._seen is not None:
-            self.newest = self._seen if self.newest is None else max(self.newest, self._seen)

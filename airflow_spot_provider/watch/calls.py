@@ -1,14 +1,16 @@
 """The watch's own AWS calls, as generators carried out by :class:`~airflow_spot_provider.hooks.
-jobs.AsyncJobs` (so each goes through the one API-retry rule): the List walk and the log scan."""
+jobs.AsyncJobs` (so each goes through the one API-retry rule): the List walk and the read of
+the log group."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow_spot_provider.hooks.job_calls import Call, Ops
-from airflow_spot_provider.watch.book import LogScan, served_at
+from airflow_spot_provider.hooks.job_calls import Call, Ops, filter_events, stream_batches
+from airflow_spot_provider.position import Position
+from airflow_spot_provider.watch.book import GroupRead, served_at
 
 
 def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], datetime | None]]:
@@ -33,19 +35,61 @@ def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], dat
         kwargs["NextToken"] = page["NextToken"]
 
 
-def scan_streams(scan: LogScan, wanted: Callable[[str], bool]) -> Ops[dict[str, int | None]]:
-    """The wanted streams of the training jobs' group that moved lately, and their last events.
+def read_group(group: GroupRead) -> Ops[list[dict[str, Any]]]:
+    """The events of the training jobs' group since the previous read (minus the margin).
 
-    :param scan: where the previous scan stopped.
-    :param wanted: whether a stream is of a job followed with its log.
+    ``FilterLogEvents`` with no stream named, paged up to ``Tuning.log_scan_pages``; oldest
+    first, so a read cut by the cap goes on from its last event next time. Empty pages with a
+    ``nextToken`` (CloudWatch may answer so while it searches) are paged through.
+
+    :param group: where the read starts; it notes the events read.
     """
-    kwargs = scan.args()
-    found: dict[str, int | None] = {}
-    pages = 0
-    while True:
-        page = yield Call("logs", "describe_log_streams", dict(kwargs), best_effort=True)
-        pages += 1
-        if not scan.take(page, pages, wanted, found):
-            scan.done()
-            return found
+    start = group.start()
+    if start is None:
+        return []
+    kwargs = group.args(start)
+    events: list[dict[str, Any]] = []
+    for _ in range(group.tuning.log_scan_pages):
+        page = yield Call("logs", "filter_log_events", dict(kwargs), best_effort=True)
+        events.extend(page.get("events", []))
+        if not page.get("nextToken"):
+            break
         kwargs["nextToken"] = page["nextToken"]
+    group.took(events)
+    return events
+
+
+def marked_events(positions: Sequence[Position]) -> Ops[list[dict[str, Any]]]:
+    """Every event of the positions' time-marked streams from their marks on, 100 streams per
+    ``FilterLogEvents`` call.
+
+    :param positions: the positions (of jobs that ended).
+    """
+    starts: dict[str, int] = {}
+    for position in positions:
+        for stream, mark in position.streams.items():
+            if mark.timestamp is not None:
+                starts[stream] = min(mark.timestamp, starts.get(stream, mark.timestamp))
+    events: list[dict[str, Any]] = []
+    for streams, start in stream_batches(starts):
+        events.extend((yield from filter_events(streams, start)))
+    return events
+
+
+def events_by_job(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Events grouped by job (streams ``<job>/<host>``), each job's in time order, once each.
+
+    Two reads may bring the same event (its ``eventId``): the first is kept. The sort is stable:
+    events of the same millisecond keep the order the service gave.
+
+    :param events: ``FilterLogEvents`` events of any reads.
+    """
+    seen: set[str] = set()
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for event in sorted(events, key=lambda e: int(e.get("timestamp") or 0)):
+        event_id = str(event.get("eventId"))
+        if event_id not in seen:
+            seen.add(event_id)
+            job = str(event.get("logStreamName", "")).split("/", 1)[0]
+            grouped.setdefault(job, []).append(event)
+    return grouped

@@ -13,12 +13,17 @@ Each cycle (``Tuning.lists_per_interval`` per poll interval, the smallest of the
    List answer missed is seen within ``sweep_every`` intervals (more at many jobs: the sweep
    spends ``sweep_per_interval`` describes per interval at most). It also catches a change of
    the open transition's ``StatusMessage``, which does not move ``LastModifiedTime``.
-3. For subscribers with ``print_log``: once per poll interval ``DescribeLogStreams`` of the
-   group by last event time, paged until the streams are older than the previous scan's newest;
-   the streams of new subscribers, of swept jobs and of jobs that just ended are looked up by
-   name; then ``FilterLogEvents`` of the streams that moved, 100 per call.
+3. For subscribers with ``print_log``, while the describes run: once per poll interval, and
+   whenever List shows jobs ended, one ``FilterLogEvents`` of the whole log group from the newest
+   event seen minus a margin (one page for 10,000 lines, whatever the number of jobs); each
+   subscriber takes its job's lines past its marks. An ended job's streams are also read from
+   their marks (late lines). A new subscriber, and a job a describe shows ended, read their own
+   streams from their marks (``DescribeLogStreams`` by the job's prefix, then
+   ``FilterLogEvents`` of 100 streams per call).
 4. Each subscriber gets its news on its queue; subscribers with a ``stop_when`` get a tick each
-   cycle (time passes). Triggers take the follow step on it themselves, and log it.
+   cycle (time passes). Triggers take the follow step on it themselves, and log it. A subscriber
+   whose saved position is still loading gets no lines (:meth:`Subscription.loaded`), nor the
+   end of its job: that is described again once it is loaded, and read to its last line.
 
 One aiobotocore client per service for the whole watch (:class:`~airflow_spot_provider.hooks.
 jobs.AsyncJobs`, through the Amazon provider's hooks: the connection is looked up once). Every call
@@ -37,6 +42,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from airflow_spot_provider.exceptions import SpotApiError
@@ -45,15 +51,14 @@ from airflow_spot_provider.hooks.job_calls import (
     Lines,
     describe_job,
     job_streams,
-    moved_starts,
     read_marked,
-    streams_by_job,
 )
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
-from airflow_spot_provider.watch.book import Book, LogScan, Tuning
-from airflow_spot_provider.watch.calls import list_changed, scan_streams
+from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
+from airflow_spot_provider.watch.calls import events_by_job, list_changed, marked_events, read_group
+from airflow_spot_provider.watch.heap import freeze_if_grown
 from airflow_spot_provider.watch.subscription import News, Subscription
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,10 @@ class Watch:
         self.tuning = tuning
         self.on_end = on_end
         self.book = Book(tuning)
-        self.scan = LogScan(tuning)
+        self.group = GroupRead(tuning)
+        self.caught_up: set[Subscription] = (
+            set()
+        )  # read their own streams once: the group serves them
         self.subs: dict[str, list[Subscription]] = {}
         self.listing = True  # False once ListTrainingJobs was refused: per-job describes
         self.cycles = 0
@@ -110,6 +118,16 @@ class Watch:
         self.book.watch(sub.job_name)
         self._wake.set()  # its first describe may be due now
 
+    def loaded(self, sub: Subscription, position: Position) -> None:
+        """A subscriber's saved position is loaded and merged: its lines are read from now on.
+
+        :param sub: its subscription.
+        :param position: the merged position.
+        """
+        sub.loaded(position)
+        if sub.due is not None:
+            self._wake.set()  # its first describe, or its end held back, is due now
+
     def remove(self, sub: Subscription) -> None:
         """Unsubscribe a trigger (synchronous: safe in a cancelled trigger's ``finally``).
 
@@ -118,6 +136,7 @@ class Watch:
         subs = self.subs.get(sub.job_name, [])
         if sub in subs:
             subs.remove(sub)
+        self.caught_up.discard(sub)
         if not subs:
             self.subs.pop(sub.job_name, None)
             self.book.unwatch(sub.job_name)
@@ -160,6 +179,8 @@ class Watch:
             full = self.cycles % self.tuning.lists_per_interval == 0
             await self._cycle(jobs, listing=True, full=full)
             self.cycles += 1
+            if self.tuning.freeze_heap:
+                freeze_if_grown(sum(len(subs) for subs in self.subs.values()))
             await self._pause(jobs, started + self.interval() / self.tuning.lists_per_interval)
 
     async def _pause(self, jobs: AsyncJobs, until: float) -> None:
@@ -183,28 +204,42 @@ class Watch:
         jobs.rule = self._rule()
         now = time.monotonic()
         new = [sub for sub in self._all() if sub.due is not None and sub.due <= now]
-        listed = await self._listed(jobs, full) if listing else []
+        # Still loading their saved position, as the reads below start: no lines for them.
+        awaiting = [sub for sub in self._all() if sub.awaits_position]
+        listed, ending = await self._listed(jobs, full) if listing else ([], set())
         swept = set(self.book.sweep()) if full else set()
-        # The jobs List shows ended first: their triggers fire first.
+        # The jobs List shows ended first: their triggers fire first. Their last lines are read
+        # meanwhile.
         order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
-        described = await self._describe(jobs, list(dict.fromkeys(order)))
+        described, read = await asyncio.gather(
+            self._describe(jobs, list(dict.fromkeys(order))),
+            self._read_logs(jobs, scan=full, ending=ending),
+        )
         for sub in new:
             sub.due = None
-        ended = {n for n, d in described.items() if _is_terminal(d)}
-        read = await self._read_logs(jobs, scan=full, ended=ended, swept=swept)
+        late = {n for n, d in described.items() if _is_terminal(d)} - ending
+        if late:  # ended as a describe shows, not List: read their streams before they fire
+            for key, (lines, marks) in (await self._read_logs(jobs, ended=late)).items():
+                read[key] = (read.get(key, ([], {}))[0] + lines, marks)
+        held = _hold_ends(awaiting, described)
         for sub in self._all():
-            describe = described.get(sub.job_name)
+            describe = None if sub in held else described.get(sub.job_name)
             lines, marks = read.get(id(sub), ([], {}))
             if describe is not None or lines or marks or (listing and sub.ticks):
                 sub.queue.put_nowait(News(describe=describe, lines=lines, marks=marks))
 
-    async def _listed(self, jobs: AsyncJobs, full: bool) -> list[str]:
-        """The subscribed jobs to describe after this cycle's List walk, ended ones first."""
+    async def _listed(self, jobs: AsyncJobs, full: bool) -> tuple[list[str], set[str]]:
+        """The subscribed jobs to describe after this cycle's List walk, ended ones first; and
+        those of them List shows ended.
+
+        :param full: the first walk of a poll interval (it describes every job when List is
+            refused).
+        """
         if not self.listing:
-            return sorted(self.book.watched) if full else []
+            return (sorted(self.book.watched) if full else []), set()
         args = self.book.list_args()
         if args is None:
-            return []  # nothing seen yet: the first describes set the watermark
+            return [], set()  # nothing seen yet: the first describes set the watermark
         try:
             summaries, served = await jobs.run(list_changed(args))
         except SpotApiError as error:
@@ -216,8 +251,14 @@ class Watch:
             log.warning(note)
             for sub in self._all():
                 sub.queue.put_nowait(News(notes=(note,)))
-            return sorted(self.book.watched)
-        return self.book.changed(summaries, served)
+            return sorted(self.book.watched), set()
+        changed = self.book.changed(summaries, served)
+        ended = {
+            str(s.get("TrainingJobName"))
+            for s in summaries
+            if TrainingJobStatus(s["TrainingJobStatus"]).is_terminal
+        }
+        return changed, ended.intersection(changed)
 
     async def _describe(self, jobs: AsyncJobs, order: list[str]) -> dict[str, dict[str, Any]]:
         """Describe jobs in order, a few dozen at a time; a lasting error ends their subscribers."""
@@ -246,76 +287,123 @@ class Watch:
         return described
 
     async def _read_logs(
-        self, jobs: AsyncJobs, *, scan: bool, ended: set[str], swept: set[str]
+        self,
+        jobs: AsyncJobs,
+        *,
+        scan: bool = False,
+        ending: AbstractSet[str] = frozenset(),
+        ended: AbstractSet[str] = frozenset(),
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
         """New CloudWatch lines per subscriber (by ``id``), with the marks after them.
 
-        The streams come from the group's scan (by last event time: a stream that moves is found
-        there, a new subscriber's too), from a look-up by name (an ended or swept job with no
-        stream known yet), and, for ended and swept jobs, from their marks: those are read
-        whatever ``lastEventTimestamp`` says (CloudWatch updates it eventually, so a job's last
-        lines are read before it fires, and a quiet stream's unread lines within the sweep).
+        One ``FilterLogEvents`` of the whole group (:class:`~airflow_spot_provider.watch.book.
+        GroupRead`) brings the lines of every subscriber that is caught up, each taking its job's
+        events past its marks: once per poll interval, and whenever List shows jobs ended. An
+        ended job's known streams are also read from its marks (100 per call): a last line that
+        reached CloudWatch later than the group read's margin is relayed before it fires. The
+        others read their own job's streams from their marks (:meth:`_read_own`): a new
+        subscriber (its marks may be older than the group read's start) and a job found ended
+        by a describe, not List.
+
+        :param scan: the poll interval's read of the group.
+        :param ending: the jobs List shows ended.
+        :param ended: the jobs a describe shows ended (List did not).
         """
         logged = [sub for sub in self._all() if sub.print_log]
-        known = {_job_of(stream) for sub in logged for stream in sub.read.streams}
-        wanted = {sub.job_name for sub in logged}
-        forced = (ended | swept) & wanted
-        by_name = forced - known
-        if not (scan and logged) and not (by_name or forced):
+        if not logged:
+            self.group.reset()
             return {}
+        self.group.clock(self.book.watermark)
+        own = [sub for sub in logged if sub not in self.caught_up or sub.job_name in ended]
+        grouped = [sub for sub in logged if sub not in own]
+        if not scan and not any(sub.job_name in ending for sub in grouped):
+            grouped = []
+        read: dict[int, tuple[Lines, dict[str, Any]]] = {}
         try:
-            last = await self._moved_streams(jobs, scan, wanted, by_name)
-            for stream in [*last, *(s for sub in logged for s in sub.read.streams)]:
-                if _job_of(stream) in forced:
-                    last[stream] = _ANY_TIME
-            by_job = streams_by_job(last)
-            targets = [sub for sub in logged if _to_read(sub.read, by_job.get(sub.job_name, {}))]
-            results = await jobs.run(read_marked([sub.read for sub in targets], last))
+            if grouped:
+                closing = [sub.read for sub in grouped if sub.job_name in ending]
+                found = await asyncio.gather(
+                    jobs.run(read_group(self.group)), jobs.run(marked_events(closing))
+                )
+                by_job = events_by_job([*found[0], *found[1]])
+                for sub in grouped:
+                    _took(read, sub, sub.read.take_events(by_job.get(sub.job_name, ())))
+            if own:
+                for sub, result in zip(own, await self._read_own(jobs, own), strict=True):
+                    _took(read, sub, result)
         except ApiCallError as error:
             if error.code != "ResourceNotFoundException":  # no log group yet: nothing written
                 note = f"Could not read the training logs: {error}"
                 log.warning(note)
                 for sub in logged:
                     sub.queue.put_nowait(News(notes=(note,)))
-            return {}
-        read: dict[int, tuple[Lines, dict[str, Any]]] = {}
-        for sub, (lines, position) in zip(targets, results, strict=True):
-            if position != sub.read:
-                read[id(sub)] = (lines, dict(position.streams))
-                sub.read = position
+                return read
+        self.caught_up.update(own)
         return read
 
-    async def _moved_streams(
-        self, jobs: AsyncJobs, scan: bool, wanted: set[str], by_name: set[str]
-    ) -> dict[str, int | None]:
-        """Streams and their last event times: from the group's scan and looked up by job."""
-        last: dict[str, int | None] = {}
-        if scan and wanted:
-            last.update(await jobs.run(scan_streams(self.scan, lambda s: _job_of(s) in wanted)))
+    async def _read_own(
+        self, jobs: AsyncJobs, subs: list[Subscription]
+    ) -> list[tuple[Lines, Position]]:
+        """Read the subscribers' jobs' streams from their marks: what each has not read yet.
+
+        The streams are looked up by job (``DescribeLogStreams`` with the job's prefix: a stream
+        that appeared since is found too) and read whatever their ``lastEventTimestamp`` says
+        (CloudWatch updates it eventually), 100 streams per ``FilterLogEvents``.
+
+        :param subs: the subscribers.
+        """
         gate = asyncio.Semaphore(self.tuning.concurrency)
 
         async def look_up(name: str) -> dict[str, int | None]:
             async with gate:
                 return await jobs.run(job_streams(name))
 
-        for found in await asyncio.gather(*(look_up(name) for name in sorted(by_name))):
-            last.update(found)
-        return last
+        names = sorted({sub.job_name for sub in subs})
+        stamps: dict[str, int | None] = {}
+        for found in await asyncio.gather(*(look_up(name) for name in names)):
+            stamps.update(found)
+        marks = {stream: mark for sub in subs for stream, mark in sub.read.streams.items()}
+        # A stream still marked by a token (a position saved by an older version) is read
+        # through it to its end, which its real last event time marks.
+        last = {
+            stream: stamps.get(stream) if stream in marks and marks[stream].timestamp is None
+            else _ANY_TIME
+            for stream in {*stamps, *marks}
+        }  # fmt: skip
+        return await jobs.run(read_marked([sub.read for sub in subs], last))
+
+
+def _took(
+    read: dict[int, tuple[Lines, dict[str, Any]]],
+    sub: Subscription,
+    result: tuple[Lines, Position],
+) -> None:
+    """Note what a subscriber read (its lines and marks for its news) when its marks moved."""
+    lines, position = result
+    if position != sub.read:
+        read[id(sub)] = (lines, dict(position.streams))
+        sub.read = position
+
+
+def _hold_ends(
+    awaiting: list[Subscription], described: dict[str, dict[str, Any]]
+) -> list[Subscription]:
+    """The subscribers not to hand their job's end yet: read for none of its lines (loading).
+
+    Each is described again once its position is loaded, and its streams read to their end.
+    """
+    held = [
+        sub
+        for sub in awaiting
+        if sub.job_name in described and _is_terminal(described[sub.job_name])
+    ]
+    for sub in held:
+        sub.end_unread()
+    return held
 
 
 # A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
 _ANY_TIME = 2**62
-
-
-def _job_of(stream: str) -> str:
-    """The job of a stream (``<job>/<host>``)."""
-    return stream.split("/", 1)[0]
-
-
-def _to_read(position: Position, last: dict[str, int | None]) -> bool:
-    """Whether a position has streams to read: moved past its marks, or marked by a token."""
-    tokens = any(m.timestamp is None and m.token for m in position.streams.values())
-    return tokens or bool(moved_starts(position, last))
 
 
 def _is_terminal(describe: dict[str, Any]) -> bool:

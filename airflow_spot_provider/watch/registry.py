@@ -11,7 +11,6 @@ closes its clients; the next subscriber starts a fresh one. Each loop also has o
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,17 +59,18 @@ class Registry:
             del self.watches[watch.key]
 
 
-_REGISTRIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
-    weakref.WeakKeyDictionary()
-)
+# The loop's registry is kept on the loop itself: in a dict keyed by the loop, even a weak one,
+# the registry (its saver's task and futures refer to their loop) would keep its own key alive.
+_ATTRIBUTE = "_airflow_spot_provider_registry"
 
 
 def registry() -> Registry:
     """The running event loop's registry."""
     loop = asyncio.get_running_loop()
-    found = _REGISTRIES.get(loop)
+    found: Registry | None = getattr(loop, _ATTRIBUTE, None)
     if found is None:
-        found = _REGISTRIES[loop] = Registry()
+        found = Registry()
+        setattr(loop, _ATTRIBUTE, found)
     return found
 
 

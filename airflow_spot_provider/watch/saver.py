@@ -1,4 +1,11 @@
-"""Saving the positions of an event loop's triggers: batched, off the loop, in order.
+"""Loading and saving the positions of an event loop's triggers: batched, off the loop, in order.
+
+A trigger subscribes to its watch first and loads the position it saved (a restart) meanwhile
+(:meth:`PositionSaver.load`): every load asked for while a batch runs goes in the next one, one
+thread of the loop's default executor that reads them one after the other and answers them
+``LOADS_PER_ANSWER`` at a time as it goes, so 1,000 triggers starting together cost a couple of
+thread hops, not 1,000, and wake a few dozen at a time. A batch of loads goes before the saves
+waiting with it.
 
 Triggers hand their position over as they log (:meth:`PositionSaver.keep`); shortly after, one
 thread of the loop's default executor saves every position handed over since (Airflow Variables,
@@ -11,12 +18,13 @@ The guarantee: a trigger cancelled gracefully (the triggerer stops or restarts) 
 its position is saved (:meth:`PositionSaver.hurry` waits for the batch that saves it), so the
 next triggerer neither repeats nor loses a line. A killed process (``kill -9``) loses what was
 not saved yet: the transitions of its last ``SAVE_DELAY`` and the log marks of its last
-``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses).
+``LOG_MARK_SAVE_SECONDS``, which the next triggerer then logs again (never loses). A trigger
+cancelled while its load waits leaves at once; the batch answers only those still waiting.
 
-One batch at a time, even when the loop shuts down: a save under way when the saver's task is
-cancelled is waited for before the rest is saved, so an older position never lands after a
-newer one, and the Variable calls never run in two threads at once (Airflow's in-process
-supervisor comms, as ``dag.test()`` uses, are not thread-safe: two at once lose both saves).
+One batch at a time (loads or saves), even when the loop shuts down: a batch under way when the
+saver's task is cancelled is waited for before the rest is saved, so an older position never
+lands after a newer one, and the Variable calls never run in two threads at once (Airflow's
+in-process supervisor comms, as ``dag.test()`` uses, are not thread-safe: two at once lose both).
 
 A trigger that fires deletes its Variable through :meth:`PositionSaver.forget`, with the next
 batch too: it fires at once instead of waiting for a thread, and the batch deletes after any save
@@ -29,16 +37,24 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from airflow_spot_provider import position_store
 from airflow_spot_provider.position import Position
+
+log = logging.getLogger(__name__)
 
 # Seconds between a position handed over and the batch's save: the triggers woken by one cycle of
 # the watch all log and hand over within it.
 SAVE_DELAY = 0.2
 # The longest a position whose only change is its log marks waits to be saved.
 LOG_MARK_SAVE_SECONDS = 30.0
+# Loads answered to the loop at once, as the batch's thread reads them: the triggers they wake
+# take their first news together (a thousand at once would stall the loop a few hundred ms).
+LOADS_PER_ANSWER = 50
 
 
 def save_all(positions: list[Position], deleted: list[str]) -> None:
@@ -53,18 +69,59 @@ def save_all(positions: list[Position], deleted: list[str]) -> None:
         position_store.delete_position(job_name)
 
 
+def load_all(job_names: list[str], answer: Callable[[dict[str, Position | None]], None]) -> None:
+    """Read the saved position of each job, one after the other (blocking: run in a thread).
+
+    :param job_names: the jobs.
+    :param answer: takes the positions read, ``LOADS_PER_ANSWER`` jobs at a time.
+    """
+    loaded: dict[str, Position | None] = {}
+    for job_name in job_names:
+        try:
+            loaded[job_name] = position_store.load_position(job_name)
+        except ValueError as error:  # a position is a nicety: never fail a trigger over it
+            log.warning("Saved position of %s unreadable, not used: %s", job_name, error)
+            loaded[job_name] = None
+        if len(loaded) == LOADS_PER_ANSWER:
+            answer(loaded)
+            loaded = {}
+    answer(loaded)
+
+
+def _answer_loads(
+    loaded: dict[str, Position | None], asked: dict[str, list[asyncio.Future[Any]]]
+) -> None:
+    """Answer the triggers still waiting for these positions (those cancelled meanwhile left)."""
+    for job_name, position in loaded.items():
+        for answer in asked[job_name]:
+            if not answer.done():
+                answer.set_result(position)
+
+
 class PositionSaver:
-    """The positions waiting to be saved on one event loop, and the task that saves them."""
+    """The positions waiting to be loaded or saved on one event loop, and the task doing it."""
 
     def __init__(self) -> None:
+        self._loads: dict[str, list[asyncio.Future[Position | None]]] = {}
         self._pending: dict[str, Position] = {}
         self._lazy: dict[str, tuple[float, Position]] = {}  # job -> (waiting since, position)
         self._deleted: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # The batch under way (its jobs, its thread's future) and the next one's future.
-        self._saving: tuple[frozenset[str], asyncio.Future[None]] | None = None
+        # The batch under way (the jobs it saves, its thread's future) and the next one's future.
+        self._saving: tuple[frozenset[str], asyncio.Future[Any]] | None = None
         self._next: asyncio.Future[None] | None = None
+
+    async def load(self, job_name: str) -> Position | None:
+        """The job's saved position, if any, read with the next batch of loads.
+
+        :param job_name: the job.
+        """
+        answer: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
+        self._loads.setdefault(job_name, []).append(answer)
+        self._kick.set()
+        self._start()
+        return await answer  # cancelled with its trigger: the batch then skips it
 
     def keep(self, position: Position, *, urgent: bool = True) -> None:
         """Save a position with a coming batch (replacing one of the same job still waiting).
@@ -110,12 +167,13 @@ class PositionSaver:
 
     async def _run(self) -> None:
         try:
-            while self._pending or self._deleted or self._lazy:
+            while self._loads or self._pending or self._deleted or self._lazy:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self._wait())
-                if self._pending or self._deleted:
+                if (self._pending or self._deleted) and not self._loads:
                     await asyncio.sleep(SAVE_DELAY)  # the rest of this cycle's hand-overs
+                await self._load_asked()
                 now = time.monotonic()
                 for job, (since, position) in list(self._lazy.items()):
                     if now - since >= LOG_MARK_SAVE_SECONDS:
@@ -126,16 +184,55 @@ class PositionSaver:
             if self._saving is not None:  # the batch under way lands first, alone
                 with contextlib.suppress(Exception):
                     await self._saving[1]
+            for answers in self._loads.values():  # their triggers are cancelled too
+                for answer in answers:
+                    answer.cancel()
+            self._loads.clear()
             self._pending.update({job: p for job, (_, p) in self._lazy.items()})
             self._lazy.clear()
             await self._save_pending()
             raise
 
     def _wait(self) -> float:
-        if self._pending or self._deleted:
+        if self._loads or self._pending or self._deleted:
             return 0.0
         oldest = min(since for since, _ in self._lazy.values())
         return max(0.0, oldest + LOG_MARK_SAVE_SECONDS - time.monotonic())
+
+    async def _load_asked(self) -> None:
+        """Load the positions asked for since the last batch, in one thread; answer them."""
+        asked, self._loads = self._loads, {}
+        # Those whose triggers all left (cancelled) are not read.
+        asked = {job: a for job, a in asked.items() if not all(f.done() for f in a)}
+        if not asked:
+            return
+        loop = asyncio.get_running_loop()
+
+        def answer(part: dict[str, Position | None]) -> None:  # in the thread
+            loop.call_soon_threadsafe(_answer_loads, part, asked)
+
+        context = contextvars.copy_context()
+        loading = loop.run_in_executor(
+            None, functools.partial(context.run, load_all, sorted(asked), answer)
+        )
+        self._saving = (frozenset(), loading)
+        loading.add_done_callback(lambda _: self._loads_ended(loading, asked))
+        await asyncio.shield(loading)  # as a save batch: a cancellation waits for it in _run
+
+    def _loads_ended(
+        self, loading: asyncio.Future[None], asked: dict[str, list[asyncio.Future[Any]]]
+    ) -> None:
+        """A batch's thread ended: those it did not answer (it failed) get its error."""
+        self._landed(loading, None)
+        error = None if loading.cancelled() else loading.exception()
+        for answers in asked.values():
+            for answer in answers:
+                if answer.done():
+                    continue
+                if error is None:
+                    answer.cancel()  # the thread was cancelled before it started
+                else:
+                    answer.set_exception(error)
 
     async def _save_pending(self) -> None:
         batch, self._pending = list(self._pending.values()), {}
@@ -156,7 +253,7 @@ class PositionSaver:
         await asyncio.shield(saving)
 
     def _landed(
-        self, saving: asyncio.Future[None] | None, done: asyncio.Future[None] | None
+        self, saving: asyncio.Future[Any] | None, done: asyncio.Future[None] | None
     ) -> None:
         """A batch's thread ended: wake those waiting for it (whatever the save's outcome)."""
         if saving is not None and self._saving is not None and self._saving[1] is saving:

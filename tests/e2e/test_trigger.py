@@ -226,6 +226,14 @@ def _wait_until(predicate: Any, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+async def _await_until(predicate: Any, timeout: float = 30.0) -> None:
+    """:func:`_wait_until` on the running event loop (whose tasks make ``predicate`` true)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
 def test_restart_in_a_long_phase_relays_no_cloudwatch_line_twice(
     emulator: SpotEmulator, sm: Any, name: str
 ) -> None:

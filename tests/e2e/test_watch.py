@@ -8,6 +8,7 @@ from the client (:class:`Tap`); the calls are counted there too.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from collections import Counter
@@ -30,11 +31,13 @@ from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
+from airflow_spot_provider.watch import heap
 from airflow_spot_provider.watch import registry as watch_registry  # the module
 from airflow_spot_provider.watch.book import Tuning
 from airflow_spot_provider.watch.loop import Watch
 from tests.e2e.conftest import BUCKET, synthetic_config
 from tests.e2e.test_trigger import (
+    _await_until,
     _logged,
     _relayed,
     _wait_until,
@@ -205,9 +208,9 @@ def test_a_cancelled_trigger_leaves_the_others_running(
             for job in (killed, restarted)
         }
         kept = asyncio.ensure_future(first_event(trigger(followed)))
-        await asyncio.sleep(1.5)
+        await _await_until(lambda: len(getattr(_current_watch(), "subs", ())) == 3)
         watch = _current_watch()
-        assert watch is not None and len(watch.subs) == 3
+        assert watch is not None
         tasks[killed].cancel(msg=_USER_ACTION_CANCEL_MSG)  # a user marked the task failed
         tasks[restarted].cancel()  # the triggerer shuts down (no message)
         for task in tasks.values():
@@ -239,10 +242,32 @@ def test_throttling_of_the_shared_list_is_backed_off_once_for_all(
     for job in names:
         create_job(sm, job, train_seconds=3.0)
     before = emulator.admin.stats()
+    # The HTTP requests each List call sent (botocore's retries and the rule's). Only the watch
+    # lists, one call at a time: the requests sent during a call are that call's.
+    sent, attempts = [0], list[int]()
+    listed = AsyncJobs._call  # the tap's
+
+    def one_more(**_: Any) -> None:
+        sent[0] += 1
+
+    async def counted(jobs: AsyncJobs, call: Call) -> Any:
+        if call.operation != "list_training_jobs":
+            return await listed(jobs, call)
+        client = await jobs._client(call.service)
+        event = "before-send.sagemaker.ListTrainingJobs"
+        client.meta.events.register(event, one_more, unique_id="counted-attempts")
+        first = sent[0]
+        try:
+            return await listed(jobs, call)
+        finally:
+            attempts.append(sent[0] - first)
+
+    monkeypatch.setattr(AsyncJobs, "_call", counted)
 
     async def follow_all() -> list[dict[str, Any]]:
         tasks = [asyncio.ensure_future(first_event(trigger(n, 0.4))) for n in names]
-        await asyncio.sleep(1.0)  # every job described once: the watch lists from now on
+        # Every job described once: the watch lists from its first List on.
+        await _await_until(lambda: tap.ops("list_training_jobs") > 0)
         emulator.admin.load_scenario(
             [{"throttle": {"operation": "ListTrainingJobs", "count": 12}}], replace=True
         )
@@ -259,10 +284,9 @@ def test_throttling_of_the_shared_list_is_backed_off_once_for_all(
         if key.startswith("SageMaker.ListTrainingJobs:")
     )
     assert throttled == 12  # every throttled answer was for the one shared List
-    waited = [(s, e) for op, s, e in tap.spans if op == "list_training_jobs" and e - s > 0.3]
-    assert len(waited) == 1, waited  # one call waited it out, for the six triggers
-    lists = [op for op, _, _ in tap.spans if op == "list_training_jobs"]
-    assert len(lists) < 60  # about two per 0.4 s interval, not one per trigger and retry
+    # One call waited it out, for the six triggers: its 12 throttled requests, then the answer.
+    assert [n for n in attempts if n > 1] == [13], attempts
+    assert len(attempts) < 60  # about two per 0.4 s interval, not one per trigger and retry
 
 
 async def _idle_cycles(
@@ -333,6 +357,50 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
     assert max(per_interval.values()) <= 10, per_interval
 
 
+def test_the_lines_of_many_jobs_cost_one_read_of_the_group_per_interval(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
+) -> None:
+    count, interval = 40, 1.0
+    names = [f"{name}-{i:02d}" for i in range(count)]
+    for index, job in enumerate(names):  # 200 + index steps of 0.5 s: each job's lines told apart
+        config = synthetic_config(0.5 * (200 + index), 0.5)
+        sm.create_training_job(**request(job, config, max_wait=300))
+
+    async def measure() -> tuple[Counter[int], Counter[int]]:
+        tasks = [
+            asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
+        ]
+        # Every job described and caught up with its own streams; then six intervals.
+        first, last, _ = await _idle_cycles(tasks, 5 * interval, 6 * interval)
+        per_interval: Counter[int] = Counter()
+        reads: Counter[int] = Counter()
+        for cycle, op in tap.calls:
+            if first <= cycle <= last:
+                per_interval[(cycle - first) // 2] += 1
+                reads[(cycle - first) // 2] += op in ("filter_log_events", "describe_log_streams")
+        print(Counter(op for cycle, op in tap.calls if first <= cycle <= last), last - first)
+        return per_interval, reads
+
+    try:
+        with structlog.testing.capture_logs() as captured, supervisor_comms():
+            per_interval, reads = asyncio.run(measure())
+    finally:
+        for job in names:
+            sm.stop_training_job(TrainingJobName=job)
+    print(f"calls per poll interval with {count} jobs logging: {sorted(per_interval.values())}")
+    assert len(per_interval) >= 3
+    # Every job logs twice a second: one FilterLogEvents of the group per interval reads them all.
+    assert max(reads.values()) <= 1, reads
+    assert tap.ops("describe_log_streams") <= count  # each job's own look-up, once
+    assert max(per_interval.values()) <= 10, per_interval
+    relayed = _relayed(captured)
+    assert len(relayed) == len(set(relayed)), "a CloudWatch line was relayed twice"
+    for index in range(count):
+        steps = [int(line.split(" ")[-1].split("/")[0]) for line in relayed
+                 if " step " in line and line.endswith(f"/{200 + index}")]  # fmt: skip
+        assert len(steps) >= 8 and steps == list(range(1, len(steps) + 1)), (index, steps)
+
+
 def _no_date(call: Call, reply: Any) -> Any:
     """A List answer without the HTTP ``Date`` (as a proxy that drops it would deliver)."""
     if call.operation == "list_training_jobs":
@@ -387,8 +455,10 @@ def test_jobs_that_end_together_are_described_together(
     names = [f"{name}-{i:02d}" for i in range(count)]
     for job in names:
         create_job(sm, job, train_seconds=4.0)
-    in_flight: list[int] = [0, 0]  # now, most
-    describe = AsyncJobs._call  # the tap's
+    in_flight = [0, 0]  # now, most (in the batch under way)
+    batches: list[tuple[int, int]] = []  # each cycle's describes: (calls, most in flight)
+    pools: set[int] = set()
+    describe, described = AsyncJobs._call, Watch._describe  # the tap's, the watch's
 
     async def counted(jobs: AsyncJobs, call: Call) -> Any:
         if call.operation != "describe_training_job":
@@ -400,36 +470,48 @@ def test_jobs_that_end_together_are_described_together(
         finally:
             in_flight[0] -= 1
 
-    monkeypatch.setattr(AsyncJobs, "_call", counted)
+    async def batch(watch: Watch, jobs: AsyncJobs, order: list[str]) -> Any:
+        calls, in_flight[1] = tap.ops("describe_training_job"), 0
+        try:
+            return await described(watch, jobs, order)
+        finally:
+            batches.append((tap.ops("describe_training_job") - calls, in_flight[1]))
+            for _, client in jobs._clients.values():
+                pools.add(int(client.meta.config.max_pool_connections))
 
-    async def follow_all() -> tuple[list[dict[str, Any]], int]:
+    monkeypatch.setattr(AsyncJobs, "_call", counted)
+    monkeypatch.setattr(Watch, "_describe", batch)
+
+    async def follow_all() -> list[dict[str, Any]]:
         tasks = [asyncio.ensure_future(first_event(trigger(n, interval))) for n in names]
-        await asyncio.sleep(1.5)  # every job described once
-        watch = _current_watch()
-        assert watch is not None and watch.jobs is not None
-        client = await watch.jobs._client("sagemaker")
-        pool = int(client.meta.config.max_pool_connections)
-        in_flight[1] = 0  # from here on: the jobs that end
-        return await asyncio.wait_for(asyncio.gather(*tasks), 90), pool
+        return await asyncio.wait_for(asyncio.gather(*tasks), 90)
 
     with supervisor_comms():
-        events, pool = asyncio.run(follow_all())
+        events = asyncio.run(follow_all())
     for payload in events:
         assert _ended(payload).report.is_terminal
-    print(f"{count} jobs ending together: {in_flight[1]} describes in flight at most, pool {pool}")
-    assert pool >= Tuning().concurrency  # botocore's default of 10 would queue the rest
-    assert 8 < in_flight[1] <= Tuning().concurrency
+    concurrency = Tuning().concurrency
+    print(f"{count} jobs: (describes, most in flight) per cycle {batches}, pools {pools}")
+    assert pools and min(pools) >= concurrency  # botocore's default of 10 would queue the rest
+    # A cycle's describes all go at once, as many as the concurrency allows: however the
+    # jobs' ends spread over the cycles (the creates above take a while on a busy machine).
+    assert all(most == min(calls, concurrency) for calls, most in batches), batches
+    assert max(calls for calls, _ in batches) > 1, batches  # some were described together
 
 
 def test_the_watch_ends_with_its_last_subscriber_and_a_new_one_starts_afresh(
     emulator: SpotEmulator, sm: Any, name: str
 ) -> None:
+    def opened() -> bool:
+        watch = _current_watch()
+        return watch is not None and watch.jobs is not None and bool(watch.jobs.open_services)
+
     async def one_then_another() -> tuple[Watch, Watch]:
         watches = []
         for job in (f"{name}-1", f"{name}-2"):
             await asyncio.to_thread(create_job, sm, job, 2.0)
             task = asyncio.ensure_future(first_event(trigger(job)))
-            await asyncio.sleep(0.5)
+            await _await_until(lambda task=task: task.done() or opened())  # following
             watch = _current_watch()
             assert watch is not None and watch.jobs is not None and not task.done(), task
             assert "sagemaker" in watch.jobs.open_services
@@ -565,3 +647,81 @@ def test_log_marks_alone_are_saved_lazily_and_transitions_at_once(
     # cycle that only relayed lines: their marks wait up to LOG_MARK_SAVE_SECONDS.
     assert 0 < len(saved) < len(ended.report.transitions)
     assert all(a.transitions < b.transitions for a, b in itertools.pairwise(saved))
+
+
+def _slow_loads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[float]:
+    """Saved positions that take ``seconds`` to load (a busy supervisor); when each load ended."""
+    ended: list[float] = []
+    load = position_store.load_position
+
+    def slow(job_name: str) -> Position | None:
+        time.sleep(seconds)
+        found = load(job_name)
+        ended.append(time.monotonic())
+        return found
+
+    monkeypatch.setattr(position_store, "load_position", slow)
+    return ended
+
+
+async def _follow_until_steps(kwargs: dict[str, Any], captured: list[dict[str, Any]]) -> None:
+    """Run a trigger until it relayed three steps of the job, then restart (cancel) it."""
+    task = asyncio.ensure_future(first_event(SageMakerSpotTrainingTrigger(**kwargs)))
+    deadline = time.monotonic() + 30
+    while len(_steps(captured)) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    task.cancel()  # the triggerer goes away: the job keeps running, the position is saved
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("ended_before", [False, True])
+def test_a_restarted_trigger_is_described_before_its_saved_position_loads_and_repeats_nothing(
+    emulator: SpotEmulator,
+    sm: Any,
+    name: str,
+    tap: Tap,
+    monkeypatch: pytest.MonkeyPatch,
+    ended_before: bool,
+) -> None:
+    # The kwargs hold the position before deferring (nothing logged); the Variable a newer one.
+    create_job(sm, name, train_seconds=4.0)  # 16 lines, one per 0.25 s
+    _, kwargs = trigger(name, print_log=True).serialize()
+    with structlog.testing.capture_logs() as captured, supervisor_comms():
+        asyncio.run(_follow_until_steps(kwargs, captured))
+        before = len(_steps(captured))
+        if ended_before:  # its last lines not relayed yet, and its end seen before the load
+            _wait_until(lambda: _status(sm, name).is_terminal)
+        loads = _slow_loads(monkeypatch, 2.0)
+        restarted = time.monotonic()
+        ended = _ended(asyncio.run(first_event(SageMakerSpotTrainingTrigger(**kwargs))))
+    assert 3 <= before < 16, "the restart did not fall within the training log"
+    relayed = _relayed(captured)
+    assert len(relayed) == len(set(relayed)), "a CloudWatch line was relayed twice"
+    assert _steps(captured) == [f"{n}/16" for n in range(1, 17)]  # once each: none lost
+    _each_transition_once(captured, name, ended)  # the early describe was taken after the merge
+    describes = [start for op, start, _ in tap.spans if op == "describe_training_job"]
+    after = [start for start in describes if start >= restarted]
+    assert min(after) < loads[0], "the restarted trigger was described only after its load"
+    if ended_before:  # its end held back, then described again with its last lines
+        assert len(after) >= 2
+
+
+def _status(sm: Any, name: str) -> TrainingJobStatus:
+    return TrainingJobStatus(sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"])
+
+
+@pytest.mark.parametrize("freeze_heap", [True, False])
+def test_the_heap_is_frozen_after_the_first_cycle_unless_tuned_off(
+    emulator: SpotEmulator, sm: Any, name: str, monkeypatch: pytest.MonkeyPatch, freeze_heap: bool
+) -> None:
+    gc.unfreeze()
+    monkeypatch.setattr(heap, "_frozen_for", 0)  # as in a fresh triggerer process
+    tune(monkeypatch, Tuning(freeze_heap=freeze_heap))
+    create_job(sm, name, train_seconds=1.0)
+    try:
+        with supervisor_comms():
+            _ended(asyncio.run(first_event(trigger(name))))
+        assert (gc.get_freeze_count() > 0) == freeze_heap
+    finally:
+        gc.unfreeze()  # the rest of the test process is collected as usual

@@ -186,3 +186,20 @@ def test_an_error_answered_before_the_body_is_read_leaves_the_connection_in_step
     assert statuses == [b"100", b"404", b"200", b"404"], answer
     assert b"NoSuchBucket" in answer and b"NoSuchKey" in answer and not closed
     assert server.client().get_object(Bucket="bkt", Key="chunked")["Body"].read() == b"hello"
+
+
+def test_a_refused_host_gets_no_100_continue_and_the_connection_closed(
+    server: S3Server,
+) -> None:
+    # aiohttp answers Expect before its middlewares: the guard must refuse there already.
+    answer, closed = _exchange(
+        server.endpoint_url,
+        b"PUT /bkt/k HTTP/1.1\r\nHost: rebind.evil.example\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 403") and b"AccessDenied" in answer, answer
+    assert b"100 Continue" not in answer
+    assert closed  # the body was never sent: no byte of what follows is read as one
+    assert "k" not in {
+        o["Key"] for o in server.client().list_objects_v2(Bucket="bkt").get("Contents", [])
+    }
