@@ -201,7 +201,8 @@ def test_a_run_that_ends_before_its_interruption_is_inconclusive_not_a_failure()
         task_id="gate",
         source_dir=TRAINERS,
         entry_point="fast_after_reference.py",
-        hyperparameters={"total_steps": 40, "step_sleep": 0.1},
+        # About 6 s of reference: the run of about 0.1 s is planned past 3 s, then past 1.5 s.
+        hyperparameters={"total_steps": 40, "step_sleep": 0.15},
         runs=1,
         seed=5,
         notice_seconds=0.5,

@@ -20,23 +20,19 @@ def main() -> int:
     steps, sleep = int(given.get("total_steps", 40)), float(given.get("step_sleep", 0.1))
     if not os.environ.get("TRAINING_JOB_NAME", "").endswith("-reference"):
         sleep = 0.0
-    directory = Path(os.environ.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
-    directory.mkdir(parents=True, exist_ok=True)
-    state = directory / "state.json"
-    step, value = 0, 0.0
-    if state.is_file():
-        saved = json.loads(state.read_text())
-        step, value = int(saved["step"]), float(saved["value"])
-        print(f"resumed from checkpoint step={step}", flush=True)
+    checkpoints = Path(os.environ.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    state = checkpoints / "state.json"
+    saved = json.loads(state.read_text()) if state.is_file() else {"step": 0, "value": 0.0}
+    step, value = int(saved["step"]), float(saved["value"])
     while step < steps:
         time.sleep(sleep)
         step += 1
         value = value * 0.5 + step
         state.write_text(json.dumps({"step": step, "value": value}))
-    model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.json").write_text(json.dumps({"steps": step, "value": value}))
-    print(f"done: step={step} value={value}", flush=True)
+    model = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")) / "model.json"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text(json.dumps({"steps": step, "value": value}))
     return 0
 
 
