@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tarfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ INSTANCE_TYPE = os.environ.get("SPOT_EXAMPLES_INSTANCE_TYPE", "ml.m5.xlarge")
 AWS_CONN_ID = os.environ.get("SPOT_EXAMPLES_AWS_CONN_ID", "aws_default")
 # Seconds between two DescribeTrainingJob calls: 30 suits AWS; the demo sets 1.
 POLL_INTERVAL = float(os.environ.get("SPOT_EXAMPLES_POLL_INTERVAL", "30"))
+# Every example task gets one quick retry. Airflow 3.3's scheduler (LocalExecutor) now and then
+# fails a task that has just resumed from a deferral, with "Executor LocalExecutor reported that
+# the task instance ... finished with state success, but the task instance's state attribute is
+# queued": a race, frequent with the examples' jobs of a few seconds. The retry re-attaches to
+# the task's job chain (deterministic job names; no duplicate job), so a first `make ui` succeeds.
+DEFAULT_ARGS: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=5)}
 
 
 def trainer_archive(trainer_dir: str | Path) -> bytes:

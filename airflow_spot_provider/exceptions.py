@@ -120,8 +120,11 @@ class SpotTrainingError(SpotProviderError):
         self.reason = reason
         self.attempts: tuple[SpotJobReport, ...] = tuple(attempts)
         ended = outcome.value if outcome is not None else "unknown"
+        # Why SageMaker failed the last attempt (a missing bucket, a crashed script...).
+        note = self.attempts[-1].failure_note() if self.attempts else ""
         super().__init__(
             f"Training job {job_name} ended {ended} after {len(self.attempts)} attempt(s): {reason}"
+            + note
         )
 
 
@@ -139,3 +142,31 @@ class SpotApiError(SpotProviderError):
         self.job_name = job_name
         on = f" on {job_name}" if job_name else ""
         super().__init__(f"SageMaker error{on}: {code}: {message}")
+
+
+class SpotConfigurationError(SpotProviderError, ValueError):
+    """The task's AWS connection cannot reach SageMaker as configured; raised before any call.
+
+    :param field: what is missing or wrong, e.g. ``region_name``.
+    :param value: the value found.
+    :param rule: what it must be, and where to set it.
+    """
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(f"{field}={shown(value)}: {rule}")
+
+
+def no_region_error(aws_conn_id: str | None) -> SpotConfigurationError:
+    """The error for an AWS connection that gives no region (botocore's ``NoRegionError``).
+
+    :param aws_conn_id: the task's AWS connection id.
+    """
+    connection = f"the AWS connection {aws_conn_id!r}" if aws_conn_id else "the AWS connection"
+    rule = (
+        "no AWS region: set region_name on the operator or sensor, or region_name in the extra"
+        f" of {connection} (or AWS_DEFAULT_REGION where the task runs)"
+    )
+    return SpotConfigurationError("region_name", None, rule)

@@ -11,9 +11,14 @@ import json
 import re
 from typing import Final
 
+from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
+
 JOB_NAME_MAX_CHARS: Final = 63
 _NAME_HASH_CHARS: Final = 8
 _BASE_PREFIX_CHARS: Final = 40
+# A user's job_name starts every name of the chain as it is: <job_name>-<12 hex>-a<attempt>.
+JOB_NAME_PREFIX_MAX_CHARS: Final = _BASE_PREFIX_CHARS
+JOB_NAME_PREFIX_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _BASE_HASH_CHARS: Final = 12
 _MAX_ATTEMPT: Final = 10**40  # so that prefix, hash and suffix always fit in 63 characters
 
@@ -73,3 +78,30 @@ def task_job_base_name(
         key.append(clear_number)
     identity = json.dumps(key)
     return f"{readable}-{_digest(identity, _BASE_HASH_CHARS)}"
+
+
+def check_job_name_prefix(job_name: object) -> None:
+    """Refuse a ``job_name`` (the readable start of a chain's names) that would be rewritten.
+
+    A task id may hold characters no job name takes and is rewritten; a ``job_name`` the user
+    chose is used as it is, or refused.
+
+    :param job_name: the operator's ``job_name``; None (the task id is used) passes.
+    :raises SpotRequestValidationError: naming ``job_name``, its value and the rule.
+    """
+    if job_name is None:
+        return
+    if not isinstance(job_name, str):
+        rule = "must be a string: the readable start of the job names"
+    elif len(job_name) > JOB_NAME_PREFIX_MAX_CHARS:
+        rule = (
+            f"must be at most {JOB_NAME_PREFIX_MAX_CHARS} characters, not {len(job_name)}: job"
+            f" names are <job_name>-<{_BASE_HASH_CHARS}-character hash>-a<attempt>, at most"
+            f" {JOB_NAME_MAX_CHARS}"
+        )
+    elif not JOB_NAME_PREFIX_PATTERN.fullmatch(job_name):
+        pattern = JOB_NAME_PREFIX_PATTERN.pattern
+        rule = f"must match the pattern {pattern} (letters, digits and inner hyphens)"
+    else:
+        return
+    raise SpotRequestValidationError([Violation("job_name", job_name, rule)])

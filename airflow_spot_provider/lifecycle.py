@@ -466,15 +466,23 @@ class SpotJobReport:
         )
 
     def summary_line(self) -> str:
-        """One readable line: name, outcome, interruptions, seconds, savings."""
+        """One readable line: name, outcome, interruptions, seconds, savings, FailureReason."""
         savings = self.savings_percent
         return (
             f"{self.job_name}: {self.outcome.value if self.outcome else self.status.value}"
             f" ({self.secondary_status.value if self.secondary_status else '-'}),"
             f" interruptions={self.interruptions},"
             f" training={_fmt(self.training_seconds)}s, billable={_fmt(self.billable_seconds)}s,"
-            f" savings={'-' if savings is None else f'{savings:.1f}%'}"
+            f" savings={'-' if savings is None else f'{savings:.1f}%'}" + self.failure_note()
         )
+
+    def failure_note(self) -> str:
+        """``; FailureReason: <text>`` when DescribeTrainingJob gave one, else empty.
+
+        The reason is shown as SageMaker wrote it (the only place a user learns why a job
+        failed, e.g. a missing input bucket); nothing decides on it.
+        """
+        return f"; FailureReason: {self.failure_reason}" if self.failure_reason else ""
 
 
 def _fmt(value: int | None) -> str:

@@ -104,6 +104,27 @@ def _load_config(config: Mapping[str, Any] | str, found: list[Violation]) -> dic
     return cast("dict[str, Any] | None", plain_copy(config, "", found))
 
 
+def _refuse_given_by_the_builder(request: dict[str, Any], found: list[Violation]) -> None:
+    """The config may not set what the builder sets: the spot flag and the job name.
+
+    Overriding either silently would hide a user's mistake: an on-demand config run on spot, a
+    name that is not the job's.
+    """
+    spot = request.get("EnableManagedSpotTraining", True)
+    if spot is not True:
+        rule = (
+            "must be true or left out: this builds managed spot training requests (the retry"
+            " policy's on_demand_fallback or deadline_aware moves an attempt to on-demand)"
+        )
+        found.append(Violation("EnableManagedSpotTraining", spot, rule))
+    if "TrainingJobName" in request:
+        rule = (
+            "must not be in config: the job name is given apart (the operator makes one per"
+            " attempt from its job_name)"
+        )
+        found.append(Violation("TrainingJobName", request["TrainingJobName"], rule))
+
+
 def _fill_stopping_condition(
     request: dict[str, Any], max_run: Any, max_wait: Any, found: list[Violation]
 ) -> None:
@@ -159,12 +180,14 @@ def build_spot_request(
     """Build a managed spot CreateTrainingJob request and validate it before any AWS call.
 
     The result is a new dict (``config`` is never changed) with ``EnableManagedSpotTraining``
-    true, ``StoppingCondition`` from ``max_run``/``max_wait`` (they override ``config``; a missing
-    ``MaxRuntimeInSeconds`` gets the service default of one day), ``CheckpointConfig`` from the
-    checkpoint arguments, ``TrainingInputMode`` defaulting to ``File``, digit strings cast to int
-    where the API wants an integer, numbers and booleans of ``HyperParameters`` as JSON strings.
-    Without ``job_name`` (and no ``TrainingJobName`` in ``config``) the name is not required
-    yet: set it later and call :func:`check_spot_request`.
+    true (``config`` may leave it out or set it true, nothing else; nor may it hold a
+    ``TrainingJobName``), ``StoppingCondition`` from ``max_run``/``max_wait`` (they override
+    ``config``; a missing ``MaxRuntimeInSeconds`` gets the service default of one day),
+    ``CheckpointConfig`` from the checkpoint arguments, ``TrainingInputMode`` defaulting to
+    ``File``, digit strings cast to int where the API wants an integer, numbers and booleans of
+    ``HyperParameters`` as JSON strings.
+    Without ``job_name`` the name is not required yet: set it later and call
+    :func:`check_spot_request`.
 
     :param config: the user's base CreateTrainingJob request, as a mapping or JSON text.
     :param checkpoint_s3_uri: ``CheckpointConfig.S3Uri``: reuse it to resume from checkpoints.
@@ -178,6 +201,7 @@ def build_spot_request(
     request = _load_config(config, found)
     if request is None:
         raise SpotRequestValidationError(found)
+    _refuse_given_by_the_builder(request, found)
     request["EnableManagedSpotTraining"] = True
     if job_name is not None:
         request["TrainingJobName"] = job_name

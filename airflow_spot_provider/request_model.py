@@ -139,6 +139,14 @@ def _model_rule(value: Any, shape: Shape) -> str | None:
     return _string_rule(value, meta)
 
 
+def _member_value(request: Mapping[str, Any], path: str, key: Any) -> Any:
+    """The value of member ``key`` of the structure at ``path`` (as botocore names it), or None."""
+    for at, value, _ in _nodes(request, _input_shape(), ""):
+        if at == path and isinstance(value, Mapping):
+            return value.get(key)
+    return None
+
+
 def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list[Violation]:
     """Translate botocore's ParamValidator findings (types, required, minimums) to Violations."""
     from botocore.validate import ParamValidator
@@ -159,7 +167,8 @@ def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list
             close = difflib.get_close_matches(unknown, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "known here: " + ", ".join(known)
             rule = f"is no CreateTrainingJob parameter; {hint}"
-            found.append(Violation(_join(field, unknown), None, rule))
+            value = _member_value(request, field, details["unknown_param"])
+            found.append(Violation(_join(field, unknown), value, rule))
         elif reason == "invalid type":
             kinds = ", ".join(re.sub(r"<class '(\w+)'>", r"\1", t) for t in details["valid_types"])
             found.append(

@@ -15,6 +15,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_spot_provider.examples import (
     AWS_CONN_ID,
     BUCKET,
+    DEFAULT_ARGS,
     POLL_INTERVAL,
     training_config,
     upload_trainer,
@@ -63,6 +64,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    default_args=DEFAULT_ARGS,
     render_template_as_native_obj=True,
     tags=["spot", "example"],
     params={

@@ -12,6 +12,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_spot_provider.examples import (
     AWS_CONN_ID,
+    DEFAULT_ARGS,
     POLL_INTERVAL,
     checkpoint_uri,
     trainer_config,
@@ -27,6 +28,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    default_args=DEFAULT_ARGS,
     render_template_as_native_obj=True,
     tags=["spot", "example"],
     params={

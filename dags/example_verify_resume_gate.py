@@ -15,6 +15,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_spot_provider.examples import (
     AWS_CONN_ID,
+    DEFAULT_ARGS,
     POLL_INTERVAL,
     checkpoint_uri,
     trainer_config,
@@ -31,6 +32,7 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    default_args=DEFAULT_ARGS,
     render_template_as_native_obj=True,
     tags=["spot", "example", "verify"],
     params={

@@ -145,7 +145,6 @@ def test_explicit_arguments_override_the_config() -> None:
     config = copy.deepcopy(VALID_CONFIG)
     config["StoppingCondition"] = {"MaxRuntimeInSeconds": 10, "MaxWaitTimeInSeconds": 20}
     config["CheckpointConfig"] = {"S3Uri": "s3://old/ck", "LocalPath": "/old"}
-    config["TrainingJobName"] = "old-name"
     request = build_spot_request(config, **SPOT_ARGS, checkpoint_local_path="/ck")
     assert request["StoppingCondition"] == {
         "MaxRuntimeInSeconds": 3600,
@@ -228,7 +227,47 @@ def test_unknown_parameter_names_the_closest_known_one() -> None:
         build_spot_request(config, **SPOT_ARGS)
     (violation,) = caught.value.violations
     assert violation.field == "HyperParameter"
+    assert violation.value == {"a": "b"}
     assert "did you mean HyperParameters?" in violation.rule
+
+
+@pytest.mark.parametrize(
+    ("config", "shown"),
+    [
+        ({**VALID_CONFIG, "Bogus": 1}, "Bogus=1: is no CreateTrainingJob parameter"),
+        (
+            {**VALID_CONFIG, "ResourceConfig": {**VALID_CONFIG["ResourceConfig"], "Spot": "yes"}},
+            "ResourceConfig.Spot='yes': is no CreateTrainingJob parameter",
+        ),
+    ],
+)
+def test_an_unknown_parameter_is_shown_with_its_value(config: dict[str, Any], shown: str) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        build_spot_request(config, **SPOT_ARGS)
+    assert shown in str(caught.value)
+
+
+def test_a_job_name_in_config_is_refused_the_names_come_from_job_name() -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        build_spot_request({**VALID_CONFIG, "TrainingJobName": "my-job"}, max_run=60, max_wait=60)
+    (violation,) = caught.value.violations
+    assert (violation.field, violation.value) == ("TrainingJobName", "my-job")
+    assert "must not be in config" in violation.rule and "job_name" in violation.rule
+
+
+@pytest.mark.parametrize("spot", [False, "true", 0, None])
+def test_a_config_that_is_not_spot_is_refused_not_turned_into_spot(spot: object) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        build_spot_request({**VALID_CONFIG, "EnableManagedSpotTraining": spot}, **SPOT_ARGS)
+    (violation,) = caught.value.violations
+    assert (violation.field, violation.value) == ("EnableManagedSpotTraining", spot)
+    assert violation.rule.startswith("must be true or left out")
+    assert f"EnableManagedSpotTraining={spot!r}: must be true or left out" in str(caught.value)
+
+
+def test_a_config_that_says_spot_is_taken() -> None:
+    request = build_spot_request({**VALID_CONFIG, "EnableManagedSpotTraining": True}, **SPOT_ARGS)
+    assert request == valid_request()
 
 
 # --- to_seconds ----------------------------------------------------------------------------------

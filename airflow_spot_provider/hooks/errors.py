@@ -156,9 +156,14 @@ class ApiTries:
         :param any_code: every API error is the caller's (a best-effort call).
         :raises ApiCallError: for a tolerated code.
         :raises SpotApiError: when the rule gives up.
+        :raises SpotConfigurationError: when the client has no region.
         """
-        from airflow_spot_provider.exceptions import SpotApiError
+        from botocore.exceptions import NoRegionError
 
+        from airflow_spot_provider.exceptions import SpotApiError, no_region_error
+
+        if isinstance(raw, NoRegionError):  # the connection's, not AWS's: no try will mend it
+            raise no_region_error(None) from raw
         if not is_api_error(raw):
             raise raw  # a bug, not an AWS answer: trying again will not help
         error = raw if isinstance(raw, ApiCallError) else classify_api_error(raw)

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+from airflow_spot_provider.exceptions import no_region_error
 from airflow_spot_provider.hooks.errors import ApiRetryRule
 from airflow_spot_provider.hooks.jobs import SyncJobs
 
@@ -30,13 +31,30 @@ class SageMakerSpotHook(AwsBaseHook):
         super().__init__(*args, **kwargs)
 
     def jobs(self, log: Any, poll_interval: float) -> SyncJobs:
-        """The jobs interface over this hook's connection.
+        """The jobs interface over this hook's connection (which must give a region).
 
         :param log: where its lines go (the task's logger).
         :param poll_interval: the task's poll interval (the first wait after an API error is at
             most this).
+        :raises SpotConfigurationError: when the connection gives no region.
         """
+        self.check_region()
         rule = ApiRetryRule(initial_seconds=min(1.0, poll_interval))
         return SyncJobs(
             aws_conn_id=self.aws_conn_id, region_name=self.region_name, log=log, rule=rule
         )
+
+    def check_region(self) -> str:
+        """The region the clients will use: the hook's, the connection's, or botocore's default.
+
+        Checked before any client exists: without it botocore fails the first client with a bare
+        ``NoRegionError`` traceback.
+
+        :raises SpotConfigurationError: when there is none.
+        """
+        import botocore.session
+
+        region = self.region_name or botocore.session.Session().get_config_variable("region")
+        if not region:
+            raise no_region_error(self.aws_conn_id)
+        return str(region)

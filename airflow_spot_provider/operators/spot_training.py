@@ -11,8 +11,8 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from airflow_spot_provider.events import ChainState
-from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.hooks.spot_training import SageMakerSpotHook
+from airflow_spot_provider.job_names import check_job_name_prefix
 from airflow_spot_provider.links import SageMakerSpotTrainingJobLink, SpotTrainingViewLink
 from airflow_spot_provider.operators.chain import SpotChainMixin
 from airflow_spot_provider.request import (
@@ -45,7 +45,8 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
     :param checkpoint_local_path: ``CheckpointConfig.LocalPath``; overrides the config's.
     :param max_run: ``MaxRuntimeInSeconds`` (seconds or timedelta); overrides the config's.
     :param max_wait: ``MaxWaitTimeInSeconds`` (seconds or timedelta); overrides the config's.
-    :param job_name: readable base of the job names; the task id if None.
+    :param job_name: readable start of the job names, used as it is (letters, digits and
+        hyphens, at most 40 characters); the task id, with other characters made hyphens, if None.
     :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
         ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
     :param deadline: the model is due by then (templated): an aware datetime or its ISO-8601
@@ -106,9 +107,8 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
             poll_interval, "poll_interval", SAGEMAKER_MAX_WAIT_SECONDS
         )
         self.print_log = print_log
-        if is_static(job_name) and not isinstance(job_name, str | None):
-            rule = "must be a string: the readable start of the job names"
-            raise SpotRequestValidationError([Violation("job_name", job_name, rule)])
+        if is_static(job_name):
+            check_job_name_prefix(job_name)
         if is_static([config, checkpoint_s3_uri, checkpoint_local_path, max_run, max_wait]):
             # Fail at DAG parse time where the values are already known.
             self._spot_request()
@@ -123,6 +123,7 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
         )
 
     def _first_job_name(self, context: Context) -> str:
+        check_job_name_prefix(self.job_name)  # rendered now
         ti = context["ti"]
         map_index = -1 if ti.map_index is None else ti.map_index
         dag_run = context.get("dag_run")

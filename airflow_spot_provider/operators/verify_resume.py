@@ -31,10 +31,31 @@ class ResumeVerificationError(SpotProviderError):
     :param report: the report as JSON.
     """
 
+    headline = "the trainer does not resume"
+
     def __init__(self, verdict: str, report: Mapping[str, Any]) -> None:
         problems = "\n".join(f"  - {p}" for p in report.get("verdict", {}).get("problems", []))
-        super().__init__(f"the trainer does not resume: {verdict}\n{problems}")
+        super().__init__(f"{self.headline}: {verdict}\n{problems}")
         self.verdict = verdict
+        self.report = dict(report)
+
+
+class ResumeVerificationInconclusiveError(ResumeVerificationError):
+    """The verification proved nothing: a run ended before its planned interruption (twice).
+
+    :param verdict: the verdict line.
+    :param report: the report as JSON.
+    """
+
+    headline = (
+        "inconclusive: the job ended before the planned interruption; the trainer's resuming was"
+        " not tested (run the gate again, or give it more training steps)"
+    )
+
+    def __init__(self, verdict: str, report: Mapping[str, Any]) -> None:
+        # The runs that proved nothing are listed where the other error lists its problems.
+        runs = report.get("verdict", {}).get("inconclusive", [])
+        super().__init__(verdict, {**report, "verdict": {"problems": runs}})
         self.report = dict(report)
 
 
@@ -55,7 +76,8 @@ class VerifyResumeOperator(BaseOperator):
     :param require_sigterm_checkpoint: also fail unless the trainer saves on SIGTERM.
     :param notice_seconds: SIGTERM to SIGKILL in the verification.
     :param timeout_seconds: how long the reference run, then the interrupted runs, may take.
-    :param fail_on_verdict: fail the task on a failed verdict (False: only report it).
+    :param fail_on_verdict: fail the task on a failed or inconclusive verdict (False: only
+        report it).
     """
 
     template_fields: Sequence[str] = (
@@ -144,5 +166,7 @@ class VerifyResumeOperator(BaseOperator):
         self.log.info("Resume verification:\n%s", report.text())
         result = report.to_json()
         if self.fail_on_verdict and not report.verdict.passed:
+            if report.verdict.outcome == "INCONCLUSIVE":
+                raise ResumeVerificationInconclusiveError(report.verdict.line(), result)
             raise ResumeVerificationError(report.verdict.line(), result)
         return result

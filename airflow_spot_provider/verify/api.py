@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from airflow_spot_provider.verify.analysis import (
     Reference,
@@ -59,7 +60,6 @@ def verify_resume(
         channels = {name: backend.upload_data(name, d) for name, d in sorted(spec.data.items())}
         base = spec.base_request(source, channels)
         runtime = options.max_runtime_seconds
-
         ref_name = backend.start(backend.request(base, "reference", runtime), [])
         described = backend.wait([ref_name], options.timeout_seconds)[ref_name]
         ref_evidence = backend.evidence(ref_name, described)
@@ -75,23 +75,68 @@ def verify_resume(
             reference.training_seconds,
             tuple(m + _startup(reference) for m in reference.checkpoint_moments),
         )
-        plans = make_plan(timing, options.runs, options.seed)
-        names = {}
-        for plan in plans:  # all at once: they share the one backend
-            name = backend.job_name(f"run-{plan.index}")
-            names[name] = plan
-            backend.start(backend.request(base, f"run-{plan.index}", runtime), plan.scenario(name))
-        finals = backend.wait(names, options.timeout_seconds)
-        runs = [
-            _run_report(
-                plan, backend.evidence(name, finals[name]), reference, ref_evidence, options
-            )
-            for name, plan in names.items()
-        ]
+        rounds = _Rounds(backend, base, reference, ref_evidence, options)
+        runs = rounds.run(make_plan(timing, options.runs, options.seed), "")
+        # A run that ended before its interruption (a busy machine trains faster than the
+        # reference's clock said) proves nothing: it runs once more, interrupted earlier.
+        again = [run.plan.earlier() for run in runs if run.inconclusive]
+        if again:
+            log.info("Runs %s ended before their interruption; once more, earlier.",
+                     [p.index for p in again])  # fmt: skip
+            redone = {run.plan.index: run for run in rounds.run(again, "-again")}
+            runs = [redone.get(run.plan.index, run) for run in runs]
     verdict = verdict_of(
         reference, runs, slack=options.slack, require_sigterm=options.require_sigterm_checkpoint
     )
     return VerifyReport(reference, tuple(runs), verdict, options.seed, time.monotonic() - began)
+
+
+class _Rounds:
+    """Starts interrupted runs together on the one backend and reports on them.
+
+    :param backend: the verification's backend.
+    :param base: the request every run starts from.
+    :param reference: the reference run's figures.
+    :param ref_evidence: what the reference run showed.
+    :param options: how to verify.
+    """
+
+    def __init__(
+        self,
+        backend: VerifyBackend,
+        base: dict[str, Any],
+        reference: Reference,
+        ref_evidence: RunEvidence,
+        options: VerifyOptions,
+    ) -> None:
+        self.backend, self.base, self.options = backend, base, options
+        self.reference, self.ref_evidence = reference, ref_evidence
+
+    def run(self, plans: list[RunPlan], suffix: str) -> list[RunReport]:
+        """Run these plans at once to their end; their reports.
+
+        :param plans: the runs.
+        :param suffix: added to each run's job name (a run made again needs a new one).
+        """
+        names = {}
+        runtime = self.options.max_runtime_seconds
+        for plan in plans:
+            label = f"run-{plan.index}{suffix}"
+            name = self.backend.job_name(label)
+            names[name] = plan
+            request = self.backend.request(self.base, label, runtime)
+            self.backend.start(request, plan.scenario(name))
+        finals = self.backend.wait(names, self.options.timeout_seconds)
+        return [
+            _run_report(
+                plan,
+                self.backend.evidence(name, finals[name]),
+                self.reference,
+                self.ref_evidence,
+                self.options,
+            )
+            for name, plan in names.items()
+        ]
 
 
 def _startup(reference: Reference) -> float:

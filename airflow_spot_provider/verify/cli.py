@@ -1,7 +1,8 @@
 """``spot-verify-resume``: the command line of the verification.
 
 Exit status: 0 the trainer resumes (pass), 1 it does not (fail, or the reference run failed),
-2 bad usage (the message names the option, the value and the rule).
+2 bad usage (the message names the option, the value and the rule), 3 inconclusive (a run ended
+before its planned interruption, also when made again with an earlier one: nothing was tested).
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = parser.add_argument_group("the trainer (script mode, or a full request)")
-    what.add_argument("--source-dir", type=Path, help="directory of the entry point")
-    what.add_argument("--entry-point", help="the script, relative to --source-dir (train.py)")
+    what.add_argument(
+        "--source-dir", type=Path, help="directory of the entry point (required in script mode)"
+    )
+    what.add_argument(
+        "--entry-point",
+        help="the script, relative to --source-dir, e.g. train.py (required in script mode)",
+    )
     what.add_argument(
         "--hyperparameters", default="{}", help="JSON object of hyperparameters, or @file.json"
     )
@@ -69,6 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     return parser
+
+
+# The fields of TrainerSpec and VerifyOptions that an option sets: a usage error names the option.
+OPTION_OF_FIELD = {
+    "source_dir": "--source-dir",
+    "entry_point": "--entry-point",
+    "data": "--data",
+    "request": "--request",
+    "instance_type": "--instance-type",
+    "runs": "--runs",
+    "seed": "--seed",
+    "max_lost_seconds": "--max-lost-seconds",
+    "notice_seconds": "--notice-seconds",
+    "timeout_seconds": "--timeout",
+}
+
+
+def _as_option(err: VerifyUsageError) -> VerifyUsageError:
+    """The same error, naming the command line option instead of the Python field."""
+    field = (err.field or "").partition("[")[0]
+    option = OPTION_OF_FIELD.get(field)
+    if option is None or err.field is None:
+        return err
+    named = option + err.field[len(field) :]  # "--data[train]" keeps the channel
+    given = "" if err.value is None else f"={err.value!r}"  # an option not given has no value
+    message = f"{named}{given}: {err.rule}"
+    return VerifyUsageError(message, field=option, value=err.value, rule=err.rule)
 
 
 def _json_arg(name: str, text: str) -> Any:
@@ -108,6 +141,17 @@ def parse(argv: Sequence[str] | None) -> tuple[TrainerSpec, VerifyOptions, bool]
         tolerance = Tolerance(rtol=args.rtol, atol=args.atol)
     except ValueError as err:
         raise VerifyUsageError(f"--rtol/--atol: {err}") from err
+    try:
+        spec, options = _spec_and_options(args, hps, tolerance)
+    except VerifyUsageError as err:
+        raise _as_option(err) from err
+    return spec, options, args.json
+
+
+def _spec_and_options(
+    args: argparse.Namespace, hps: dict[str, Any], tolerance: Tolerance
+) -> tuple[TrainerSpec, VerifyOptions]:
+    """Check the parsed arguments as the Python API does (errors name its fields)."""
     options = VerifyOptions(
         runs=args.runs,
         seed=args.seed,
@@ -126,7 +170,7 @@ def parse(argv: Sequence[str] | None) -> tuple[TrainerSpec, VerifyOptions, bool]
         request=request,
         instance_type=args.instance_type,
     )
-    return spec, options, args.json
+    return spec, options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from airflow_spot_provider.verify.plan import RunPlan
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+EXIT_INCONCLUSIVE = 3
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,31 @@ class RunReport:
         status = SecondaryStatus(self.final_status) if self.final_status else None
         return status is SecondaryStatus.COMPLETED
 
+    @property
+    def inconclusive(self) -> bool:
+        """Whether the run proves nothing: it completed before its first planned interruption."""
+        return self.completed and not self.interruptions
+
+    def inconclusive_note(self) -> str:
+        """Why the run proves nothing, in words (empty when it was interrupted)."""
+        if not self.inconclusive:
+            return ""
+        planned = ", ".join(
+            f"{i.at_training_second:.2f} s into attempt {i.attempt}"
+            for i in self.plan.interruptions
+        )
+        trained = sum(self.attempt_seconds)
+        return (
+            f"inconclusive: the job ended before the planned interruption (planned at {planned};"
+            f" it trained {trained:.2f} s)"
+        )
+
     def problems(self) -> list[str]:
         """What makes this run fail the verification, in words; empty when it passes."""
         found: list[str] = []
         if not self.completed:
             reason = f": {self.failure_reason}" if self.failure_reason else ""
             found.append(f"the job ended {self.final_status}{reason}")
-        if not self.interruptions and self.completed:
-            found.append("the job was never interrupted (it ended before the planned moment)")
         for item in self.interruptions:
             where = f"interruption in attempt {item.attempt}"
             if item.from_scratch:
@@ -87,6 +105,7 @@ class RunReport:
             "final_status": self.final_status,
             "failure_reason": self.failure_reason,
             "completed": self.completed,
+            "inconclusive": self.inconclusive,
             "interruptions": [i.to_json() for i in self.interruptions],
             "model": None if self.model is None else self.model.to_json(),
             "attempt_training_seconds": [round(s, 3) for s in self.attempt_seconds],
@@ -107,6 +126,8 @@ class Verdict:
     :param sigterm: ``yes``, ``no``, ``partly`` or ``n/a`` (never had anything new to save).
     :param passed: the verification passed.
     :param problems: why it failed, run by run.
+    :param inconclusive: the runs that proved nothing (never interrupted), run by run; with no
+        problem, the verdict is neither pass nor fail.
     """
 
     resumes: bool
@@ -116,6 +137,14 @@ class Verdict:
     sigterm: str
     passed: bool
     problems: tuple[str, ...]
+    inconclusive: tuple[str, ...] = ()
+
+    @property
+    def outcome(self) -> str:
+        """``PASS``, ``FAIL`` or ``INCONCLUSIVE`` (no problem, but a run was never interrupted)."""
+        if self.passed:
+            return "PASS"
+        return "INCONCLUSIVE" if self.inconclusive and not self.problems else "FAIL"
 
     def line(self) -> str:
         """``resumes: yes; lost per interruption: <= 1 checkpoint interval (0.5 s); ...``."""
@@ -128,10 +157,9 @@ class Verdict:
             lost = f"<= 1 checkpoint interval ({interval}; at most {self.max_lost_seconds:.2f} s)"
         else:
             lost = f"up to {self.max_lost_seconds:.2f} s (checkpoint interval {interval})"
-        outcome = "PASS" if self.passed else "FAIL"
         return (
             f"resumes: {'yes' if self.resumes else 'no'}; lost per interruption: {lost}; "
-            f"SIGTERM checkpoint: {self.sigterm} -> {outcome}"
+            f"SIGTERM checkpoint: {self.sigterm} -> {self.outcome}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +173,9 @@ class Verdict:
             "within_one_interval": self.within_interval,
             "sigterm_checkpoint": self.sigterm,
             "passed": self.passed,
+            "outcome": self.outcome,
             "problems": list(self.problems),
+            "inconclusive": list(self.inconclusive),
             "line": self.line(),
         }
 
@@ -174,8 +204,9 @@ def verdict_of(
     :param require_sigterm: fail unless every interruption that had something new to save saved.
     """
     items = [i for run in runs for i in run.interruptions]
-    problems = [
-        f"run {run.plan.index} ({run.plan.kind.value}): {p}" for run in runs for p in run.problems()
+    problems = [f"{_run_head(run)}: {p}" for run in runs for p in run.problems()]
+    inconclusive = [
+        f"{_run_head(run)}: {run.inconclusive_note()}" for run in runs if run.inconclusive
     ]
     resumes = not any(i.from_scratch or i.restored is False for i in items)
     losses = [i.lost_seconds for i in items if i.lost_seconds is not None]
@@ -191,9 +222,14 @@ def verdict_of(
         checkpoint_interval=interval,
         within_interval=within,
         sigterm=sigterm,
-        passed=not problems and resumes,
+        passed=not problems and not inconclusive and resumes,
         problems=tuple(problems),
+        inconclusive=tuple(inconclusive),
     )
+
+
+def _run_head(run: RunReport) -> str:
+    return f"run {run.plan.index} ({run.plan.kind.value})"
 
 
 @dataclass(frozen=True)
@@ -216,8 +252,10 @@ class VerifyReport:
 
     @property
     def exit_status(self) -> int:
-        """0 when it passed, 1 when it failed."""
-        return EXIT_PASS if self.verdict.passed else EXIT_FAIL
+        """0 when it passed, 1 when it failed, 3 when it was inconclusive."""
+        if self.verdict.passed:
+            return EXIT_PASS
+        return EXIT_INCONCLUSIVE if self.verdict.outcome == "INCONCLUSIVE" else EXIT_FAIL
 
     @property
     def sigterm_checkpoint_seconds(self) -> float | None:
@@ -274,6 +312,7 @@ class VerifyReport:
             lines.append(f"SIGTERM to checkpoint in S3: at most {sigterm_seconds:.2f} s")
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  problem: {p}" for p in self.verdict.problems]
+        lines += [f"  {p}" for p in self.verdict.inconclusive]
         lines.append(self.verdict.line())
         return "\n".join(lines)
 
@@ -292,6 +331,8 @@ def _run_text(run: RunReport) -> str:
         f"run {run.plan.index} ({run.plan.kind.value}) {run.job_name}: {run.final_status}, {model}"
     )
     parts = [head]
+    if run.inconclusive:
+        parts.append("    never interrupted: the run proves nothing (inconclusive)")
     for item in run.interruptions:
         restored = {True: "restored", False: "NOT restored", None: "restore n/a"}[item.restored]
         lost = "-" if item.lost_seconds is None else f"{item.lost_seconds:.2f} s"

@@ -25,11 +25,25 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/spot-verify-resume"
 
 
 class VerifyUsageError(SpotProviderError, ValueError):
-    """The verification was asked for with a bad input (the message names field, value, rule)."""
+    """The verification was asked for with a bad input (the message names field, value, rule).
+
+    :param message: the whole message.
+    :param field: the field named, when the error is about one (the CLI names its option).
+    :param value: the value given.
+    :param rule: the rule it breaks.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, value: Any = None, rule: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.rule = rule
 
 
 def _fail(name: str, value: Any, rule: str) -> VerifyUsageError:
-    return VerifyUsageError(f"{name}={value!r}: {rule}")
+    return VerifyUsageError(f"{name}={value!r}: {rule}", field=name, value=value, rule=rule)
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,12 @@ def test_scenario_events_are_what_the_backend_reads() -> None:
 def test_bad_inputs(reference: ReferenceTiming, runs: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_plan(reference, runs, seed=0)
+
+
+def test_a_run_made_again_is_interrupted_twice_as_early() -> None:
+    twice = make_plan(REFERENCE, 3, seed=0)[2]
+    again = twice.earlier()
+    assert (again.index, again.kind) == (twice.index, twice.kind)
+    assert again.interruptions == tuple(
+        Interruption(i.attempt, i.at_training_second / 2) for i in twice.interruptions
+    )

@@ -5,14 +5,19 @@ own embedded backend and runs the trainer for real (a few seconds per run)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_spot_provider.operators.verify_resume import (
+    ResumeVerificationInconclusiveError,
+    VerifyResumeOperator,
+)
 from airflow_spot_provider.verify import TrainerSpec, VerifyOptions, VerifyReport, verify_resume
 from airflow_spot_provider.verify.cli import main
-from airflow_spot_provider.verify.plan import RunKind
+from airflow_spot_provider.verify.plan import ReferenceTiming, RunKind, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = ROOT / "dags" / "training"
@@ -132,22 +137,25 @@ def test_cli_json_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "source_dir=None: required in script mode"),
+        ([], "--source-dir: required in script mode"),
         (
             ["--source-dir", "/nonexistent-dir"],
-            "source_dir='/nonexistent-dir': must be an existing",
+            "--source-dir='/nonexistent-dir': must be an existing",
         ),
         (
             ["--source-dir", str(TRAINERS), "--entry-point", "missing.py"],
-            "entry_point='missing.py'",
+            "--entry-point='missing.py'",
         ),
-        (["--source-dir", str(TRAINERS), "--entry-point", "../x.py"], "a .py path inside"),
+        (
+            ["--source-dir", str(TRAINERS), "--entry-point", "../x.py"],
+            "--entry-point='../x.py': a .py path inside",
+        ),
         (["--hyperparameters", "[1]"], "--hyperparameters=[1]: must be a JSON object"),
         (["--hyperparameters", "{nope"], "--hyperparameters='{nope': not JSON"),
         (["--data", "train"], "--data='train': must be CHANNEL=DIR"),
         (["--rtol", "-1"], "tolerance rtol=-1.0: must be a finite number >= 0"),
-        (["--runs", "0"], "runs=0: must be an integer from 1 to 20"),
-        (["--notice-seconds", "300"], "notice_seconds=300.0: must be a number > 0 and <= 120"),
+        (["--runs", "0"], "--runs=0: must be an integer from 1 to 20"),
+        (["--notice-seconds", "300"], "--notice-seconds=300.0: must be a number > 0 and <= 120"),
         (["--request", "/nonexistent.json"], "--request='@/nonexistent.json': cannot read"),
     ],
 )
@@ -155,7 +163,21 @@ def test_cli_usage_errors_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    python_names = r"(?<![-\w])(source_dir|entry_point|runs|notice_seconds)="
+    assert not re.search(python_names, err)
+
+
+def test_cli_help_says_which_options_script_mode_requires(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--entry-point ENTRY_POINT the script, relative to --source-dir, e.g. train.py" in text
+    assert text.count("(required in script mode)") == 2
+    assert "(train.py)" not in text  # read as a default, which it is not
 
 
 def test_trainer_written_from_the_readme_resumes() -> None:
@@ -170,3 +192,40 @@ def test_trainer_written_from_the_readme_resumes() -> None:
     print(report.text())
     assert report.verdict.passed, report.verdict.problems
     assert all(run.model is not None and run.model.bit_identical for run in report.runs)
+
+
+def test_a_run_that_ends_before_its_interruption_is_inconclusive_not_a_failure() -> None:
+    """The trainer is slow in the reference run only (a busy machine): every interrupted run ends
+    before its planned moment, then once more before a moment twice as early."""
+    gate = VerifyResumeOperator(
+        task_id="gate",
+        source_dir=TRAINERS,
+        entry_point="fast_after_reference.py",
+        # About 6 s of reference: the run of about 0.1 s is planned past 3 s, then past 1.5 s.
+        hyperparameters={"total_steps": 40, "step_sleep": 0.15},
+        runs=1,
+        seed=5,
+        notice_seconds=0.5,
+        timeout_seconds=120,
+    )
+    with pytest.raises(ResumeVerificationInconclusiveError) as caught:
+        gate.execute({})  # type: ignore[arg-type]  # the gate reads nothing of its context
+    message = str(caught.value)
+    assert message.startswith("inconclusive: the job ended before the planned interruption; ")
+    assert "does not resume" not in message
+    assert "-> INCONCLUSIVE" in message
+    report = caught.value.report
+    assert report["exit_status"] == 3
+    verdict = report["verdict"]
+    assert (verdict["outcome"], verdict["passed"], verdict["problems"]) == (
+        "INCONCLUSIVE",
+        False,
+        [],
+    )
+    (line,) = verdict["inconclusive"]
+    assert line.startswith("run 1 (random): inconclusive: the job ended before the planned")
+    (run,) = report["runs"]
+    assert run["inconclusive"] is True and run["interruptions"] == []
+    assert run["job_name"].endswith("-run-1-again")  # made again, interrupted earlier
+    first_plan = make_plan(ReferenceTiming(report["reference"]["training_seconds"]), 1, 5)[0]
+    assert run["planned"][0]["at_training_second"] < first_plan.interruptions[0].at_training_second
