@@ -90,3 +90,8 @@ async def watching(
         yield watch
     finally:
         found.leave(watch, sub)
+    # The last subscriber out waits for the watch to close its clients (in the watch's own
+    # task): an event loop that ends with this trigger (dag.test(), `airflow dags test`) would
+    # otherwise cancel that close half-way and leave its aiohttp sessions unclosed.
+    if not watch.subs and watch.task is not None:
+        await asyncio.wait([watch.task])
