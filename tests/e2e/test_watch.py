@@ -322,35 +322,48 @@ def _idle_jobs(sm: Any, names: list[str]) -> None:
     )
 
 
-def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
-    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
-) -> None:
-    count, interval = 60, 1.0
-    names = [f"{name}-{i:02d}" for i in range(count)]
-    _idle_jobs(sm, names)
+def _calls_per_interval(
+    sm: Any, tap: Tap, names: list[str], counted: Callable[[str], bool], settle: float, span: float
+) -> tuple[Counter[int], Counter[int], list[dict[str, Any]]]:
+    """Follow jobs with their logs at a 1 s interval; the watch's calls per poll interval in
+    ``span`` intervals after ``settle``, those ``counted`` apart, and the logs; then stop them.
+
+    :param names: the jobs (created already).
+    :param counted: which operations to count apart.
+    :param settle: intervals before counting (every job described, its log caught up).
+    :param span: intervals counted.
+    """
 
     async def measure() -> tuple[Counter[int], Counter[int]]:
-        tasks = [
-            asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
-        ]
-        # Every job described, its streams looked up; then ten intervals.
-        first, last, _ = await _idle_cycles(tasks, 4 * interval, 10 * interval)
+        tasks = [asyncio.ensure_future(first_event(trigger(n, 1.0, print_log=True))) for n in names]
+        first, last, _ = await _idle_cycles(tasks, settle, span)
         per_interval: Counter[int] = Counter()
-        describes: Counter[int] = Counter()
+        apart: Counter[int] = Counter()
         for cycle, op in tap.calls:
             if first <= cycle <= last:
                 per_interval[(cycle - first) // 2] += 1
-                describes[(cycle - first) // 2] += op == "describe_training_job"
+                apart[(cycle - first) // 2] += counted(op)
         print(Counter(op for cycle, op in tap.calls if first <= cycle <= last), last - first)
-        return per_interval, describes
+        return per_interval, apart
 
     try:
-        with supervisor_comms():
-            per_interval, describes = asyncio.run(measure())
+        with structlog.testing.capture_logs() as captured, supervisor_comms():
+            per_interval, apart = asyncio.run(measure())
     finally:
         for job in names:
             sm.stop_training_job(TrainingJobName=job)
-    print(f"calls per poll interval with {count} idle jobs: {sorted(per_interval.values())}")
+    print(f"calls per poll interval with {len(names)} jobs: {sorted(per_interval.values())}")
+    return per_interval, apart, captured
+
+
+def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap
+) -> None:
+    names = [f"{name}-{i:02d}" for i in range(60)]
+    _idle_jobs(sm, names)
+    per_interval, describes, _ = _calls_per_interval(
+        sm, tap, names, lambda op: op == "describe_training_job", settle=4, span=10
+    )
     assert len(per_interval) >= 4
     # Nothing changed: the describes are the sweep's (3 per interval at most).
     assert max(describes.values()) <= 3, describes
@@ -360,34 +373,19 @@ def test_calls_per_cycle_with_many_idle_jobs_stay_within_the_bound(
 def test_the_lines_of_many_jobs_cost_one_read_of_the_group_per_interval(
     emulator: SpotEmulator, sm: Any, name: str, tap: Tap
 ) -> None:
-    count, interval = 40, 1.0
+    count = 40
     names = [f"{name}-{i:02d}" for i in range(count)]
     for index, job in enumerate(names):  # 200 + index steps of 0.5 s: each job's lines told apart
         config = synthetic_config(0.5 * (200 + index), 0.5)
         sm.create_training_job(**request(job, config, max_wait=300))
-
-    async def measure() -> tuple[Counter[int], Counter[int]]:
-        tasks = [
-            asyncio.ensure_future(first_event(trigger(n, interval, print_log=True))) for n in names
-        ]
-        # Every job described and caught up with its own streams; then six intervals.
-        first, last, _ = await _idle_cycles(tasks, 5 * interval, 6 * interval)
-        per_interval: Counter[int] = Counter()
-        reads: Counter[int] = Counter()
-        for cycle, op in tap.calls:
-            if first <= cycle <= last:
-                per_interval[(cycle - first) // 2] += 1
-                reads[(cycle - first) // 2] += op in ("filter_log_events", "describe_log_streams")
-        print(Counter(op for cycle, op in tap.calls if first <= cycle <= last), last - first)
-        return per_interval, reads
-
-    try:
-        with structlog.testing.capture_logs() as captured, supervisor_comms():
-            per_interval, reads = asyncio.run(measure())
-    finally:
-        for job in names:
-            sm.stop_training_job(TrainingJobName=job)
-    print(f"calls per poll interval with {count} jobs logging: {sorted(per_interval.values())}")
+    per_interval, reads, captured = _calls_per_interval(
+        sm,
+        tap,
+        names,
+        lambda op: op in ("filter_log_events", "describe_log_streams"),
+        settle=5,
+        span=6,
+    )
     assert len(per_interval) >= 3
     # Every job logs twice a second: one FilterLogEvents of the group per interval reads them all.
     assert max(reads.values()) <= 1, reads
