@@ -12,16 +12,15 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_spot_provider.events import BackoffEnded, FollowFailed, JobEnded
 from airflow_spot_provider.exceptions import SpotApiError
-from airflow_spot_provider.follower import Followed, follow_step, is_done, live_line, relay_line
 from airflow_spot_provider.hooks.errors import ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import stop_job
 from airflow_spot_provider.hooks.jobs import AsyncJobs
-from airflow_spot_provider.lifecycle import SpotJobReport
 from airflow_spot_provider.next_action import switch_due
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.retry import SpotRetryPolicy
 from airflow_spot_provider.triggers.kill_guard import kill_verdict
 from airflow_spot_provider.watch import Subscription, watching
+from airflow_spot_provider.watch.following import take_news
 from airflow_spot_provider.watch.registry import registry
 
 T = TypeVar("T")
@@ -204,7 +203,13 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
                 # (with every other trigger's that starts now: one thread hop); its news wait.
                 position = self.position.merge(await saver.load(self.job_name))
                 watch.loaded(sub, position)
-                describe, position = await self._take_news(sub, position)
+                describe, position = await take_news(
+                    sub,
+                    position,
+                    self.log,
+                    keep=lambda kept, moved: saver.keep(kept, urgent=moved),
+                    stop_when=self.stop_when,
+                )
         except SpotApiError as error:
             self._forget()
             return FollowFailed(self.job_name, error.code, error.message, self.carry)
@@ -215,40 +220,6 @@ class SageMakerSpotTrainingTrigger(BaseTrigger):
             raise
         self._forget()  # the position travels with the event from here on
         return JobEnded(self.job_name, describe, position, self.carry)
-
-    async def _take_news(
-        self, sub: Subscription, position: Position
-    ) -> tuple[dict[str, Any], Position]:
-        """Log what the watch brings (the follow step, live lines, relayed lines) until done.
-
-        :param sub: the subscription.
-        :param position: what has been logged of the job.
-        """
-        saver = registry().saver
-        describe: dict[str, Any] | None = None
-        step: Followed | None = None
-        while True:
-            news = await sub.next()
-            if news.error is not None:
-                raise news.error
-            for note in news.notes:
-                self.log.warning(note)
-            before = position
-            if news.describe is not None:
-                describe = news.describe
-                step = follow_step(SpotJobReport.from_describe(describe), position)
-                for transition in step.transitions:
-                    self.log.info(live_line(self.job_name, transition))
-                position = step.position
-            moved = position != before  # the transitions: saved with this cycle's batch
-            for stream, text in news.lines:
-                self.log.info(relay_line(stream, text))
-            position = position.with_marks(news.marks)
-            if position != before:
-                saver.keep(position, urgent=moved)
-            # Each cycle, news or a tick: stop_when depends on the time too.
-            if step and describe and is_done(step, describe, self.stop_when):
-                return describe, position
 
     def _forget(self) -> None:
         """Delete the saved position (with the loop's next batch: the event need not wait)."""

@@ -1,8 +1,12 @@
-"""The triggerer's shared watch: one per (AWS connection, region) per event loop, for all triggers.
+"""The shared watch: one per (AWS connection, region) per event loop, for all triggers (and for
+a worker that follows many jobs, :func:`~airflow_spot_provider.watch.following.follow_jobs`).
 
 - :mod:`~airflow_spot_provider.watch.book`: the pure bookkeeping (what changed, what to describe,
-  the watermark, the sweep, how far to scan the log streams) and the tuning;
-- :mod:`~airflow_spot_provider.watch.calls`: the List walk and the log scan as call generators;
+  the watermark, the sweep, where the log group's read starts) and the tuning;
+- :mod:`~airflow_spot_provider.watch.calls`: the List walk and the log group's reads as call
+  generators;
+- :mod:`~airflow_spot_provider.watch.following`: a subscriber's news taken and logged; many jobs
+  followed at once;
 - :mod:`~airflow_spot_provider.watch.loop`: the async loop of one watch;
 - :mod:`~airflow_spot_provider.watch.subscription`: what a trigger asks for and the news it gets;
 - :mod:`~airflow_spot_provider.watch.registry`: one loop's watches, subscribe / unsubscribe;

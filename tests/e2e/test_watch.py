@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,13 +28,14 @@ from airflow_spot_provider.emulator import SpotEmulator
 from airflow_spot_provider.events import JobEnded, event_from_json
 from airflow_spot_provider.hooks.job_calls import Call
 from airflow_spot_provider.hooks.jobs import AsyncJobs
-from airflow_spot_provider.lifecycle import TrainingJobStatus
+from airflow_spot_provider.lifecycle import SpotJobReport, TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.request import build_spot_request
 from airflow_spot_provider.triggers.spot_training import SageMakerSpotTrainingTrigger
 from airflow_spot_provider.watch import heap
 from airflow_spot_provider.watch import registry as watch_registry  # the module
 from airflow_spot_provider.watch.book import Tuning
+from airflow_spot_provider.watch.following import follow_jobs_sync
 from airflow_spot_provider.watch.loop import Watch
 from tests.e2e.conftest import BUCKET, synthetic_config
 from tests.e2e.test_trigger import (
@@ -723,3 +725,39 @@ def test_the_heap_is_frozen_after_the_first_cycle_unless_tuned_off(
         assert (gc.get_freeze_count() > 0) == freeze_heap
     finally:
         gc.unfreeze()  # the rest of the test process is collected as usual
+
+
+def test_a_worker_follows_many_jobs_through_one_watch(
+    emulator: SpotEmulator, sm: Any, name: str, tap: Tap, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = [f"{name}-{i:02d}" for i in range(12)]
+    for index, job in enumerate(names):  # they end over about three seconds
+        create_job(sm, job, train_seconds=1.0 + index / 4)
+    caplog.set_level(logging.INFO, logger="worker")
+    with supervisor_comms():  # a worker task has its supervisor; the call is synchronous
+        described = follow_jobs_sync(
+            names, poll_interval=0.5, print_log=True, log=logging.getLogger("worker")
+        )
+    assert sorted(described) == names
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker"]
+    for job, describe in described.items():
+        report = SpotJobReport.from_describe(describe)
+        assert report.status == TrainingJobStatus.COMPLETED, job
+        logged = [line for line in lines if line.startswith(f"[live] {job} is ")]
+        assert len(logged) == len(report.transitions), (job, logged)  # each transition once
+    assert any(line.startswith("[algo-1-") for line in lines)  # the relayed CloudWatch lines
+    # One watch for all: the jobs are described when they change, not on every poll.
+    describes = tap.ops("describe_training_job")
+    changes = sum(len(SpotJobReport.from_describe(d).transitions) for d in described.values())
+    assert tap.ops("list_training_jobs") > 0 and describes <= changes + 3 * len(names), describes
+    print(f"{len(names)} jobs: {describes} describes for {changes} transitions")
+
+
+def test_following_many_jobs_refuses_bad_arguments_before_any_call(tap: Tap) -> None:
+    with pytest.raises(ValueError, match=r"job_names=\['a', 'a'\]: must be distinct"):
+        follow_jobs_sync(["a", "a"])
+    with pytest.raises(ValueError, match="job_names=\\[\\]"):
+        follow_jobs_sync([])
+    with pytest.raises(ValueError, match="poll_interval=0: must be > 0"):
+        follow_jobs_sync(["a"], poll_interval=0)
+    assert tap.calls == []
