@@ -73,10 +73,8 @@ def xcom(run: Any, task_id: str, map_index: int = -1, key: str = "return_value")
 
 def jobs_named(sm: Any, base: str) -> list[dict[str, Any]]:
     """Every job whose name contains ``base``, described, oldest first."""
-    names = [
-        s["TrainingJobName"]
-        for s in sm.list_training_jobs(NameContains=base, MaxResults=100)["TrainingJobSummaries"]
-    ]
+    pages = sm.get_paginator("list_training_jobs").paginate(NameContains=base, MaxResults=100)
+    names = [s["TrainingJobName"] for page in pages for s in page["TrainingJobSummaries"]]
     described = [sm.describe_training_job(TrainingJobName=n) for n in names]
     return sorted(described, key=lambda d: d["CreationTime"])
 
