@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from airflow_spot_provider.hooks.job_calls import Ops, Save, Say, Sleep, describe_job, new_log_lines
+from airflow_spot_provider.hooks.job_calls import Ops, Say, Sleep, describe_job, new_log_lines
 from airflow_spot_provider.lifecycle import JobOutcome, SpotJobReport, Transition
 from airflow_spot_provider.position import Position
 
@@ -142,13 +142,11 @@ def follow_job(
         step = follow_step(SpotJobReport.from_describe(describe), position)
         for transition in step.transitions:
             yield Say(line(job_name, transition))
-        before, position = position, step.position
+        position = step.position
         if print_log:
             lines, position = yield from new_log_lines(position)
             for stream, text in lines:
                 yield Say(relay_line(stream, text))
-        if position != before:
-            yield Save(position)
         if is_done(step, describe, stop_when):
             return describe, position
         yield Sleep(poll_interval)

@@ -5,13 +5,14 @@ it keeps its chain's state under ``airflow_spot_provider.chain.<first job>``) an
 re-created by a triggerer restart from the kwargs it was first created with (it keeps its
 :class:`~airflow_spot_provider.position.Position` under ``airflow_spot_provider.follow.<job>``).
 Everything else travels with the task: in memory in the worker, in the deferral's kwargs and
-the trigger's event while deferred. A trigger deletes its Variable before it fires; a task
-deletes its chain's Variables when the chain ends (completed, given up, or an API error).
+the trigger's event while deferred. A trigger that fires hands its Variable's deletion to the
+next batch; a task deletes its chain's Variables when the chain ends (completed, given up, or an
+API error).
 
-These calls block: a trigger makes them with ``asyncio.to_thread`` (never ``sync_to_async``,
-whose re-raised ``CancelledError`` loses the triggerer's user-action message); its saves and its
-delete go in batches, one thread hop for all the triggers of the loop
-(:class:`~airflow_spot_provider.watch.saver.PositionSaver`).
+These calls block: a trigger's loads, saves and deletions go in batches in a thread of the loop's
+executor, one thread hop for all the triggers of the loop
+(:class:`~airflow_spot_provider.watch.saver.PositionSaver`; never ``sync_to_async``, whose
+re-raised ``CancelledError`` loses the triggerer's user-action message).
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_the_group_read_starts_at_the_service_time_then_below_the_newest_event()
         {"margin": timedelta(seconds=-1)},
         {"concurrency": 0},
         {"log_margin_ms": -1},
-        {"log_scan_pages": 0},
+        {"group_read_pages": 0},
     ],
 )
 def test_bad_tuning_is_refused(kwargs: dict[str, Any]) -> None:

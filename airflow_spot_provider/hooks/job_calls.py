@@ -1,15 +1,15 @@
 """What a follower asks of AWS, written once as plain generators (no I/O of their own).
 
-Each operation is a generator that yields :class:`Call` (an AWS call to make), :class:`Sleep`,
-:class:`Say` (a line for the task's log) or :class:`Save` (a position to keep across processes),
-and receives the call's response. The sync adapter (worker, sensor) and the async adapter
-(trigger) in :mod:`airflow_spot_provider.hooks.jobs` carry them out: so the logic of creating,
+Each operation is a generator that yields :class:`Call` (an AWS call to make), :class:`Sleep` or
+:class:`Say` (a line for the task's log), and receives the call's response. The sync adapter
+(worker, sensor) and the async adapter (the triggerer's watch, a trigger's ``on_kill``) in
+:mod:`airflow_spot_provider.hooks.jobs` carry them out: so the logic of creating,
 stopping, listing and reading logs (pages, tokens) exists once, whichever way it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -70,17 +70,7 @@ class Say:
     level: str = "info"
 
 
-@dataclass(frozen=True)
-class Save:
-    """Keep a position where a re-created follower finds it (a trigger after a restart).
-
-    :param position: the position.
-    """
-
-    position: Position
-
-
-Effect: TypeAlias = Call | Sleep | Say | Save
+Effect: TypeAlias = Call | Sleep | Say
 Ops: TypeAlias = Generator[Effect, Any, T]
 
 
@@ -155,7 +145,7 @@ MAX_FILTER_STREAMS = 100
 def new_log_lines(position: Position) -> Ops[tuple[Lines, Position]]:
     """The job's CloudWatch lines written since ``position``, and the position after them.
 
-    One ``DescribeLogStreams`` of the job's streams, then ``FilterLogEvents`` of those that
+    ``DescribeLogStreams`` of the job's streams (all pages), then ``FilterLogEvents`` of those that
     moved past their marks (:func:`read_marked`). A failed call ends the reading with what was
     read so far (the job's status is what a follower follows; the log is a nicety).
 
@@ -210,15 +200,31 @@ def read_marked(
         for stream, start in moved_starts(position, by_job.get(position.job_name, {})).items():
             starts[stream] = min(start, starts.get(stream, start))
     for streams, start in stream_batches(starts):
-        events = yield from filter_events(streams, start)
-        of_job: dict[str, list[dict[str, Any]]] = {}
-        for event in events:
-            of_job.setdefault(str(event.get("logStreamName", "")).split("/")[0], []).append(event)
+        of_job = events_by_job((yield from filter_events(streams, start)))
         for index, (lines, before) in enumerate(read):
             if before.job_name in of_job:
                 new, after = before.take_events(of_job[before.job_name])
                 read[index] = (lines + new, after)
     return read
+
+
+def events_by_job(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Events grouped by job (streams ``<job>/<host>``), each job's in time order, once each.
+
+    Two reads may bring the same event (its ``eventId``): the first is kept. The sort is stable:
+    events of the same millisecond keep the order the service gave.
+
+    :param events: ``FilterLogEvents`` events of any reads.
+    """
+    seen: set[str] = set()
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for event in sorted(events, key=lambda e: int(e.get("timestamp") or 0)):
+        event_id = str(event.get("eventId"))
+        if event_id not in seen:
+            seen.add(event_id)
+            job = str(event.get("logStreamName", "")).split("/", 1)[0]
+            grouped.setdefault(job, []).append(event)
+    return grouped
 
 
 def streams_by_job(last: Mapping[str, int | None]) -> dict[str, dict[str, int | None]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -17,8 +16,7 @@ from asgiref.sync import sync_to_async
 from botocore.config import Config
 
 from airflow_spot_provider.hooks.errors import ApiCallError, ApiRetryRule
-from airflow_spot_provider.hooks.job_calls import Call, Ops, Save, Say, Sleep
-from airflow_spot_provider.position import Position
+from airflow_spot_provider.hooks.job_calls import Call, Ops, Say, Sleep
 
 T = TypeVar("T")
 
@@ -74,8 +72,8 @@ class _Carried(Generic[T]):
     """One operation being carried out: iterate over the effects it wants done.
 
     :class:`Say` is done here (a log line is the same in both adapters); the adapter answers each
-    :class:`Call` with :meth:`answer` or :meth:`fail`, sleeps on :class:`Sleep` and saves on
-    :class:`Save` its own way. The result is :attr:`result` once the iteration stops.
+    :class:`Call` with :meth:`answer` or :meth:`fail` and sleeps on :class:`Sleep` its own way.
+    The result is :attr:`result` once the iteration stops.
 
     :param ops: the operation's generator.
     :param log: where :class:`Say` lines go.
@@ -91,7 +89,7 @@ class _Carried(Generic[T]):
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> Call | Sleep | Save:
+    def __next__(self) -> Call | Sleep:
         while True:
             try:
                 if self._error is not None:
@@ -128,7 +126,6 @@ class _Jobs:
     :param region_name: AWS region; the connection's if None.
     :param log: where :class:`Say` lines go (the task's or the trigger's logger).
     :param rule: the API-retry rule.
-    :param save: keeps a position across processes (blocking), if this follower needs it.
     """
 
     def __init__(
@@ -138,13 +135,11 @@ class _Jobs:
         region_name: str | None,
         log: Any,
         rule: ApiRetryRule | None = None,
-        save: Callable[[Position], None] | None = None,
     ) -> None:
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.log = log
         self.rule = rule or ApiRetryRule()
-        self.save = save
         self._clients: dict[str, Any] = {}
 
 
@@ -178,16 +173,14 @@ class SyncJobs(_Jobs):
                     carried.answer(self._call(effect))
                 except ApiCallError as tolerated:
                     carried.fail(tolerated)
-            # Save: a worker keeps its position in memory; nothing outlives it to save for.
         return carried.result
 
 
 class AsyncJobs(_Jobs):
     """Carry out job operations on the triggerer's event loop (an async context manager).
 
-    Blocking Airflow calls (the saved position) run in a thread with ``asyncio.to_thread``: a
-    cancellation then reaches the trigger with its message intact (the triggerer calls
-    ``on_kill`` only when the message says a user acted).
+    It makes no blocking Airflow call on the loop: the watch's saved positions go through
+    :class:`~airflow_spot_provider.watch.saver.PositionSaver`, in a thread.
     """
 
     def __init__(self, *, pool: int | None = None, **kwargs: Any) -> None:
@@ -252,10 +245,6 @@ class AsyncJobs(_Jobs):
         """
         carried = _Carried(ops, self.log)
         for effect in carried:
-            if isinstance(effect, Save):
-                if self.save is not None:
-                    await asyncio.to_thread(self.save, effect.position)
-                continue
             if isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
                 continue

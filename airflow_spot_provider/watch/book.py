@@ -44,13 +44,13 @@ class Tuning:
     :param log_margin_ms: how far below the newest event seen the group's next ``FilterLogEvents``
         starts: lines that reach CloudWatch late (a host's log agent sends in batches) carry an
         earlier time than lines already seen; those read already are not relayed again.
-    :param log_scan_pages: ``FilterLogEvents`` pages per read of the group at most (the next read
+    :param group_read_pages: ``FilterLogEvents`` pages per read of the group at most (the next read
         goes on from the last event read).
     :param concurrency: describes (and log stream look-ups) in flight at once, and the size of
         the clients' connection pools (botocore's default of 10 would queue the rest): 1,000
         jobs ending within 5 s are described within about one List cycle.
     :param freeze_heap: move the process's long-lived objects out of the garbage collector's
-        reach after the first cycle and as subscribers double
+        reach as the watch starts, after its first cycle and as subscribers double
         (:mod:`~airflow_spot_provider.watch.heap`): full collections of a large triggerer's
         heap stall the event loop; frozen reference cycles are never collected.
     """
@@ -61,12 +61,12 @@ class Tuning:
     sweep_per_interval: int = 3
     page_size: int = 100
     log_margin_ms: int = 15_000
-    log_scan_pages: int = 20
+    group_read_pages: int = 20
     concurrency: int = 48
     freeze_heap: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("lists_per_interval", "sweep_every", "log_scan_pages", "concurrency"):
+        for name in ("lists_per_interval", "sweep_every", "group_read_pages", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
         if not 1 <= self.page_size <= 100:
@@ -222,13 +222,14 @@ class Book:
 class GroupRead:
     """Where the next ``FilterLogEvents`` of the whole training jobs' group starts.
 
-    One call (100 pages at most, 10,000 events or 1 MB each) reads what every followed job
-    logged since the previous read, whatever the number of jobs; each job's trigger takes the
-    events of its streams past its marks (:meth:`~airflow_spot_provider.position.Position.
-    take_events`). The read starts at the newest event the watch has seen in the group, minus
-    ``log_margin_ms`` (lines reach CloudWatch late and carry the time they were written); before
-    any event, at the service's time (the watch's watermark, never the local clock). Events come
-    oldest first: a read cut by the page cap goes on from where it stopped.
+    One call (``Tuning.group_read_pages`` pages at most, 10,000 events or 1 MB each) reads what
+    every followed job logged since the previous read, whatever the number of jobs; each job's
+    trigger takes the events of its streams past its marks
+    (:meth:`~airflow_spot_provider.position.Position.take_events`). The read starts at the
+    newest event the watch has seen in the group, minus ``log_margin_ms`` (lines reach
+    CloudWatch late and carry the time they were written); before any event, at the service's
+    time (the watch's watermark, never the local clock). Events come oldest first: a read cut
+    by the page cap goes on from where it stopped.
 
     :param tuning: the margin and the page cap.
     """
@@ -250,7 +251,7 @@ class GroupRead:
             self.newest = int(served.timestamp() * 1000)
 
     def took(self, events: Iterable[Mapping[str, Any]]) -> None:
-        """Note the events of a read (of the group, or of some jobs' streams).
+        """Note the events of a read of the group.
 
         :param events: ``FilterLogEvents`` events (``timestamp``).
         """

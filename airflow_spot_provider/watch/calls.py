@@ -4,7 +4,7 @@ the log group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ def list_changed(args: Mapping[str, Any]) -> Ops[tuple[list[dict[str, Any]], dat
 def read_group(group: GroupRead) -> Ops[list[dict[str, Any]]]:
     """The events of the training jobs' group since the previous read (minus the margin).
 
-    ``FilterLogEvents`` with no stream named, paged up to ``Tuning.log_scan_pages``; oldest
+    ``FilterLogEvents`` with no stream named, paged up to ``Tuning.group_read_pages``; oldest
     first, so a read cut by the cap goes on from its last event next time. Empty pages with a
     ``nextToken`` (CloudWatch may answer so while it searches) are paged through.
 
@@ -49,7 +49,7 @@ def read_group(group: GroupRead) -> Ops[list[dict[str, Any]]]:
         return []
     kwargs = group.args(start)
     events: list[dict[str, Any]] = []
-    for _ in range(group.tuning.log_scan_pages):
+    for _ in range(group.tuning.group_read_pages):
         page = yield Call("logs", "filter_log_events", dict(kwargs), best_effort=True)
         events.extend(page.get("events", []))
         if not page.get("nextToken"):
@@ -74,22 +74,3 @@ def marked_events(positions: Sequence[Position]) -> Ops[list[dict[str, Any]]]:
     for streams, start in stream_batches(starts):
         events.extend((yield from filter_events(streams, start)))
     return events
-
-
-def events_by_job(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Events grouped by job (streams ``<job>/<host>``), each job's in time order, once each.
-
-    Two reads may bring the same event (its ``eventId``): the first is kept. The sort is stable:
-    events of the same millisecond keep the order the service gave.
-
-    :param events: ``FilterLogEvents`` events of any reads.
-    """
-    seen: set[str] = set()
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for event in sorted(events, key=lambda e: int(e.get("timestamp") or 0)):
-        event_id = str(event.get("eventId"))
-        if event_id not in seen:
-            seen.add(event_id)
-            job = str(event.get("logStreamName", "")).split("/", 1)[0]
-            grouped.setdefault(job, []).append(event)
-    return grouped

@@ -114,7 +114,7 @@ async def follow_jobs(
     out = log or logging.getLogger(__name__)
 
     async def one(name: str) -> dict[str, Any]:
-        position = Position.from_json({"job_name": name})
+        position = Position(name)
         sub = Subscription(
             position,
             poll_interval=poll_interval,

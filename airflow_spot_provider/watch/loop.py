@@ -50,6 +50,7 @@ from airflow_spot_provider.hooks.errors import ApiCallError, ApiRetryRule
 from airflow_spot_provider.hooks.job_calls import (
     Lines,
     describe_job,
+    events_by_job,
     job_streams,
     read_marked,
 )
@@ -57,7 +58,7 @@ from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
-from airflow_spot_provider.watch.calls import events_by_job, list_changed, marked_events, read_group
+from airflow_spot_provider.watch.calls import list_changed, marked_events, read_group
 from airflow_spot_provider.watch.heap import freeze_if_grown
 from airflow_spot_provider.watch.subscription import News, Subscription
 
@@ -218,7 +219,7 @@ class Watch:
         order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
         described, read = await asyncio.gather(
             self._describe(jobs, list(dict.fromkeys(order))),
-            self._read_logs(jobs, scan=full, ending=ending),
+            self._read_logs(jobs, group_read=full, ending=ending),
         )
         for sub in new:
             sub.due = None
@@ -301,7 +302,7 @@ class Watch:
         self,
         jobs: AsyncJobs,
         *,
-        scan: bool = False,
+        group_read: bool = False,
         ending: AbstractSet[str] = frozenset(),
         ended: AbstractSet[str] = frozenset(),
     ) -> dict[int, tuple[Lines, dict[str, Any]]]:
@@ -316,7 +317,7 @@ class Watch:
         subscriber (its marks may be older than the group read's start) and a job found ended
         by a describe, not List.
 
-        :param scan: the poll interval's read of the group.
+        :param group_read: the poll interval's read of the group.
         :param ending: the jobs List shows ended.
         :param ended: the jobs a describe shows ended (List did not).
         """
@@ -327,7 +328,7 @@ class Watch:
         self.group.clock(self.book.watermark)
         own = [sub for sub in logged if sub not in self.caught_up or sub.job_name in ended]
         grouped = [sub for sub in logged if sub not in own]
-        if not scan and not any(sub.job_name in ending for sub in grouped):
+        if not group_read and not any(sub.job_name in ending for sub in grouped):
             grouped = []
         read: dict[int, tuple[Lines, dict[str, Any]]] = {}
         try:
