@@ -84,7 +84,7 @@ def check_job_name_prefix(job_name: object) -> None:
     """Refuse a ``job_name`` (the readable start of a chain's names) that would be rewritten.
 
     A task id may hold characters no job name takes and is rewritten; a ``job_name`` the user
-    chose is used as it is, or refused.
+    chose is used as given (a run of hyphens becomes one), or refused.
 
     :param job_name: the operator's ``job_name``; None (the task id is used) passes.
     :raises SpotRequestValidationError: naming ``job_name``, its value and the rule.

@@ -139,12 +139,16 @@ def _model_rule(value: Any, shape: Shape) -> str | None:
     return _string_rule(value, meta)
 
 
-def _member_value(request: Mapping[str, Any], path: str, key: Any) -> Any:
-    """The value of member ``key`` of the structure at ``path`` (as botocore names it), or None."""
+def _structures(request: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every structure of the request by its path (as botocore names it; the first of a path).
+
+    Walked once for all the unknown parameters of a request, however many there are.
+    """
+    found: dict[str, Mapping[str, Any]] = {}
     for at, value, _ in _nodes(request, _input_shape(), ""):
-        if at == path and isinstance(value, Mapping):
-            return value.get(key)
-    return None
+        if isinstance(value, Mapping):
+            found.setdefault(at, value)
+    return found
 
 
 def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list[Violation]:
@@ -156,6 +160,8 @@ def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list
     if not isinstance(errors, list):
         return [Violation("request", None, report.generate_report())] if report.has_errors() else []
     found = []
+    unknown_seen = any(reason == "unknown field" for reason, _, _ in errors)
+    structures = _structures(request) if unknown_seen else {}
     for reason, name, details in errors:
         field = re.sub(r" \(key: (.*)\)$", lambda m: "." + m.group(1), name).lstrip(".")
         if reason == "missing required field":
@@ -167,7 +173,7 @@ def _botocore_violations(request: Mapping[str, Any], require_name: bool) -> list
             close = difflib.get_close_matches(unknown, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "known here: " + ", ".join(known)
             rule = f"is no CreateTrainingJob parameter; {hint}"
-            value = _member_value(request, field, details["unknown_param"])
+            value = structures.get(field, {}).get(details["unknown_param"])
             found.append(Violation(_join(field, unknown), value, rule))
         elif reason == "invalid type":
             kinds = ", ".join(re.sub(r"<class '(\w+)'>", r"\1", t) for t in details["valid_types"])

@@ -57,6 +57,6 @@ def check_static(policy: SpotRetryPolicy, value: Any) -> None:
     :param value: the ``deadline`` argument as given.
     :raises SpotRequestValidationError: naming ``deadline``, the value and the rule.
     """
-    known = value is None or isinstance(value, datetime)
-    if known or (isinstance(value, str) and is_static(value)):
+    # A datetime (or None) is known; so is any other plain value (a number is refused here).
+    if value is None or isinstance(value, datetime) or is_static(value):
         task_policy(policy, value)

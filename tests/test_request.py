@@ -690,3 +690,27 @@ def test_task_base_name_is_stable_and_distinct_per_run_and_map_index() -> None:
     assert len(others) == 4
     assert task_job_base_name("d", "t", "r", prefix="nightly_xgb").startswith("nightly-xgb-")
     assert attempt_job_name(base, 2) == base + "-a2"
+
+
+def test_many_unknown_parameters_cost_as_many_walks_of_the_request_as_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_spot_provider import request_model
+
+    walks = {"count": 0}
+    nodes = request_model._nodes
+
+    def counted(value: Any, shape: Any, at: str) -> Any:
+        walks["count"] += at == ""  # a walk from the top
+        return nodes(value, shape, at)
+
+    monkeypatch.setattr(request_model, "_nodes", counted)
+    with pytest.raises(SpotRequestValidationError):
+        build_spot_request({**VALID_CONFIG, "Bogus": 1}, **SPOT_ARGS)
+    one = walks["count"]
+    walks["count"] = 0
+    many = {**VALID_CONFIG, **{f"Bogus{i}": i for i in range(200)}}
+    with pytest.raises(SpotRequestValidationError) as caught:
+        build_spot_request(many, **SPOT_ARGS)
+    assert len(caught.value.violations) >= 200
+    assert walks["count"] == one  # not one walk per unknown parameter

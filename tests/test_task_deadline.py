@@ -150,3 +150,10 @@ def test_static_values_are_checked_when_the_dag_is_parsed() -> None:
     )
     assert "deadline" in SageMakerSpotTrainingOperator.template_fields
     assert "deadline" in SageMakerSpotTrainingSensor.template_fields
+
+
+def test_a_static_deadline_of_another_type_is_refused_when_the_dag_is_parsed() -> None:
+    with pytest.raises(SpotRequestValidationError, match="deadline=12345"):
+        SageMakerSpotTrainingOperator(
+            task_id="t", config=CONFIG, max_run=60, max_wait=60, deadline=12345
+        )

@@ -45,16 +45,17 @@ class SageMakerSpotHook(AwsBaseHook):
         )
 
     def check_region(self) -> str:
-        """The region the clients will use: the hook's, the connection's, or botocore's default.
+        """The region the clients will use, as the connection resolves it (the hook's, the
+        connection's extra, its profile or session kwargs, or botocore's default).
 
-        Checked before any client exists: without it botocore fails the first client with a bare
-        ``NoRegionError`` traceback.
+        Checked before the follower's first call: without it botocore fails the first client with
+        a bare ``NoRegionError`` traceback.
 
         :raises SpotConfigurationError: when there is none.
         """
-        import botocore.session
+        from botocore.exceptions import NoRegionError
 
-        region = self.region_name or botocore.session.Session().get_config_variable("region")
-        if not region:
-            raise no_region_error(self.aws_conn_id)
-        return str(region)
+        try:
+            return str(self.conn_region_name)  # the hook's client, cached (the console link's)
+        except NoRegionError:
+            raise no_region_error(self.aws_conn_id) from None  # the message says it all

@@ -45,8 +45,9 @@ class SageMakerSpotTrainingOperator(SpotChainMixin, AwsBaseOperator[SageMakerSpo
     :param checkpoint_local_path: ``CheckpointConfig.LocalPath``; overrides the config's.
     :param max_run: ``MaxRuntimeInSeconds`` (seconds or timedelta); overrides the config's.
     :param max_wait: ``MaxWaitTimeInSeconds`` (seconds or timedelta); overrides the config's.
-    :param job_name: readable start of the job names, used as it is (letters, digits and
-        hyphens, at most 40 characters); the task id, with other characters made hyphens, if None.
+    :param job_name: readable start of the job names, used as given (letters, digits and inner
+        hyphens, a run of them made one; at most 40 characters); the task id, with other
+        characters made hyphens, if None.
     :param spot_retry_policy: when and how to resubmit; ``SpotRetryPolicy()`` by default. (Not
         ``retry_policy``: Airflow 3.3's own task argument of that name governs task retries.)
     :param deadline: the model is due by then (templated): an aware datetime or its ISO-8601
