@@ -114,15 +114,20 @@ class AdminClient:
             body["start"] = start
         return self._call("POST", "/fail", body)
 
-    def set_capacity(self, instance_type: str, available: bool | None) -> dict[str, Any]:
+    def set_capacity(
+        self, instance_type: str, available: bool | None, after_interruption_of: str | None = None
+    ) -> dict[str, Any]:
         """Force capacity of an instance type on or off; None hands it back to the models.
 
         :param instance_type: e.g. ``ml.m5.large``.
         :param available: the forced state, or None.
+        :param after_interruption_of: a job glob: with ``available=False``, capacity goes only
+            when a matching job is interrupted, in the same step (no watcher can be late).
         """
-        return self._call(
-            "POST", "/capacity", {"instance_type": instance_type, "available": available}
-        )
+        body: dict[str, Any] = {"instance_type": instance_type, "available": available}
+        if after_interruption_of is not None:
+            body["after_interruption_of"] = after_interruption_of
+        return self._call("POST", "/capacity", body)
 
     def load_scenario(self, spec: Any, replace: bool = False) -> int:
         """Load scenario events (times relative to now).

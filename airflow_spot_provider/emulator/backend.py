@@ -27,10 +27,14 @@ from airflow_spot_provider.emulator.scenario import (
 )
 from airflow_spot_provider.emulator.store import Store
 from airflow_spot_provider.emulator.throttle import Throttler
+from airflow_spot_provider.exceptions import shown
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+_GLOB_CHARS = 1024  # a job glob of the admin API, at most (job names have 63)
 
 
 class Backend:
@@ -138,17 +142,35 @@ class Backend:
         return {"job": name, "internal_error": "requested"}
 
     def set_capacity(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Force capacity of an instance type on or off (``available`` null: back to models).
+        """Force capacity of an instance type on or off (``available`` null: back to models),
+        or, with ``after_interruption_of`` (a job glob) and ``available`` false, off from the
+        moment a matching job is interrupted.
 
-        :param body: ``{"instance_type": "ml.m5.large", "available": false}``.
+        :param body: ``{"instance_type": "ml.m5.large", "available": false}``, optionally
+            with ``"after_interruption_of": "train-*"``.
         :raises AdminError: bad body (400).
         """
         instance_type = body.get("instance_type")
         available = body.get("available")
+        after = body.get("after_interruption_of")
         if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
             raise AdminError("instance_type must be an ml.* instance type", 400)
         if available is not None and not isinstance(available, bool):
             raise AdminError("available must be true, false or null", 400)
+        if after is not None:
+            if not isinstance(after, str) or not 0 < len(after) <= _GLOB_CHARS:
+                raise AdminError(
+                    f"after_interruption_of={shown(after)}: must be a job glob of "
+                    f"1..{_GLOB_CHARS} characters",
+                    400,
+                )
+            if available is not False:
+                raise AdminError(
+                    f"available={shown(available)}: must be false with after_interruption_of", 400
+                )
+            self.market.arm_gap(instance_type, after)
+            self.events.record("capacity", instance_type=instance_type, armed=after)
+            return {"instance_type": instance_type, "after_interruption_of": after}
         self.market.set_capacity(instance_type, available)
         self.machine.wake_all()
         self.events.record("capacity", instance_type=instance_type, available=available)

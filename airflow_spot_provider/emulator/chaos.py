@@ -1,9 +1,12 @@
 """A capacity gap that follows a job chain: the way to make MaxWaitTimeExceeded happen on cue.
 
 Scenario windows are relative to the time they are loaded, which a DAG run's start-up makes
-unpredictable. :class:`CapacityGap` watches the chain through the public API instead: it takes
-an instance type's spot capacity away (at once, or when the chain's first job is interrupted)
-and gives it back once that first job has ended, so the next attempt finds capacity.
+unpredictable. :class:`CapacityGap` follows the chain instead: it takes an instance type's spot
+capacity away (at once, or when the chain's first job is interrupted) and gives it back once
+that first job has ended, so the next attempt finds capacity. The cut at the interruption is
+armed in the backend (``POST /_emulator/capacity`` with ``after_interruption_of``), which makes
+it in the same step as the interruption: a watcher seeing the interruption could come after the
+restart on a loaded machine. The chain's end is watched through the public API.
 """
 
 from __future__ import annotations
@@ -59,27 +62,30 @@ class CapacityGap(threading.Thread):
             SecondaryStatus(secondary) if secondary else None,
         )
 
-    def _cut(self) -> None:
-        self.admin.set_capacity(self.instance_type, False)
-        self.say(f"[chaos] no more {self.instance_type} spot capacity")
+    def _cut_fired(self) -> bool:
+        overrides: dict[str, bool] = self.admin.health()["capacity_overrides"]
+        return overrides.get(self.instance_type) is False
 
     def run(self) -> None:
-        """Cut, wait for the first job's end, restore."""
+        """Cut (or arm the cut), wait for the first job's end, restore."""
         cut = not self.after_interruption
         if cut:
-            self._cut()
-        while not self._done.wait(0.2):
+            self.admin.set_capacity(self.instance_type, False)
+        else:
+            glob = f"*{self.name_contains}*"
+            self.admin.set_capacity(self.instance_type, False, after_interruption_of=glob)
+        said = False
+        while True:
+            cut = cut or self._cut_fired()
+            if cut and not said:
+                said = True
+                self.say(f"[chaos] no more {self.instance_type} spot capacity")
             first = self._first_job()
-            if first is None:
-                continue
-            status, secondary = first
-            if not cut and secondary is SecondaryStatus.INTERRUPTED:
-                self._cut()
-                cut = True
-            elif cut and status.is_terminal:
+            if (first is not None and first[0].is_terminal) or self._done.wait(0.2):
                 break
+        # Gives capacity back, and disarms a cut that never came.
+        self.admin.set_capacity(self.instance_type, None)
         if cut:
-            self.admin.set_capacity(self.instance_type, None)
             self.say(f"[chaos] {self.instance_type} spot capacity is back")
 
     def __enter__(self) -> Self:

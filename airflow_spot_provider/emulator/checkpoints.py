@@ -183,14 +183,20 @@ class CheckpointSync:
         return True
 
     def _upload_all(self, rels: list[str], deadline: float) -> list[str]:
-        """Upload files in parallel until done, halted or past ``deadline``; those uploaded."""
+        """Upload files in parallel until done, halted or past ``deadline``; those uploaded.
+
+        The first batch starts whatever the deadline: on a machine so loaded that the scan
+        alone outlasts the budget, each sync must still make progress (else nothing is ever
+        uploaded). Only a halt (a teardown) stops it before.
+        """
         done: list[str] = []
         if not rels:
             return done
         with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="checkpoint-upload") as pool:
             futures: list[tuple[str, Future[bool]]] = []
             for rel in rels:
-                if self._halt.is_set() or time.monotonic() > deadline:
+                late = len(futures) >= UPLOAD_THREADS and time.monotonic() > deadline
+                if self._halt.is_set() or late:
                     log.warning(
                         "checkpoint sync of %s stopped with %d of %d uploads not started",
                         self.local_dir,

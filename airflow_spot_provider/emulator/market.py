@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 
 from airflow_spot_provider.emulator.config import EmulatorConfig, InstanceMarket
@@ -67,6 +68,7 @@ class SpotMarket:
         self._config = config
         self.scenario = scenario
         self._capacity_override: dict[str, bool] = {}
+        self._armed: dict[str, str] = {}  # instance type -> glob of the jobs that cut it
         self._cache: dict[str, InstanceMarket] = {}
         self._plans: dict[str, dict[int, AttemptPlan]] = {}  # job -> attempt -> draw
 
@@ -98,13 +100,40 @@ class SpotMarket:
     def set_capacity(self, instance_type: str, available: bool | None) -> None:
         """Force capacity on or off for a type; None gives the decision back to the models.
 
+        Either also disarms a gap armed by :meth:`arm_gap`.
+
         :param instance_type: e.g. ``ml.m5.large``.
         :param available: the forced state, or None.
         """
+        self._armed.pop(instance_type, None)
         if available is None:
             self._capacity_override.pop(instance_type, None)
         else:
             self._capacity_override[instance_type] = available
+
+    def arm_gap(self, instance_type: str, job_glob: str) -> None:
+        """Take a type's capacity away (as ``set_capacity(type, False)``) at the moment a job
+        matching ``job_glob`` is interrupted, in the same step as the interruption.
+
+        A watcher that took it away on seeing the interruption could come later than the
+        restart on a loaded machine; armed here, the gap cannot miss it.
+
+        :param instance_type: e.g. ``ml.m5.large``.
+        :param job_glob: the jobs whose interruption cuts capacity.
+        """
+        self._armed[instance_type] = job_glob
+
+    def interrupted(self, job: str, instance_type: str) -> bool:
+        """Note a job's interruption: fires a gap armed for it. Returns whether one fired.
+
+        :param job: the job name.
+        :param instance_type: the job's instance type.
+        """
+        glob = self._armed.get(instance_type)
+        if glob is None or not fnmatchcase(job, glob):
+            return False
+        self.set_capacity(instance_type, False)
+        return True
 
     def capacity_overrides(self) -> dict[str, bool]:
         """The live overrides in force."""

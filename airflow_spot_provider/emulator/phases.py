@@ -210,6 +210,8 @@ class Phases:
     def _begin_interrupt(self, job: Job, rt: Runtime, source: str) -> None:
         rt.interrupt_requested = False
         self.m.events.record("interrupt", job=job.name, source=source, start=job.state.starts)
+        if self.m.market.interrupted(job.name, job.instance_type):
+            self.m.events.record("capacity", instance_type=job.instance_type, available=False)
         rt.start_teardown(After.INTERRUPTED, self.m.config.durations.interruption_notice_seconds)
 
     def _internal_error(self, job: Job, rt: Runtime) -> None:

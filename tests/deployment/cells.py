@@ -28,6 +28,11 @@ LONG_JOB = synthetic_config(train_seconds=600, step_seconds=1.0)
 _RESUMED = re.compile(r"resumed from checkpoint at step (\d+)")
 
 
+# Airflow 3.3's scheduler, when a deferral ends before the executor has reported the exit of the
+# task's previous process, fails the task with this line (README "Real deployment").
+AIRFLOW_RACE = "finished with state success, but the task instance's state attribute is queued"
+
+
 def assert_no_problems(problems: list[str]) -> None:
     """Fail with every problem found, one a line (pytest's diff would show only the first).
 
@@ -141,6 +146,16 @@ class Checks:
             ti_id = str(self.api.task_instance(cell.run, cell.task_id)["id"])
             problems += [f"scheduler: {line}" for line in self.deployment.errors_about(ti_id)]
         return problems
+
+    def airflow_race(self, cell: Cell) -> list[str]:
+        """The scheduler's lines saying Airflow's own race failed the cell's task, if it did.
+
+        :param cell: the cell.
+        """
+        if self.deployment is None:
+            return []
+        ti_id = str(self.api.task_instance(cell.run, cell.task_id)["id"])
+        return [line for line in self.deployment.errors_about(ti_id) if AIRFLOW_RACE in line]
 
     def job_in(self, cell: Cell, status: SecondaryStatus) -> dict[str, Any]:
         """Wait until the cell's latest job is in ``status`` and return its description.

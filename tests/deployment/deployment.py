@@ -249,6 +249,30 @@ class AirflowDeployment:
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return all(health.get(part, {}).get("status") == "healthy" for part in parts)
 
+    def trigger_runners(
+        self, dag_id: str, run_id: str, task_id: str = "train", map_index: int = -1
+    ) -> set[int]:
+        """The triggerer jobs that ran a trigger of a task instance (try 1).
+
+        Each writes the trigger's log to ``attempt=1.log.trigger.<triggerer job id>.log`` once
+        the trigger runs; a trigger only assigned to a triggerer has no such file yet.
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param task_id: the task.
+        :param map_index: its map index (-1: not mapped).
+        """
+        folder = (
+            self.home
+            / "logs"
+            / f"dag_id={dag_id}"
+            / f"run_id={run_id}"
+            / f"task_id={task_id}"
+            / (f"map_index={map_index}" if map_index >= 0 else "")
+        )
+        logs = folder.glob("attempt=1.log.trigger.*.log")
+        return {int(path.name.split(".")[-2]) for path in logs}
+
     def errors_about(self, ti_id: str) -> list[str]:
         """The scheduler's error lines that name a task instance.
 

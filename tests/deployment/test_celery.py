@@ -217,20 +217,10 @@ def lapses(deployment: AirflowDeployment) -> dict[str, list[float]]:
 def followed_by(deployment: AirflowDeployment, run: Run) -> set[int]:
     """The triggerer jobs that ran a trigger of the run's first mapped task (try 1).
 
-    Each writes the trigger's log to ``attempt=1.log.trigger.<triggerer job id>.log``.
-
     :param deployment: the deployment.
     :param run: the run.
     """
-    folder = (
-        deployment.home
-        / "logs"
-        / f"dag_id={run.dag_id}"
-        / f"run_id={run.run_id}"
-        / "task_id=train"
-        / "map_index=0"
-    )
-    return {int(path.name.split(".")[-2]) for path in folder.glob("attempt=1.log.trigger.*.log")}
+    return deployment.trigger_runners(run.dag_id, run.run_id, map_index=0)
 
 
 def test_triggers_move_to_the_other_triggerer_and_every_task_finishes(

@@ -62,7 +62,11 @@ def _switch_scenario(
     assert run.state == DagRunState.SUCCESS
     sensor = "_sensor" in dag_id
     summary: dict[str, Any] = xcom(run, "wait" if sensor else "train")
-    assert [a["outcome"] for a in summary["attempts"]] == ["STOPPED", "COMPLETED"]
+    assert [a["outcome"] for a in summary["attempts"]] == ["STOPPED", "COMPLETED"], (
+        summary["decisions"],
+        [emulator.admin.events(job=a["job_name"]) for a in summary["attempts"]],
+        emulator.admin.events(kind="scenario")[-2:],
+    )
     assert [a["managed_spot"] for a in summary["attempts"]] == [True, False]
     first, second = jobs_named(sm, name)
     assert S.INTERRUPTED in secondary_sequence(first)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_spot_provider.emulator import SpotEmulator
-from airflow_spot_provider.emulator.checkpoints import CheckpointSync
+from airflow_spot_provider.emulator.checkpoints import UPLOAD_THREADS, CheckpointSync
 from airflow_spot_provider.emulator.logs import DROPPED_MARKER, LOG_GROUP
 from airflow_spot_provider.emulator.testing import (
     fast_config,
@@ -135,6 +135,22 @@ def test_job_log_is_capped_with_a_marker(tmp_path: Path) -> None:
         kept = [m for m in messages if m.startswith("line ")]
         assert kept[-1].startswith("line 03999")
         assert dropped + len(kept) == 4000  # every line is either kept or counted
+
+
+def test_a_sync_past_its_budget_before_any_upload_still_starts_its_first_batch(
+    tmp_path: Path, standalone_s3: Any
+) -> None:
+    # A budget already spent when the uploads begin (the scan took it all on a loaded machine):
+    # every sync still uploads a batch, so that the periodic syncs always make progress.
+    standalone_s3.create_bucket(Bucket="spent-budget")
+    local = tmp_path / "ckpt"
+    local.mkdir()
+    for index in range(3 * UPLOAD_THREADS):
+        (local / f"shard-{index:03d}.bin").write_bytes(b"x" * 64)
+    sync = CheckpointSync(standalone_s3, "s3://spent-budget/run", local, budget_seconds=0)
+    counts = [sync.sync_once() for _ in range(3)]
+    assert counts == [UPLOAD_THREADS] * 3
+    assert sync.sync_once() == 0  # all there
 
 
 def test_checkpoint_sync_is_bounded_and_loses_nothing(tmp_path: Path, standalone_s3: Any) -> None:

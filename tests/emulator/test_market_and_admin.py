@@ -219,3 +219,56 @@ def test_each_starting_tells_its_wait_for_capacity(
         (S.STOPPING, STATUS_MESSAGES[S.STOPPING]),
         (S.STOPPED, STATUS_MESSAGES[S.STOPPED]),
     ]
+
+
+def test_an_armed_gap_cuts_capacity_in_the_step_of_the_interruption(
+    sm: Any, bucket: str, job_name: str, admin: AdminClient
+) -> None:
+    # What CapacityGap arms: no watcher, however late, can let the restart find capacity.
+    instance_type = "ml.m4.xlarge"  # no other test of this backend uses it
+    admin.set_capacity(instance_type, False, after_interruption_of=f"{job_name}*")
+    try:
+        request = synthetic_request(job_name, bucket, instance_type=instance_type, train_seconds=30)
+        sm.create_training_job(**request)  # armed is not cut: it gets its instances
+        wait_for_secondary(sm, job_name, S.TRAINING)
+        since = admin.events()[-1]["seq"]
+        admin.interrupt(job_name)
+        wait_for_secondary(sm, job_name, S.INTERRUPTED)
+        events = [e for e in admin.events(since=since) if e["kind"] in ("interrupt", "capacity")]
+        assert [(e["kind"], e.get("available")) for e in events[:2]] == [
+            ("interrupt", None),
+            ("capacity", False),
+        ]
+        assert events[1]["seq"] == events[0]["seq"] + 1  # the same step
+        assert admin.health()["capacity_overrides"] == {instance_type: False}
+        time.sleep(1.0)  # well past the restart delay: still waiting for capacity
+        assert secondary_statuses(sm.describe_training_job(TrainingJobName=job_name))[-1] == (
+            S.INTERRUPTED
+        )
+        admin.set_capacity(instance_type, None)  # back: the job trains again
+        wait_for_secondary(sm, job_name, S.TRAINING)
+        sm.stop_training_job(TrainingJobName=job_name)
+        wait_for_job(sm, job_name)
+    finally:
+        admin.set_capacity(instance_type, None)
+    assert instance_type not in admin.health()["capacity_overrides"]
+
+
+def test_an_armed_gap_is_refused_unless_well_formed(admin: AdminClient) -> None:
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"available": True, "after_interruption_of": "x*"}, "available=True: must be false"),
+        ({"available": None, "after_interruption_of": "x*"}, "available=None: must be false"),
+        ({"available": False, "after_interruption_of": ""}, "after_interruption_of='': must be"),
+        ({"available": False, "after_interruption_of": 7}, "after_interruption_of=7: must be"),
+        (
+            {"available": False, "after_interruption_of": "j" * 5000},
+            "after_interruption_of='jjjjjjjj",
+        ),
+    ]
+    for body, message in bad:
+        with pytest.raises(AdminApiError) as raised:
+            admin._call("POST", "/capacity", {"instance_type": "ml.m4.2xlarge", **body})
+        assert raised.value.status == 400, body
+        assert message in raised.value.message, raised.value.message
+        assert len(raised.value.message) < 300  # the value is shown clipped
+    assert "ml.m4.2xlarge" not in admin.health()["capacity_overrides"]
