@@ -371,18 +371,11 @@ class Watch:
                 return await jobs.run(job_streams(name))
 
         names = sorted({sub.job_name for sub in subs})
-        stamps: dict[str, int | None] = {}
+        last: dict[str, int | None] = {}
         for found in await asyncio.gather(*(look_up(name) for name in names)):
-            stamps.update(found)
-        marks = {stream: mark for sub in subs for stream, mark in sub.read.streams.items()}
-        # A stream still marked by a token (a position saved by an older version) is read
-        # through it to its end, which its real last event time marks.
-        last = {
-            stream: stamps.get(stream) if stream in marks and marks[stream].timestamp is None
-            else _ANY_TIME
-            for stream in {*stamps, *marks}
-        }  # fmt: skip
-        return await jobs.run(read_marked([sub.read for sub in subs], last))
+            last.update(found)
+        positions = [sub.read for sub in subs]
+        return await jobs.run(read_marked(positions, last, every_stream=True))
 
 
 def _took(
@@ -412,10 +405,6 @@ def _hold_ends(
     for sub in held:
         sub.end_unread()
     return held
-
-
-# A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
-_ANY_TIME = 2**62
 
 
 def _is_terminal(describe: dict[str, Any]) -> bool:
