@@ -57,7 +57,7 @@ from airflow_spot_provider.hooks.job_calls import (
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
-from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
+from airflow_spot_provider.watch.book import Book, Changed, GroupRead, Tuning
 from airflow_spot_provider.watch.calls import list_changed, marked_events, read_group
 from airflow_spot_provider.watch.heap import freeze_if_grown
 from airflow_spot_provider.watch.subscription import News, Subscription
@@ -212,11 +212,12 @@ class Watch:
         new = [sub for sub in self._all() if sub.due is not None and sub.due <= now]
         # Still loading their saved position, as the reads below start: no lines for them.
         awaiting = [sub for sub in self._all() if sub.awaits_position]
-        listed, ending = await self._listed(jobs, full) if listing else ([], set())
+        listed = await self._listed(jobs, full) if listing else Changed()
+        ending = set(listed.ended)
         swept = set(self.book.sweep()) if full else set()
         # The jobs List shows ended first: their triggers fire first. Their last lines are read
         # meanwhile.
-        order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
+        order = [*listed.order, *sorted({sub.job_name for sub in new} | swept)]
         described, read = await asyncio.gather(
             self._describe(jobs, list(dict.fromkeys(order))),
             self._read_logs(jobs, group_read=full, ending=ending),
@@ -240,18 +241,18 @@ class Watch:
                     # jobs that end together would otherwise stall the loop in one turn.
                     await asyncio.sleep(0)
 
-    async def _listed(self, jobs: AsyncJobs, full: bool) -> tuple[list[str], set[str]]:
-        """The subscribed jobs to describe after this cycle's List walk, ended ones first; and
-        those of them List shows ended.
+    async def _listed(self, jobs: AsyncJobs, full: bool) -> Changed:
+        """The subscribed jobs to describe after this cycle's List walk, those List shows ended
+        apart.
 
         :param full: the first walk of a poll interval (it describes every job when List is
             refused).
         """
         if not self.listing:
-            return (sorted(self.book.watched) if full else []), set()
+            return Changed(others=sorted(self.book.watched) if full else [])
         args = self.book.list_args()
         if args is None:
-            return [], set()  # nothing seen yet: the first describes set the watermark
+            return Changed()  # nothing seen yet: the first describes set the watermark
         try:
             summaries, served = await jobs.run(list_changed(args))
         except SpotApiError as error:
@@ -263,14 +264,8 @@ class Watch:
             log.warning(note)
             for sub in self._all():
                 sub.queue.put_nowait(News(notes=(note,)))
-            return sorted(self.book.watched), set()
-        changed = self.book.changed(summaries, served)
-        ended = {
-            str(s.get("TrainingJobName"))
-            for s in summaries
-            if TrainingJobStatus(s["TrainingJobStatus"]).is_terminal
-        }
-        return changed, ended.intersection(changed)
+            return Changed(others=sorted(self.book.watched))
+        return self.book.changed(summaries, served)
 
     async def _describe(self, jobs: AsyncJobs, order: list[str]) -> dict[str, dict[str, Any]]:
         """Describe jobs in order, a few dozen at a time; a lasting error ends their subscribers."""
