@@ -92,7 +92,6 @@ class Watch:
         self.cycles = 0
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.jobs: AsyncJobs | None = None  # its clients, while it runs
         self._wake = asyncio.Event()
         self._stopping = False
         self._pausing = False
@@ -169,7 +168,6 @@ class Watch:
                 rule=self._rule(),
                 pool=self.tuning.concurrency,
             ) as jobs:
-                self.jobs = jobs
                 await self._loop(jobs)
         except Exception as error:  # no connection, a bug: every subscriber must hear of it
             log.exception("The shared watch of %s failed.", self.key)
