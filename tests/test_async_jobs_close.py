@@ -35,7 +35,12 @@ def test_a_client_whose_close_fails_leaves_the_others_closed() -> None:
             for name, fails in (("sagemaker", False), ("logs", True), ("s3", False)):
                 jobs._clients[name] = (_Manager(name, closed, fails), object())
 
+    async def use_again() -> None:
+        async with jobs:
+            pass
+
     with pytest.raises(ConnectionResetError, match="closing logs failed"):
         asyncio.run(use())
     assert closed == ["sagemaker", "logs", "s3"]
-    assert jobs.open_services == frozenset()
+    asyncio.run(use_again())
+    assert closed == ["sagemaker", "logs", "s3"]  # forgotten once closed: none closed twice

@@ -21,6 +21,7 @@ from airflow_spot_provider.hooks.job_calls import (
     create_job,
     moved_starts,
     new_log_lines,
+    read_marked,
     stream_batches,
 )
 from airflow_spot_provider.lifecycle import (
@@ -225,3 +226,32 @@ def test_a_stream_moved_when_its_last_event_is_past_its_mark() -> None:
     last = {"j/algo-1-1": 60, "j/algo-2-1": 60, "j/algo-3-1": 60, "j/algo-4-1": 5, "k/a": 9}
     last["j/algo-5-1"] = None  # no event yet
     assert moved_starts(position, last) == {"j/algo-1-1": 50, "j/algo-4-1": 0}
+
+
+def test_every_stream_is_read_from_its_mark_when_asked_whatever_its_last_event_time() -> None:
+    position = Position(
+        "j",
+        streams={
+            "j/algo-1-1": StreamMark("", 3, 50),  # its last event time is stale: not moved
+            "j/algo-2-1": StreamMark("t1", 1),  # a token mark: read through its token only
+            "j/algo-3-1": StreamMark("", 2, 40),  # not listed (yet)
+        },
+    )
+    last = {"j/algo-1-1": 50, "j/algo-2-1": 7, "j/algo-4-1": None}  # 4: no event time yet
+    reads: list[Call] = []
+
+    def answer(call: Call) -> Any:
+        if call.operation == "get_log_events":
+            return {"events": [], "nextForwardToken": call.kwargs["nextToken"]}
+        reads.append(call)
+        names = call.kwargs["logStreamNames"]
+        return {"events": [_event(s, 60, i, s) for i, s in enumerate(names)]}
+
+    [(lines, _)], _ = run(read_marked([position], last, every_stream=True), answer)
+    assert [(c.kwargs["logStreamNames"], c.kwargs["startTime"]) for c in reads] == [
+        (["j/algo-4-1", "j/algo-3-1", "j/algo-1-1"], 0)
+    ]
+    assert sorted(lines) == [(s, s) for s in ("j/algo-1-1", "j/algo-3-1", "j/algo-4-1")]
+    reads.clear()
+    [(lines, _)], _ = run(read_marked([position], last), answer)
+    assert reads == [] and lines == []  # by last event time alone, nothing moved

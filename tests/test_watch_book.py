@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_spot_provider.hooks.job_calls import LOG_GROUP
-from airflow_spot_provider.watch.book import Book, GroupRead, Tuning, served_at
+from airflow_spot_provider.watch.book import Book, Changed, GroupRead, Tuning, served_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,11 +31,12 @@ def test_only_watched_jobs_that_differ_from_what_was_seen_are_described() -> Non
     book.described(summary("a", 1))
     assert book.watermark == T0 + timedelta(seconds=1)
     changed = book.changed([summary("a", 1), summary("b", 2), summary("other", 9)])
-    assert changed == ["b"]  # "a" is as seen; "other" is nobody's
+    assert changed == Changed(others=["b"])  # "a" is as seen; "other" is nobody's
     assert book.watermark == T0 + timedelta(seconds=9)  # what the service returned, any job
     book.described(summary("b", 2))
-    assert book.changed([summary("b", 2)]) == []
-    assert book.changed([summary("b", 2, "Uploading")]) == ["b"]  # same time, new status
+    assert book.changed([summary("b", 2)]) == Changed()
+    uploading = summary("b", 2, "Uploading")  # same time, new status
+    assert book.changed([uploading]) == Changed(others=["b"])
 
 
 def test_the_list_starts_a_margin_before_the_watermark() -> None:
@@ -56,12 +57,12 @@ def test_the_service_time_of_the_answer_moves_the_watermark_when_nothing_changes
     book.watch("a")
     book.described(summary("a", 100))
     burst = [summary("a", 100)] + [summary(f"idle{i}", 95 + i / 100) for i in range(500)]
-    assert book.changed(burst, served=None) == []
+    assert book.changed(burst, served=None) == Changed()
     args = book.list_args()
     assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=70)
     # The service answered at 200: everything stamped up to 170 is in that answer; the burst
     # (stamped 95-100) is not listed again.
-    assert book.changed(burst, served=T0 + timedelta(seconds=200)) == []
+    assert book.changed(burst, served=T0 + timedelta(seconds=200)) == Changed()
     args = book.list_args()
     assert args is not None and args["LastModifiedTimeAfter"] == T0 + timedelta(seconds=170)
     book.changed([], served=T0 + timedelta(seconds=150))  # an earlier answer: never back
@@ -84,7 +85,8 @@ def test_a_change_after_a_walk_is_listed_next_whatever_was_described_meanwhile()
     book.changed([summary("late-page", 149)], served=T0 + timedelta(seconds=100))
     args = book.list_args()
     assert args is not None and args["LastModifiedTimeAfter"] <= T0 + timedelta(seconds=110)
-    assert book.changed([summary("a", 110)], served=T0 + timedelta(seconds=150)) == ["a"]
+    changed = book.changed([summary("a", 110)], served=T0 + timedelta(seconds=150))
+    assert changed == Changed(others=["a"])
 
 
 def test_the_service_time_is_read_from_the_date_header_or_not_at_all() -> None:
@@ -105,7 +107,9 @@ def test_ended_jobs_come_first_among_the_changed() -> None:
         book.watch(name)
     ended = {**summary("c", 3), "TrainingJobStatus": "Completed"}
     stopped = {**summary("d", 4), "TrainingJobStatus": "Stopped"}
-    assert book.changed([summary("a", 1), summary("b", 2), ended, stopped]) == ["c", "d", "a", "b"]
+    changed = book.changed([summary("a", 1), summary("b", 2), ended, stopped])
+    assert changed == Changed(ended=["c", "d"], others=["a", "b"])
+    assert changed.order == ["c", "d", "a", "b"]
 
 
 def test_the_sweep_describes_each_job_once_per_sweep_every_intervals() -> None:

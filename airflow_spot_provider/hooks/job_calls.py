@@ -178,7 +178,10 @@ def job_streams(job_name: str) -> Ops[dict[str, int | None]]:
 
 
 def read_marked(
-    positions: Sequence[Position], last: Mapping[str, int | None]
+    positions: Sequence[Position],
+    last: Mapping[str, int | None],
+    *,
+    every_stream: bool = False,
 ) -> Ops[list[tuple[Lines, Position]]]:
     """The new lines of the streams that moved past the marks of some positions.
 
@@ -189,16 +192,23 @@ def read_marked(
 
     :param positions: positions of any jobs (one job may appear in several).
     :param last: stream -> the time of its last event, as ``DescribeLogStreams`` said.
+    :param every_stream: read every stream of the positions' jobs from its mark (from its start
+        when unmarked) whatever ``last`` says of it, as CloudWatch updates
+        ``lastEventTimestamp`` eventually: the streams in ``last`` and those any position marks.
+        One marked by a token is read through it, then on only if it moved.
     """
     read: list[tuple[Lines, Position]] = []
     for given in positions:
         lines: Lines = []
         read.append((lines, (yield from _read_tokens(given, last, lines))))
-    starts: dict[str, int] = {}
-    by_job = streams_by_job(last)
-    for _lines, position in read:
-        for stream, start in moved_starts(position, by_job.get(position.job_name, {})).items():
-            starts[stream] = min(start, starts.get(stream, start))
+    known: Mapping[str, int | None] = last
+    if every_stream:  # and the streams marked but not listed (yet): no last event time known
+        known = {**dict.fromkeys(s for p in positions for s in p.streams), **last}
+    by_job = streams_by_job(known)
+    starts = earliest_starts(
+        _read_from(given, position, by_job.get(given.job_name, {}), every_stream)
+        for given, (_lines, position) in zip(positions, read, strict=True)
+    )
     for streams, start in stream_batches(starts):
         of_job = events_by_job((yield from filter_events(streams, start)))
         for index, (lines, before) in enumerate(read):
@@ -206,6 +216,22 @@ def read_marked(
                 new, after = before.take_events(of_job[before.job_name])
                 read[index] = (lines + new, after)
     return read
+
+
+def _read_from(
+    given: Position, tokens_read: Position, last: Mapping[str, int | None], every_stream: bool
+) -> dict[str, int]:
+    """Where to read one position's streams from (:func:`read_marked`).
+
+    :param given: the position as given.
+    :param tokens_read: the position once its token-marked streams were read through their tokens.
+    :param last: its job's streams -> the time of each one's last event.
+    :param every_stream: every stream, not only those that moved (token-marked ones: if moved).
+    """
+    starts = moved_starts(tokens_read, last)
+    if every_stream:  # the marks as given: a stream just read through its token is not re-read
+        starts.update(marked_starts(given, last))
+    return starts
 
 
 def events_by_job(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -258,6 +284,35 @@ def moved_starts(position: Position, last: Mapping[str, int | None]) -> dict[str
         elif mark.timestamp is not None and stamp > mark.timestamp:
             starts[stream] = mark.timestamp
     return starts
+
+
+def marked_starts(position: Position, streams: Iterable[str]) -> dict[str, int]:
+    """Where to read streams from whatever their last event time says: from the position's
+    mark, or from their start when it has none (a stream marked by a token is left out).
+
+    :param position: the job's position.
+    :param streams: the job's streams.
+    """
+    starts: dict[str, int] = {}
+    for stream in streams:
+        mark = position.streams.get(stream)
+        if mark is None:
+            starts[stream] = 0
+        elif mark.timestamp is not None:
+            starts[stream] = mark.timestamp
+    return starts
+
+
+def earliest_starts(starts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Where to read each stream from for several positions at once: the earliest of their starts.
+
+    :param starts: each position's stream -> the time to read it from.
+    """
+    earliest: dict[str, int] = {}
+    for each in starts:
+        for stream, start in each.items():
+            earliest[stream] = min(start, earliest.get(stream, start))
+    return earliest
 
 
 def stream_batches(starts: Mapping[str, int]) -> list[tuple[list[str], int]]:

@@ -194,11 +194,6 @@ class AsyncJobs(_Jobs):
         self.pool = pool
         self._opening: dict[str, asyncio.Lock] = {}
 
-    @property
-    def open_services(self) -> frozenset[str]:
-        """The services whose client is open (none once the context has exited)."""
-        return frozenset(self._clients)
-
     async def __aenter__(self) -> Self:
         return self
 

@@ -2,6 +2,7 @@
 
 - :class:`Seen`: a job as last seen, ``(TrainingJobStatus, SecondaryStatus, LastModifiedTime)``;
   a job is described again only when a ``ListTrainingJobs`` summary differs from it.
+- :class:`Changed`: the jobs a List walk shows changed, those it shows ended apart.
 - :class:`Book`: the jobs watched, what was seen of each, the **watermark** (the service's own
   time when it answered a List, its HTTP ``Date``, or without one the latest ``LastModifiedTime``
   it listed; never the local clock) and the next List's arguments
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -105,6 +106,23 @@ class Seen:
         )
 
 
+@dataclass(frozen=True)
+class Changed:
+    """The followed jobs a List walk shows changed, in the order to describe them.
+
+    :param ended: those it shows ended (their triggers fire first), in the order listed.
+    :param others: the others, in the order listed.
+    """
+
+    ended: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+
+    @property
+    def order(self) -> list[str]:
+        """Every changed job, the ended ones first."""
+        return [*self.ended, *self.others]
+
+
 class Book:
     """The jobs a watch follows, what it saw of each, its watermark and its sweep.
 
@@ -161,8 +179,8 @@ class Book:
 
     def changed(
         self, summaries: Iterable[Mapping[str, Any]], served: datetime | None = None
-    ) -> list[str]:
-        """The followed jobs whose summary differs from what was seen, ended ones first.
+    ) -> Changed:
+        """The followed jobs whose summary differs from what was seen: ended, and the others.
 
         Moves the watermark to ``served``: every change stamped before the service answered the
         walk's first page is listed by then, or within the margin (its eventual consistency), so
@@ -186,7 +204,7 @@ class Book:
             if name in self._watched and seen != self.seen.get(name):
                 (ended if TrainingJobStatus(seen.status).is_terminal else others).append(name)
         self._advance(served)
-        return ended + others
+        return Changed(ended, others)
 
     def described(self, describe: Mapping[str, Any]) -> None:
         """Note a job's description (what it looks like now); the first one sets the watermark.

@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow_spot_provider.hooks.job_calls import Call, Ops, filter_events, stream_batches
+from airflow_spot_provider.hooks.job_calls import (
+    Call,
+    Ops,
+    earliest_starts,
+    filter_events,
+    marked_starts,
+    stream_batches,
+)
 from airflow_spot_provider.position import Position
 from airflow_spot_provider.watch.book import GroupRead, served_at
 
@@ -65,11 +72,7 @@ def marked_events(positions: Sequence[Position]) -> Ops[list[dict[str, Any]]]:
 
     :param positions: the positions (of jobs that ended).
     """
-    starts: dict[str, int] = {}
-    for position in positions:
-        for stream, mark in position.streams.items():
-            if mark.timestamp is not None:
-                starts[stream] = min(mark.timestamp, starts.get(stream, mark.timestamp))
+    starts = earliest_starts(marked_starts(position, position.streams) for position in positions)
     events: list[dict[str, Any]] = []
     for streams, start in stream_batches(starts):
         events.extend((yield from filter_events(streams, start)))

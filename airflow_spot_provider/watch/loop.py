@@ -57,7 +57,7 @@ from airflow_spot_provider.hooks.job_calls import (
 from airflow_spot_provider.hooks.jobs import AsyncJobs
 from airflow_spot_provider.lifecycle import TrainingJobStatus
 from airflow_spot_provider.position import Position
-from airflow_spot_provider.watch.book import Book, GroupRead, Tuning
+from airflow_spot_provider.watch.book import Book, Changed, GroupRead, Tuning
 from airflow_spot_provider.watch.calls import list_changed, marked_events, read_group
 from airflow_spot_provider.watch.heap import freeze_if_grown
 from airflow_spot_provider.watch.subscription import News, Subscription
@@ -92,7 +92,6 @@ class Watch:
         self.cycles = 0
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.jobs: AsyncJobs | None = None  # its clients, while it runs
         self._wake = asyncio.Event()
         self._stopping = False
         self._pausing = False
@@ -169,7 +168,6 @@ class Watch:
                 rule=self._rule(),
                 pool=self.tuning.concurrency,
             ) as jobs:
-                self.jobs = jobs
                 await self._loop(jobs)
         except Exception as error:  # no connection, a bug: every subscriber must hear of it
             log.exception("The shared watch of %s failed.", self.key)
@@ -212,11 +210,12 @@ class Watch:
         new = [sub for sub in self._all() if sub.due is not None and sub.due <= now]
         # Still loading their saved position, as the reads below start: no lines for them.
         awaiting = [sub for sub in self._all() if sub.awaits_position]
-        listed, ending = await self._listed(jobs, full) if listing else ([], set())
+        listed = await self._listed(jobs, full) if listing else Changed()
+        ending = set(listed.ended)
         swept = set(self.book.sweep()) if full else set()
         # The jobs List shows ended first: their triggers fire first. Their last lines are read
         # meanwhile.
-        order = [*listed, *sorted({sub.job_name for sub in new} | swept)]
+        order = [*listed.order, *sorted({sub.job_name for sub in new} | swept)]
         described, read = await asyncio.gather(
             self._describe(jobs, list(dict.fromkeys(order))),
             self._read_logs(jobs, group_read=full, ending=ending),
@@ -240,18 +239,18 @@ class Watch:
                     # jobs that end together would otherwise stall the loop in one turn.
                     await asyncio.sleep(0)
 
-    async def _listed(self, jobs: AsyncJobs, full: bool) -> tuple[list[str], set[str]]:
-        """The subscribed jobs to describe after this cycle's List walk, ended ones first; and
-        those of them List shows ended.
+    async def _listed(self, jobs: AsyncJobs, full: bool) -> Changed:
+        """The subscribed jobs to describe after this cycle's List walk, those List shows ended
+        apart.
 
         :param full: the first walk of a poll interval (it describes every job when List is
             refused).
         """
         if not self.listing:
-            return (sorted(self.book.watched) if full else []), set()
+            return Changed(others=sorted(self.book.watched) if full else [])
         args = self.book.list_args()
         if args is None:
-            return [], set()  # nothing seen yet: the first describes set the watermark
+            return Changed()  # nothing seen yet: the first describes set the watermark
         try:
             summaries, served = await jobs.run(list_changed(args))
         except SpotApiError as error:
@@ -263,14 +262,8 @@ class Watch:
             log.warning(note)
             for sub in self._all():
                 sub.queue.put_nowait(News(notes=(note,)))
-            return sorted(self.book.watched), set()
-        changed = self.book.changed(summaries, served)
-        ended = {
-            str(s.get("TrainingJobName"))
-            for s in summaries
-            if TrainingJobStatus(s["TrainingJobStatus"]).is_terminal
-        }
-        return changed, ended.intersection(changed)
+            return Changed(others=sorted(self.book.watched))
+        return self.book.changed(summaries, served)
 
     async def _describe(self, jobs: AsyncJobs, order: list[str]) -> dict[str, dict[str, Any]]:
         """Describe jobs in order, a few dozen at a time; a lasting error ends their subscribers."""
@@ -371,18 +364,11 @@ class Watch:
                 return await jobs.run(job_streams(name))
 
         names = sorted({sub.job_name for sub in subs})
-        stamps: dict[str, int | None] = {}
+        last: dict[str, int | None] = {}
         for found in await asyncio.gather(*(look_up(name) for name in names)):
-            stamps.update(found)
-        marks = {stream: mark for sub in subs for stream, mark in sub.read.streams.items()}
-        # A stream still marked by a token (a position saved by an older version) is read
-        # through it to its end, which its real last event time marks.
-        last = {
-            stream: stamps.get(stream) if stream in marks and marks[stream].timestamp is None
-            else _ANY_TIME
-            for stream in {*stamps, *marks}
-        }  # fmt: skip
-        return await jobs.run(read_marked([sub.read for sub in subs], last))
+            last.update(found)
+        positions = [sub.read for sub in subs]
+        return await jobs.run(read_marked(positions, last, every_stream=True))
 
 
 def _took(
@@ -412,10 +398,6 @@ def _hold_ends(
     for sub in held:
         sub.end_unread()
     return held
-
-
-# A last event time later than any mark: the stream is read from its mark whatever CloudWatch said.
-_ANY_TIME = 2**62
 
 
 def _is_terminal(describe: dict[str, Any]) -> bool:

@@ -48,6 +48,7 @@ from tests.e2e.test_trigger import (
     run_like_the_triggerer,
     supervisor_comms,
 )
+from tests.e2e.test_unclosed_sessions import unclosed_sessions
 
 pytestmark = pytest.mark.e2e
 
@@ -500,32 +501,33 @@ def test_jobs_that_end_together_are_described_together(
 
 
 def test_the_watch_ends_with_its_last_subscriber_and_a_new_one_starts_afresh(
-    emulator: SpotEmulator, sm: Any, name: str
+    emulator: SpotEmulator, sm: Any, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def opened() -> bool:
-        watch = _current_watch()
-        return watch is not None and watch.jobs is not None and bool(watch.jobs.open_services)
+    def described() -> int:
+        return int(emulator.admin.stats()["api_calls"].get("SageMaker.DescribeTrainingJob", 0))
 
     async def one_then_another() -> tuple[Watch, Watch]:
         watches = []
         for job in (f"{name}-1", f"{name}-2"):
             await asyncio.to_thread(create_job, sm, job, 2.0)
+            before = described()
             task = asyncio.ensure_future(first_event(trigger(job)))
-            await _await_until(lambda task=task: task.done() or opened())  # following
+            # Following: its watch describes the job through its own SageMaker client.
+            await _await_until(lambda t=task, n=before: t.done() or described() > n)
             watch = _current_watch()
-            assert watch is not None and watch.jobs is not None and not task.done(), task
-            assert "sagemaker" in watch.jobs.open_services
+            assert watch is not None and not task.done(), task
             watches.append(watch)
             await task
             assert _current_watch() is None  # gone with its last subscriber
             assert watch.task is not None
             await asyncio.wait([watch.task], timeout=5)
-            assert watch.closed and not watch.jobs.open_services  # its clients are closed
+            assert watch.closed
         return watches[0], watches[1]
 
-    with supervisor_comms():
+    with unclosed_sessions(caplog) as unclosed, supervisor_comms():
         one, other = asyncio.run(one_then_another())
     assert one is not other
+    assert unclosed == []  # each watch closed its clients as it ended
 
 
 def test_log_lines_are_relayed_once_through_filter_log_events_across_a_restart(
