@@ -311,8 +311,6 @@ _OPTION_RANGES: dict[str, tuple[float, float, bool]] = {
     "expected_training_seconds": (1.0, math.inf, True),
     "restart_overhead_seconds": (0.0, math.inf, False),
     "checkpoint_interval_seconds": (1.0, math.inf, False),
-    # Not a deadline option, but a figure of the same checkpoint model (the summary's advice).
-    "checkpoint_cost_seconds": (0.001, math.inf, True),
     "deadline_margin_seconds": (0.0, math.inf, False),
 }
 

@@ -97,13 +97,24 @@ def _finite(value: Any) -> float | None:
 
 
 def _real(
-    problems: list[Violation], name: str, value: Any, low: float, high: float
+    problems: list[Violation],
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    optional: bool = False,
 ) -> float | None:
-    """A finite number in ``[low, high]`` as float, or None after recording the violation."""
+    """A finite number in ``[low, high]`` as float, or None after recording the violation.
+
+    With ``optional``, None is a valid value too (and returned as it is).
+    """
+    if value is None and optional:
+        return None
     number = _finite(value)
     if number is None or not low <= number <= high:
         rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
-        _bad(problems, "SpotRetryPolicy", name, value, rule)
+        _bad(problems, "SpotRetryPolicy", name, value, rule + (" or None" if optional else ""))
         return None
     return number
 
@@ -198,7 +209,8 @@ def _deadline(problems: list[Violation], value: Any) -> datetime | None:
         return None
 
 
-# Numeric fields of SpotRetryPolicy and their closed ranges.
+# Numeric fields of the resubmission (backoff, MaxWait growth) and their closed ranges; the
+# deadline options have theirs in deadline.py.
 _RANGES: dict[str, tuple[float, float]] = {
     "backoff_initial_seconds": (0.0, math.inf),
     "backoff_multiplier": (1.0, math.inf),
@@ -206,6 +218,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "backoff_jitter": (0.0, 1.0),
     "max_wait_growth": (1.0, math.inf),
 }
+# The user's checkpoint cost feeds only the summary's advice (economics.checkpoint_cost), no
+# retry or deadline rule; a cost of 0 would make the Young/Daly interval 0.
+_MIN_CHECKPOINT_COST_SECONDS: Final = 0.001
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,6 +437,14 @@ class SpotRetryPolicy:
         normal["instance_type_fallbacks"] = _fallbacks(p, self.instance_type_fallbacks)
         normal["deadline"] = _deadline(p, self.deadline)
         normal.update(validate_deadline_options(self.__dict__, p))
+        normal["checkpoint_cost_seconds"] = _real(
+            p,
+            "checkpoint_cost_seconds",
+            self.checkpoint_cost_seconds,
+            _MIN_CHECKPOINT_COST_SECONDS,
+            math.inf,
+            optional=True,
+        )
         for name in ("on_demand_fallback", "allow_without_checkpoints"):
             normal[name] = _flag(p, "SpotRetryPolicy", name, getattr(self, name))
         requirement = self.require_checkpoint_progress

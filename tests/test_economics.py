@@ -208,5 +208,10 @@ def test_measured_cost_beats_the_users_figure_which_beats_the_default() -> None:
     assert default["checkpoint_cost_source"] == "default"
     assert default["checkpoint_cost_measured"] == {}
     assert SpotRetryPolicy(checkpoint_cost_seconds=12).checkpoint_cost_seconds == 12.0
-    with pytest.raises(SpotRequestValidationError, match="checkpoint_cost_seconds=0"):
+    assert SpotRetryPolicy(checkpoint_cost_seconds=None).checkpoint_cost_seconds is None
+    with pytest.raises(SpotRequestValidationError) as caught:
         SpotRetryPolicy(checkpoint_cost_seconds=0)
+    (violation,) = caught.value.violations
+    assert str(violation) == (
+        "SpotRetryPolicy.checkpoint_cost_seconds=0: must be a finite number >= 0.001 or None"
+    )
