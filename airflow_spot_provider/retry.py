@@ -38,7 +38,7 @@ from airflow_spot_provider.deadline import (
 )
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.lifecycle import WAITING_SECONDARY, JobOutcome, SpotJobReport
-from airflow_spot_provider.request_input import key_text
+from airflow_spot_provider.request_input import finite_number, key_text
 from airflow_spot_provider.request_rules import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     SAGEMAKER_MAX_WAIT_SECONDS,
@@ -84,18 +84,6 @@ def _bad(problems: list[Violation], owner: str, name: str, value: Any, rule: str
     problems.append(Violation(f"{owner}.{name}", value, rule))
 
 
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float; None for bools, non-numbers, NaN, infinities and ints past
-    float's range (``math.isfinite`` would raise OverflowError on those)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _real(
     problems: list[Violation],
     name: str,
@@ -111,7 +99,7 @@ def _real(
     """
     if value is None and optional:
         return None
-    number = _finite(value)
+    number = finite_number(value)
     if number is None or not low <= number <= high:
         rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
         _bad(problems, "SpotRetryPolicy", name, value, rule + (" or None" if optional else ""))

@@ -372,6 +372,22 @@ def test_deadline_aware_needs_sane_numbers() -> None:
         SpotRetryPolicy(deadline_aware="yes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "expected_training_seconds",
+        "restart_overhead_seconds",
+        "checkpoint_interval_seconds",
+        "deadline_margin_seconds",
+    ],
+)
+def test_an_int_past_floats_range_is_refused_not_an_overflow(name: str) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        SpotRetryPolicy(**{name: 10**400})
+    (violation,) = caught.value.violations
+    assert str(violation).startswith(f"SpotRetryPolicy.{name}=<int of about 401 digits>: must be")
+
+
 def test_deadline_aware_without_a_deadline_decides_as_not_aware_until_the_task_gives_one() -> None:
     # The deadline may come from the operator's or the sensor's templated ``deadline``
     # (task_deadline.task_policy, which refuses a deadline-aware policy left without one).
