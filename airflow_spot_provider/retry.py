@@ -206,7 +206,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "backoff_jitter": (0.0, 1.0),
     "max_wait_growth": (1.0, math.inf),
 }
-# The user's checkpoint cost feeds only the summary's advice (economics.checkpoint_cost), no
+# The user's checkpoint cost feeds only the summary's advice (economics.checkpoint_cost), not a
 # retry or deadline rule; a cost of 0 would make the Young/Daly interval 0.
 _MIN_CHECKPOINT_COST_SECONDS: Final = 0.001
 
