@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from airflow_spot_provider.exceptions import Violation
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, SpotJobReport
+from airflow_spot_provider.request_input import finite_number
 from airflow_spot_provider.request_rules import DEFAULT_MAX_RUNTIME_SECONDS
 
 if TYPE_CHECKING:  # retry imports this module; the annotations are never evaluated
@@ -311,8 +312,6 @@ _OPTION_RANGES: dict[str, tuple[float, float, bool]] = {
     "expected_training_seconds": (1.0, math.inf, True),
     "restart_overhead_seconds": (0.0, math.inf, False),
     "checkpoint_interval_seconds": (1.0, math.inf, False),
-    # Not a deadline option, but a figure of the same checkpoint model (the summary's advice).
-    "checkpoint_cost_seconds": (0.001, math.inf, True),
     "deadline_margin_seconds": (0.0, math.inf, False),
 }
 
@@ -321,12 +320,12 @@ def _option_number(name: str, value: Any, problems: list[Violation]) -> float | 
     low, high, optional = _OPTION_RANGES[name]
     if value is None and optional:
         return None
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if not number or not math.isfinite(value) or not low <= value <= high:
+    number = finite_number(value)
+    if number is None or not low <= number <= high:
         rule = f"must be a finite number >= {low}" + (" or None" if optional else "")
         problems.append(Violation(f"SpotRetryPolicy.{name}", value, rule))
         return None
-    return float(value)
+    return number
 
 
 def validate_deadline_options(

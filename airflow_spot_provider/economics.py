@@ -149,35 +149,35 @@ def _running_seconds(history: Sequence[SpotJobReport]) -> tuple[float, int]:
 def checkpoint_advice(
     history: Sequence[SpotJobReport],
     *,
-    checkpoint_cost_seconds: float,
+    measured: Mapping[str, float] | None = None,
+    given_cost_seconds: float | None = None,
     checkpoint_interval_seconds: float | None = None,
     restart_overhead_seconds: float = 300.0,
-    checkpoint_cost_source: CostSource = "given",
-    measured: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``advice`` block for a chain's summary (plain JSON, for the log and XCom).
 
     From the attempts' transitions: the seconds spent on instances and the interruptions
     among them give the observed mean time between interruptions; with the checkpoint cost
-    (seconds between SIGTERM and the last checkpoint sync, or the user's figure) that gives the
-    Young/Daly interval. Without an interruption there is nothing to estimate: the interval is
-    None and the advice says so.
+    (:func:`checkpoint_cost`: measured, else the user's figure, else the default; the advice
+    says which) that gives the Young/Daly interval. Without an interruption there is nothing to
+    estimate: the interval is None and the advice says so.
 
     :param history: every attempt's report, oldest first.
-    :param checkpoint_cost_seconds: seconds to write one checkpoint.
+    :param measured: attempt -> seconds measured (:func:`measured_checkpoint_cost`).
+    :param given_cost_seconds: the user's figure (``SpotRetryPolicy.checkpoint_cost_seconds``),
+        or None.
     :param checkpoint_interval_seconds: the interval in use, if known (for the work-lost figure).
     :param restart_overhead_seconds: seconds a restart spends before it trains again.
-    :param checkpoint_cost_source: where the cost comes from: ``measured``, ``given`` (the
-        user's figure) or ``default`` (:func:`checkpoint_cost`).
-    :param measured: attempt -> seconds measured, shown beside the cost.
     """
+    measured = measured or {}
+    checkpoint_cost_seconds, checkpoint_cost_source = checkpoint_cost(measured, given_cost_seconds)
     held, interruptions = _running_seconds(history)
     advice: dict[str, Any] = {
         "interruptions": interruptions,
         "running_seconds": round(held, 1),
         "checkpoint_cost_seconds": round(checkpoint_cost_seconds, 3),
         "checkpoint_cost_source": checkpoint_cost_source,
-        "checkpoint_cost_measured": {k: round(v, 3) for k, v in (measured or {}).items()},
+        "checkpoint_cost_measured": {k: round(v, 3) for k, v in measured.items()},
         "mean_seconds_between_interruptions": None,
         "young_daly_interval_seconds": None,
         "expected_work_lost_seconds_per_interruption": None,
@@ -235,18 +235,19 @@ def decision_entry(
 def summarize_with_advice(
     history: Sequence[SpotJobReport],
     *,
-    checkpoint_cost_seconds: float,
+    measured: Mapping[str, float] | None = None,
+    given_cost_seconds: float | None = None,
     checkpoint_interval_seconds: float | None = None,
     restart_overhead_seconds: float = 300.0,
     decisions: Sequence[CreateAttempt | Resubmit | GiveUp | KeepWaiting | SwitchToOnDemand] = (),
 ) -> dict[str, Any]:
     """:func:`~airflow_spot_provider.summary.summarize_attempts` plus ``advice`` and ``decisions``.
 
-    The follower calls this instead of ``summarize_attempts`` when it knows a checkpoint cost;
-    the result is plain JSON for the task log and XCom.
+    The result is plain JSON for the task log and XCom.
 
     :param history: every attempt's report, oldest first.
-    :param checkpoint_cost_seconds: seconds to write one checkpoint (measured or the user's).
+    :param measured: attempt -> seconds measured (:func:`measured_checkpoint_cost`).
+    :param given_cost_seconds: the user's checkpoint cost, or None.
     :param checkpoint_interval_seconds: the interval in use, if known.
     :param restart_overhead_seconds: seconds a restart spends before it trains again.
     :param decisions: the policy's decisions of the chain, oldest first (which rule fired, when).
@@ -254,7 +255,8 @@ def summarize_with_advice(
     summary = summarize_attempts(history)
     summary["advice"] = checkpoint_advice(
         history,
-        checkpoint_cost_seconds=checkpoint_cost_seconds,
+        measured=measured,
+        given_cost_seconds=given_cost_seconds,
         checkpoint_interval_seconds=checkpoint_interval_seconds,
         restart_overhead_seconds=restart_overhead_seconds,
     )

@@ -38,6 +38,7 @@ POLL_INTERVAL = float(os.environ.get("SPOT_EXAMPLES_POLL_INTERVAL", "30"))
 # the task instance ... finished with state success, but the task instance's state attribute is
 # queued": a race, frequent with the examples' jobs of a few seconds. The retry re-attaches to
 # the task's job chain (deterministic job names; no duplicate job), so a first `make ui` succeeds.
+# The resume gate (example_verify_resume_gate) sets retries=0: its FAIL is a verdict.
 DEFAULT_ARGS: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=5)}
 
 

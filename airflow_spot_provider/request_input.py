@@ -11,6 +11,7 @@ an operator argument is known at DAG parse time.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Final
@@ -132,6 +133,21 @@ def load_json(text: str, field: str, found: list[Violation]) -> Any:
             rule = f"must be JSON text of an object: {err}"
     found.append(Violation(field, text, rule))
     return None
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float; None for bools, non-numbers, NaN, infinities and ints past
+    float's range (``math.isfinite`` would raise OverflowError on those).
+
+    :param value: any input.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def positive_seconds(value: Any, field: str, high: float) -> float:

@@ -38,7 +38,7 @@ from airflow_spot_provider.deadline import (
 )
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.lifecycle import WAITING_SECONDARY, JobOutcome, SpotJobReport
-from airflow_spot_provider.request_input import key_text
+from airflow_spot_provider.request_input import finite_number, key_text
 from airflow_spot_provider.request_rules import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     SAGEMAKER_MAX_WAIT_SECONDS,
@@ -84,26 +84,25 @@ def _bad(problems: list[Violation], owner: str, name: str, value: Any, rule: str
     problems.append(Violation(f"{owner}.{name}", value, rule))
 
 
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float; None for bools, non-numbers, NaN, infinities and ints past
-    float's range (``math.isfinite`` would raise OverflowError on those)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _real(
-    problems: list[Violation], name: str, value: Any, low: float, high: float
+    problems: list[Violation],
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    optional: bool = False,
 ) -> float | None:
-    """A finite number in ``[low, high]`` as float, or None after recording the violation."""
-    number = _finite(value)
+    """A finite number in ``[low, high]`` as float, or None after recording the violation.
+
+    With ``optional``, None is a valid value too (and returned as it is).
+    """
+    if value is None and optional:
+        return None
+    number = finite_number(value)
     if number is None or not low <= number <= high:
         rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
-        _bad(problems, "SpotRetryPolicy", name, value, rule)
+        _bad(problems, "SpotRetryPolicy", name, value, rule + (" or None" if optional else ""))
         return None
     return number
 
@@ -198,7 +197,8 @@ def _deadline(problems: list[Violation], value: Any) -> datetime | None:
         return None
 
 
-# Numeric fields of SpotRetryPolicy and their closed ranges.
+# Numeric fields of the resubmission (backoff, MaxWait growth) and their closed ranges; the
+# deadline options have theirs in deadline.py.
 _RANGES: dict[str, tuple[float, float]] = {
     "backoff_initial_seconds": (0.0, math.inf),
     "backoff_multiplier": (1.0, math.inf),
@@ -206,6 +206,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "backoff_jitter": (0.0, 1.0),
     "max_wait_growth": (1.0, math.inf),
 }
+# The user's checkpoint cost feeds only the summary's advice (economics.checkpoint_cost), not a
+# retry or deadline rule; a cost of 0 would make the Young/Daly interval 0.
+_MIN_CHECKPOINT_COST_SECONDS: Final = 0.001
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,6 +425,14 @@ class SpotRetryPolicy:
         normal["instance_type_fallbacks"] = _fallbacks(p, self.instance_type_fallbacks)
         normal["deadline"] = _deadline(p, self.deadline)
         normal.update(validate_deadline_options(self.__dict__, p))
+        normal["checkpoint_cost_seconds"] = _real(
+            p,
+            "checkpoint_cost_seconds",
+            self.checkpoint_cost_seconds,
+            _MIN_CHECKPOINT_COST_SECONDS,
+            math.inf,
+            optional=True,
+        )
         for name in ("on_demand_fallback", "allow_without_checkpoints"):
             normal[name] = _flag(p, "SpotRetryPolicy", name, getattr(self, name))
         requirement = self.require_checkpoint_progress

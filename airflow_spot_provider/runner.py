@@ -19,7 +19,6 @@ from airflow_spot_provider import position_store
 from airflow_spot_provider.attempts import attempts_in, chain_filter
 from airflow_spot_provider.economics import (
     checkpoint_advice,
-    checkpoint_cost,
     decision_entry,
     measured_checkpoint_cost,
 )
@@ -304,16 +303,12 @@ class ChainRunner:
             ]
         )
         result = ChainSummary.of(self.first_name, action.reports).to_json()
-        cost, source = checkpoint_cost(
-            self.state.checkpoint_costs, self.policy.checkpoint_cost_seconds
-        )
         result["advice"] = checkpoint_advice(
             action.reports,
-            checkpoint_cost_seconds=cost,
+            measured=self.state.checkpoint_costs,
+            given_cost_seconds=self.policy.checkpoint_cost_seconds,
             checkpoint_interval_seconds=self.policy.checkpoint_interval_seconds,
             restart_overhead_seconds=self.policy.restart_overhead_seconds,
-            checkpoint_cost_source=source,
-            measured=self.state.checkpoint_costs,
         )
         result["decisions"] = list(self.state.decisions)
         result["findings"] = list(self.state.findings)

@@ -56,6 +56,11 @@ with DAG(
         },
         runs="{{ params.verify_runs }}",
         notice_seconds=1.0,
+        # No retry, unlike the other tasks (examples.DEFAULT_ARGS): a FAIL is a verdict, not a
+        # transient error, and a retry would only run the whole verification again. The gate
+        # never defers, so the scheduler race that the retry covers cannot hit it; an
+        # inconclusive run is already made again, earlier, within the verification.
+        retries=0,
     )
     source = upload_trainer(TRAINER_DIR)
     config = trainer_config(source, "{{ params.steps }}", "{{ params.step_sleep }}")

@@ -353,6 +353,17 @@ def test_check_slack_boundary() -> None:
 # --- configuration ----------------------------------------------------------------------------
 
 
+# The numeric deadline options of SpotRetryPolicy.
+DEADLINE_NUMBERS = frozenset(
+    {
+        "expected_training_seconds",
+        "restart_overhead_seconds",
+        "checkpoint_interval_seconds",
+        "deadline_margin_seconds",
+    }
+)
+
+
 def test_deadline_aware_needs_sane_numbers() -> None:
     with pytest.raises(SpotRequestValidationError) as caught:
         SpotRetryPolicy(
@@ -362,14 +373,17 @@ def test_deadline_aware_needs_sane_numbers() -> None:
             checkpoint_interval_seconds=float("nan"),
             deadline_margin_seconds="soon",  # type: ignore[arg-type]
         )
-    assert caught.value.fields == {
-        "SpotRetryPolicy.expected_training_seconds",
-        "SpotRetryPolicy.restart_overhead_seconds",
-        "SpotRetryPolicy.checkpoint_interval_seconds",
-        "SpotRetryPolicy.deadline_margin_seconds",
-    }
+    assert caught.value.fields == {f"SpotRetryPolicy.{name}" for name in DEADLINE_NUMBERS}
     with pytest.raises(SpotRequestValidationError, match="deadline_aware"):
         SpotRetryPolicy(deadline_aware="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(DEADLINE_NUMBERS))
+def test_an_int_past_floats_range_is_refused_not_an_overflow(name: str) -> None:
+    with pytest.raises(SpotRequestValidationError) as caught:
+        SpotRetryPolicy(**{name: 10**400})
+    (violation,) = caught.value.violations
+    assert str(violation).startswith(f"SpotRetryPolicy.{name}=<int of about 401 digits>: must be")
 
 
 def test_deadline_aware_without_a_deadline_decides_as_not_aware_until_the_task_gives_one() -> None:

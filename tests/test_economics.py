@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -79,7 +80,7 @@ TWO_INTERRUPTIONS = job(
 
 def test_advice_from_observed_interruptions() -> None:
     advice = checkpoint_advice(
-        [TWO_INTERRUPTIONS], checkpoint_cost_seconds=60, checkpoint_interval_seconds=1800
+        [TWO_INTERRUPTIONS], given_cost_seconds=60, checkpoint_interval_seconds=1800
     )
     held = 7200 + 7200 + 3600  # the three runs on instances
     assert advice["interruptions"] == 2
@@ -99,7 +100,7 @@ def test_no_interruption_no_interval() -> None:
         status="Completed",
         ended=3600,
     )
-    advice = checkpoint_advice([quiet], checkpoint_cost_seconds=60)
+    advice = checkpoint_advice([quiet], given_cost_seconds=60)
     assert advice["young_daly_interval_seconds"] is None
     assert "no interruption observed" in advice["advice"]
 
@@ -118,7 +119,7 @@ def test_summary_with_advice_and_decisions_is_plain_json() -> None:
     )
     assert isinstance(switch, SwitchToOnDemand)
     summary = summarize_with_advice(
-        [TWO_INTERRUPTIONS], checkpoint_cost_seconds=60, decisions=[first, switch]
+        [TWO_INTERRUPTIONS], given_cost_seconds=60, decisions=[first, switch]
     )
     assert json.loads(json.dumps(summary)) == summary
     base = summarize_attempts([TWO_INTERRUPTIONS])
@@ -188,15 +189,29 @@ def test_measured_cost_beats_the_users_figure_which_beats_the_default() -> None:
     assert checkpoint_cost({"a1": 40.0, "a2": 50.0}, 10.0) == (45.0, "measured")
     assert checkpoint_cost({}, 10.0) == (10.0, "given")
     assert checkpoint_cost({}, None) == (DEFAULT_CHECKPOINT_COST_SECONDS, "default")
-    advice = checkpoint_advice(
-        [INTERRUPTED_THEN_WAITING],
-        checkpoint_cost_seconds=7.0,
-        checkpoint_cost_source="measured",
-        measured={"interrupted": 7.0},
-    )
-    assert advice["checkpoint_cost_source"] == "measured"
-    assert advice["checkpoint_cost_measured"] == {"interrupted": 7.0}
-    assert "with 7 s per checkpoint (measured)" in advice["advice"]
+
+    def advice(measured: dict[str, float], given: float | None) -> dict[str, Any]:
+        return checkpoint_advice(
+            [INTERRUPTED_THEN_WAITING], measured=measured, given_cost_seconds=given
+        )
+
+    # The advice derives its cost and says where it comes from, as checkpoint_cost does.
+    both = advice({"interrupted": 7.0, "earlier": 9.0}, 12.0)
+    assert (both["checkpoint_cost_seconds"], both["checkpoint_cost_source"]) == (8.0, "measured")
+    assert both["checkpoint_cost_measured"] == {"interrupted": 7.0, "earlier": 9.0}
+    assert "with 8 s per checkpoint (measured)" in both["advice"]
+    given = advice({}, 12.0)
+    assert (given["checkpoint_cost_seconds"], given["checkpoint_cost_source"]) == (12.0, "given")
+    assert "with 12 s per checkpoint (given)" in given["advice"]
+    default = advice({}, None)
+    assert default["checkpoint_cost_seconds"] == DEFAULT_CHECKPOINT_COST_SECONDS
+    assert default["checkpoint_cost_source"] == "default"
+    assert default["checkpoint_cost_measured"] == {}
     assert SpotRetryPolicy(checkpoint_cost_seconds=12).checkpoint_cost_seconds == 12.0
-    with pytest.raises(SpotRequestValidationError, match="checkpoint_cost_seconds=0"):
+    assert SpotRetryPolicy(checkpoint_cost_seconds=None).checkpoint_cost_seconds is None
+    with pytest.raises(SpotRequestValidationError) as caught:
         SpotRetryPolicy(checkpoint_cost_seconds=0)
+    (violation,) = caught.value.violations
+    assert str(violation) == (
+        "SpotRetryPolicy.checkpoint_cost_seconds=0: must be a finite number >= 0.001 or None"
+    )

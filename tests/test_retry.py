@@ -624,6 +624,10 @@ def test_request_changes_describe_and_validate() -> None:
         ("deadline", datetime(2025, 3, 1), "timezone-aware"),
         ("deadline", "tomorrow", "timezone-aware"),
         ("allow_without_checkpoints", None, "True or False"),
+        ("checkpoint_cost_seconds", 0, "finite number >= 0.001 or None"),
+        ("checkpoint_cost_seconds", float("nan"), "finite number >= 0.001 or None"),
+        ("checkpoint_cost_seconds", "60", "finite number >= 0.001 or None"),
+        ("checkpoint_cost_seconds", 10**400, "finite number >= 0.001 or None"),
     ],
 )
 def test_each_invalid_field_is_refused(field: str, value: Any, rule: str) -> None:

@@ -161,12 +161,13 @@ class VerifyResumeOperator(BaseOperator):
         :raises ResumeVerificationError: the trainer does not resume (``fail_on_verdict``).
         """
         from airflow_spot_provider.verify.api import verify_resume
+        from airflow_spot_provider.verify.report import VerdictOutcome
 
         report: VerifyReport = verify_resume(self._spec(), self._options())
         self.log.info("Resume verification:\n%s", report.text())
         result = report.to_json()
         if self.fail_on_verdict and not report.verdict.passed:
-            if report.verdict.outcome == "INCONCLUSIVE":
+            if report.verdict.outcome is VerdictOutcome.INCONCLUSIVE:
                 raise ResumeVerificationInconclusiveError(report.verdict.line(), result)
             raise ResumeVerificationError(report.verdict.line(), result)
         return result

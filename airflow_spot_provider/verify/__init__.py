@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_spot_provider.verify.api import ReferenceRunError, verify_resume
     from airflow_spot_provider.verify.artifacts import Tolerance
-    from airflow_spot_provider.verify.report import VerifyReport
+    from airflow_spot_provider.verify.report import VerdictOutcome, VerifyReport
     from airflow_spot_provider.verify.spec import TrainerSpec, VerifyOptions, VerifyUsageError
 
 __all__ = [
     "ReferenceRunError",
     "Tolerance",
     "TrainerSpec",
+    "VerdictOutcome",
     "VerifyOptions",
     "VerifyReport",
     "VerifyUsageError",
@@ -32,6 +33,7 @@ _WHERE = {
     "ReferenceRunError": "airflow_spot_provider.verify.api",
     "verify_resume": "airflow_spot_provider.verify.api",
     "Tolerance": "airflow_spot_provider.verify.artifacts",
+    "VerdictOutcome": "airflow_spot_provider.verify.report",
     "VerifyReport": "airflow_spot_provider.verify.report",
     "TrainerSpec": "airflow_spot_provider.verify.spec",
     "VerifyOptions": "airflow_spot_provider.verify.spec",

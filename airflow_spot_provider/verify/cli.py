@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_spot_provider.exceptions import shown
 from airflow_spot_provider.verify.artifacts import Tolerance
 from airflow_spot_provider.verify.report import EXIT_FAIL, EXIT_USAGE
 from airflow_spot_provider.verify.spec import TrainerSpec, VerifyOptions, VerifyUsageError
@@ -99,7 +100,7 @@ def _as_option(err: VerifyUsageError) -> VerifyUsageError:
     if option is None or err.field is None:
         return err
     named = option + err.field[len(field) :]  # "--data[train]" keeps the channel
-    given = "" if err.value is None else f"={err.value!r}"  # an option not given has no value
+    given = "" if err.value is None else f"={shown(err.value)}"  # an option not given has none
     message = f"{named}{given}: {err.rule}"
     return VerifyUsageError(message, field=option, value=err.value, rule=err.rule)
 
@@ -109,11 +110,16 @@ def _json_arg(name: str, text: str) -> Any:
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as err:
-            raise VerifyUsageError(f"{name}={text!r}: cannot read the file ({err})") from err
+            # strerror, not the error: its text repeats the file name, of any size.
+            rule = f"cannot read the file ({err.strerror or type(err).__name__})"
+            raise VerifyUsageError(f"{name}={shown(text)}: {rule}") from err
+        except UnicodeDecodeError as err:
+            rule = f"the file is not UTF-8 text ({err.reason} at byte {err.start})"
+            raise VerifyUsageError(f"{name}={shown(text)}: {rule}") from err
     try:
         return json.loads(text)
     except ValueError as err:
-        raise VerifyUsageError(f"{name}={text[:60]!r}: not JSON ({err})") from err
+        raise VerifyUsageError(f"{name}={shown(text)}: not JSON ({err})") from err
 
 
 def _channels(values: Sequence[str]) -> dict[str, Path]:
@@ -121,7 +127,7 @@ def _channels(values: Sequence[str]) -> dict[str, Path]:
     for value in values:
         name, sep, directory = value.partition("=")
         if not sep or not name or not directory:
-            raise VerifyUsageError(f"--data={value!r}: must be CHANNEL=DIR")
+            raise VerifyUsageError(f"--data={shown(value)}: must be CHANNEL=DIR")
         channels[name] = Path(directory)
     return channels
 
@@ -136,7 +142,7 @@ def parse(argv: Sequence[str] | None) -> tuple[TrainerSpec, VerifyOptions, bool]
     args = build_parser().parse_args(argv)
     hps = _json_arg("--hyperparameters", args.hyperparameters)
     if not isinstance(hps, dict):
-        raise VerifyUsageError(f"--hyperparameters={hps!r}: must be a JSON object")
+        raise VerifyUsageError(f"--hyperparameters={shown(hps)}: must be a JSON object")
     try:
         tolerance = Tolerance(rtol=args.rtol, atol=args.atol)
     except ValueError as err:

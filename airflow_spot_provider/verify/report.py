@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from airflow_spot_provider.lifecycle import SecondaryStatus
@@ -15,6 +16,23 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
+
+
+class VerdictOutcome(StrEnum):
+    """The answer of a verification: its verdict line ends with it, ``--json`` gives it as
+    ``verdict.outcome``, and it sets the exit status (:data:`EXIT_STATUS`)."""
+
+    PASS = "PASS"  # every run was interrupted, resumed, lost no more than allowed, same model
+    FAIL = "FAIL"  # a run has a problem: did not restore, started over, lost too much, ...
+    INCONCLUSIVE = "INCONCLUSIVE"  # no problem, but a run was never interrupted: nothing tested
+
+
+# The exit status of the command line per outcome (usage errors exit EXIT_USAGE).
+EXIT_STATUS: dict[VerdictOutcome, int] = {
+    VerdictOutcome.PASS: EXIT_PASS,
+    VerdictOutcome.FAIL: EXIT_FAIL,
+    VerdictOutcome.INCONCLUSIVE: EXIT_INCONCLUSIVE,
+}
 
 
 @dataclass(frozen=True)
@@ -140,11 +158,13 @@ class Verdict:
     inconclusive: tuple[str, ...] = ()
 
     @property
-    def outcome(self) -> str:
-        """``PASS``, ``FAIL`` or ``INCONCLUSIVE`` (no problem, but a run was never interrupted)."""
+    def outcome(self) -> VerdictOutcome:
+        """PASS, FAIL, or INCONCLUSIVE (no problem, but a run was never interrupted)."""
         if self.passed:
-            return "PASS"
-        return "INCONCLUSIVE" if self.inconclusive and not self.problems else "FAIL"
+            return VerdictOutcome.PASS
+        if self.inconclusive and not self.problems:
+            return VerdictOutcome.INCONCLUSIVE
+        return VerdictOutcome.FAIL
 
     def line(self) -> str:
         """``resumes: yes; lost per interruption: <= 1 checkpoint interval (0.5 s); ...``."""
@@ -159,7 +179,7 @@ class Verdict:
             lost = f"up to {self.max_lost_seconds:.2f} s (checkpoint interval {interval})"
         return (
             f"resumes: {'yes' if self.resumes else 'no'}; lost per interruption: {lost}; "
-            f"SIGTERM checkpoint: {self.sigterm} -> {self.outcome}"
+            f"SIGTERM checkpoint: {self.sigterm} -> {self.outcome.value}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -173,7 +193,7 @@ class Verdict:
             "within_one_interval": self.within_interval,
             "sigterm_checkpoint": self.sigterm,
             "passed": self.passed,
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "problems": list(self.problems),
             "inconclusive": list(self.inconclusive),
             "line": self.line(),
@@ -253,9 +273,7 @@ class VerifyReport:
     @property
     def exit_status(self) -> int:
         """0 when it passed, 1 when it failed, 3 when it was inconclusive."""
-        if self.verdict.passed:
-            return EXIT_PASS
-        return EXIT_INCONCLUSIVE if self.verdict.outcome == "INCONCLUSIVE" else EXIT_FAIL
+        return EXIT_STATUS[self.verdict.outcome]
 
     @property
     def sigterm_checkpoint_seconds(self) -> float | None:

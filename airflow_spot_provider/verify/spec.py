@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from airflow_spot_provider.exceptions import SpotProviderError
+from airflow_spot_provider.exceptions import SpotProviderError, shown
 from airflow_spot_provider.verify.artifacts import Tolerance
 
 # A script-mode framework image: on AWS it runs the entry point; the embedded backend runs the
@@ -22,6 +22,8 @@ from airflow_spot_provider.verify.artifacts import Tolerance
 DEFAULT_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 ROLE_ARN = "arn:aws:iam::123456789012:role/spot-verify-resume"
+# SageMaker's ChannelName is at most 64 characters (botocore's model).
+CHANNEL_NAME_MAX_CHARS = 64
 
 
 class VerifyUsageError(SpotProviderError, ValueError):
@@ -43,7 +45,22 @@ class VerifyUsageError(SpotProviderError, ValueError):
 
 
 def _fail(name: str, value: Any, rule: str) -> VerifyUsageError:
-    return VerifyUsageError(f"{name}={value!r}: {rule}", field=name, value=value, rule=rule)
+    # The value is shown clipped: a path or a script name can be of any size.
+    return VerifyUsageError(f"{name}={shown(value)}: {rule}", field=name, value=value, rule=rule)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the OS, a loop of links: no directory either
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # as in _is_dir
+        return False
 
 
 @dataclass(frozen=True)
@@ -78,12 +95,14 @@ class TrainerSpec:
             raise _fail("request", type(self.request).__name__, "must be a JSON object")
         elif self.entry_point is not None:
             raise _fail("entry_point", self.entry_point, "give it in script mode, not with request")
-        if self.source_dir is not None and not self.source_dir.is_dir():
+        if self.source_dir is not None and not _is_dir(self.source_dir):
             raise _fail("source_dir", str(self.source_dir), "must be an existing directory")
         for channel, directory in self.data.items():
-            if not channel or not channel.replace("-", "").replace("_", "").isalnum():
-                raise _fail("data", channel, "a channel name is letters, digits, - and _")
-            if not directory.is_dir():
+            plain = channel.replace("-", "").replace("_", "").isalnum()
+            if not plain or len(channel) > CHANNEL_NAME_MAX_CHARS:
+                rule = f"a channel name is 1-{CHANNEL_NAME_MAX_CHARS} letters, digits, - and _"
+                raise _fail("data", channel, rule)
+            if not _is_dir(directory):
                 raise _fail(f"data[{channel}]", str(directory), "must be an existing directory")
         if not self.instance_type.startswith("ml."):
             raise _fail("instance_type", self.instance_type, "must be an ml.* instance type")
@@ -91,14 +110,14 @@ class TrainerSpec:
     def _check_script(self) -> None:
         if self.source_dir is None:
             raise _fail("source_dir", None, "required in script mode (or give a request)")
-        if not Path(self.source_dir).is_dir():
+        if not _is_dir(Path(self.source_dir)):
             raise _fail("source_dir", str(self.source_dir), "must be an existing directory")
         if not self.entry_point:
             raise _fail("entry_point", self.entry_point, "required in script mode")
         rel = PurePosixPath(self.entry_point)
         if rel.is_absolute() or ".." in rel.parts or rel.suffix != ".py":
             raise _fail("entry_point", self.entry_point, "a .py path inside source_dir")
-        if not (Path(self.source_dir) / rel).is_file():
+        if not _is_file(Path(self.source_dir) / rel):
             raise _fail("entry_point", self.entry_point, f"not found in {self.source_dir}")
 
     def base_request(self, source_uri: str | None, channels: Mapping[str, str]) -> dict[str, Any]:

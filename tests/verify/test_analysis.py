@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from airflow_spot_provider.lifecycle import SecondaryStatus
 from airflow_spot_provider.verify.analysis import (
     Reference,
@@ -26,7 +28,13 @@ from airflow_spot_provider.verify.evidence import (
     interrupt_times,
 )
 from airflow_spot_provider.verify.plan import Interruption, RunKind, RunPlan
-from airflow_spot_provider.verify.report import RunReport, verdict_of
+from airflow_spot_provider.verify.report import (
+    EXIT_STATUS,
+    RunReport,
+    Verdict,
+    VerdictOutcome,
+    verdict_of,
+)
 
 _S = SecondaryStatus
 SLACK, LAG = 0.8, 0.3
@@ -255,6 +263,38 @@ def test_the_verdict_line() -> None:
     assert failed.line().startswith("resumes: no; lost per interruption: everything")
     assert failed.line().endswith("SIGTERM checkpoint: no -> FAIL")
     assert any("SIGTERM checkpoint required" in p for p in failed.problems)
+
+
+@pytest.mark.parametrize(
+    ("passed", "problems", "inconclusive", "outcome", "status"),
+    [
+        (True, (), (), VerdictOutcome.PASS, 0),
+        (False, ("run 1 (random): lost",), (), VerdictOutcome.FAIL, 1),
+        # A problem outweighs a run that proved nothing.
+        (False, ("run 1 (random): lost",), ("run 2 (random): never",), VerdictOutcome.FAIL, 1),
+        (False, (), ("run 1 (random): never",), VerdictOutcome.INCONCLUSIVE, 3),
+    ],
+)
+def test_the_outcome_is_one_word_of_one_vocabulary(
+    passed: bool,
+    problems: tuple[str, ...],
+    inconclusive: tuple[str, ...],
+    outcome: VerdictOutcome,
+    status: int,
+) -> None:
+    verdict = Verdict(
+        resumes=True,
+        max_lost_seconds=None,
+        checkpoint_interval=1.0,
+        within_interval=True,
+        sigterm="n/a",
+        passed=passed,
+        problems=problems,
+        inconclusive=inconclusive,
+    )
+    assert verdict.outcome is outcome and EXIT_STATUS[outcome] == status
+    assert verdict.line().endswith(f" -> {outcome.value}")
+    assert verdict.to_json()["outcome"] == outcome.value == outcome.name
 
 
 def test_interrupt_times_read_the_backend_events() -> None:

@@ -169,6 +169,51 @@ def test_cli_usage_errors_exit_2(
     assert not re.search(python_names, err)
 
 
+HUGE = "x" * 100_000  # past any path limit, and far too long to print
+SCRIPT = ["--source-dir", str(TRAINERS), "--entry-point", "checkpoints_at_end.py"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named", "rule"),
+    [
+        (["--source-dir", "/" + HUGE], "--source-dir='/xxx", "must be an existing directory"),
+        (
+            ["--source-dir", str(TRAINERS), "--entry-point", HUGE + ".py"],
+            "--entry-point='xxx",
+            f"not found in {TRAINERS}",
+        ),
+        (["--data", HUGE], "--data='xxx", "must be CHANNEL=DIR"),
+        ([*SCRIPT, "--data", HUGE + "=/tmp"], "--data='xxx", "a channel name is 1-64 letters"),
+        ([*SCRIPT, "--data", "ab=/" + HUGE], "--data[ab]='/xxx", "must be an existing directory"),
+        (["--hyperparameters", json.dumps([1] * 50_000)], "--hyperparameters=[1, 1", "JSON object"),
+        (["--hyperparameters", "@/" + HUGE], "--hyperparameters='@/xxx", "cannot read the file"),
+        ([*SCRIPT, "--request", "/" + HUGE], "--request='@/xxx", "cannot read the file"),
+    ],
+)
+def test_cli_usage_errors_show_a_huge_value_clipped(
+    argv: list[str], named: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One short line naming the option, the start of the value and the rule; no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spot-verify-resume: error: {named}") and rule in err, err[:500]
+    assert "..." in err and len(err) < 300 and err.count("\n") == 1, err[:500]
+
+
+def test_cli_usage_error_on_a_binary_file_and_a_hostile_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "hps.json"
+    binary.write_bytes(b'{"a": "\xff\xfe"}')
+    assert main(["--hyperparameters", f"@{binary}"]) == 2
+    err = capsys.readouterr().err
+    assert "the file is not UTF-8 text (invalid start byte at byte 7)" in err, err
+    # Terminal escapes and newlines in a value are shown escaped, on the one line.
+    assert main(["--source-dir", str(TRAINERS), "--entry-point", "a\x1b[2J\nb.py"]) == 2
+    err = capsys.readouterr().err
+    assert "--entry-point='a\\x1b[2J\\nb.py': not found" in err and err.count("\n") == 1
+
+
 def test_cli_help_says_which_options_script_mode_requires(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
