@@ -68,6 +68,19 @@ async def _async_client(hook: Any, pool: int | None) -> Any:
     return await hook.get_async_conn()
 
 
+def _drop_unentered(opened: asyncio.Future[Any]) -> None:
+    """Close the client-creating coroutine of a client context nobody will enter.
+
+    Its caller was cancelled while ``get_async_conn`` ran in a thread: the context it returns
+    arrives here unused, and its coroutine, never awaited, would make Python warn.
+    """
+    if opened.cancelled() or opened.exception() is not None:
+        return
+    coroutine = getattr(opened.result(), "_coro", None)  # aiobotocore's ClientCreatorContext
+    if asyncio.iscoroutine(coroutine):
+        coroutine.close()
+
+
 class _Carried(Generic[T]):
     """One operation being carried out: iterate over the effects it wants done.
 
@@ -220,7 +233,13 @@ class AsyncJobs(_Jobs):
             async with self._opening.setdefault(service, asyncio.Lock()):
                 if service not in self._clients:
                     hook = _hook(service, self.aws_conn_id, self.region_name)
-                    manager = await _async_client(hook, self.pool)
+                    opening = asyncio.ensure_future(_async_client(hook, self.pool))
+                    try:
+                        # Shielded: a cancellation here must not lose the context it opens.
+                        manager = await asyncio.shield(opening)
+                    except asyncio.CancelledError:
+                        opening.add_done_callback(_drop_unentered)
+                        raise
                     self._clients[service] = (manager, await manager.__aenter__())
         return self._clients[service][1]
 

@@ -7,11 +7,13 @@ run them under Airflow's own in-process supervisor, as ``dag.test()`` does.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -322,9 +324,13 @@ def test_user_action_while_awaiting_an_off_loop_call_stops_the_job(
             await task
         return cancelled.value
 
-    with supervisor_comms():
+    with supervisor_comms(), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         error = asyncio.run(mark_failed_mid_call())
+        gc.collect()
     assert error.args == (_USER_ACTION_CANCEL_MSG,)
+    # The client context the cancelled lookup returned is dropped, its coroutine closed.
+    assert not [w for w in warned if "was never awaited" in str(w.message)]
     _wait_until(
         lambda: (
             sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
