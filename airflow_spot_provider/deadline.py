@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from airflow_spot_provider.exceptions import Violation
 from airflow_spot_provider.lifecycle import BILLABLE_SECONDARY, SecondaryStatus, SpotJobReport
-from airflow_spot_provider.request_input import finite_number
+from airflow_spot_provider.request_input import bounded_number
 from airflow_spot_provider.request_rules import DEFAULT_MAX_RUNTIME_SECONDS
 
 if TYPE_CHECKING:  # retry imports this module; the annotations are never evaluated
@@ -316,18 +316,6 @@ _OPTION_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
-def _option_number(name: str, value: Any, problems: list[Violation]) -> float | None:
-    low, high, optional = _OPTION_RANGES[name]
-    if value is None and optional:
-        return None
-    number = finite_number(value)
-    if number is None or not low <= number <= high:
-        rule = f"must be a finite number >= {low}" + (" or None" if optional else "")
-        problems.append(Violation(f"SpotRetryPolicy.{name}", value, rule))
-        return None
-    return number
-
-
 def validate_deadline_options(
     values: Mapping[str, Any], problems: list[Violation]
 ) -> dict[str, Any]:
@@ -337,7 +325,10 @@ def validate_deadline_options(
     :param problems: the list the violations go to.
     """
     normal: dict[str, Any] = {
-        name: _option_number(name, values[name], problems) for name in _OPTION_RANGES
+        name: bounded_number(
+            problems, f"SpotRetryPolicy.{name}", values[name], low, high, optional=optional
+        )
+        for name, (low, high, optional) in _OPTION_RANGES.items()
     }
     aware = values["deadline_aware"]
     # No deadline is no error here: the operator's or the sensor's templated ``deadline`` may

@@ -150,6 +150,34 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def bounded_number(
+    problems: list[Violation],
+    field: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    optional: bool = False,
+) -> float | None:
+    """``value`` as a finite float in ``[low, high]``, or None after recording the violation.
+
+    :param problems: where the violation goes.
+    :param field: the field's name, as the error shows it (``SpotRetryPolicy.x``).
+    :param value: any input.
+    :param low: the least value allowed.
+    :param high: the greatest (no bound by default).
+    :param optional: None is valid too (and returned as it is).
+    """
+    if value is None and optional:
+        return None
+    number = finite_number(value)
+    if number is None or not low <= number <= high:
+        rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
+        problems.append(Violation(field, value, rule + (" or None" if optional else "")))
+        return None
+    return number
+
+
 def positive_seconds(value: Any, field: str, high: float) -> float:
     """``value`` as a float number of seconds in ``(0, high]``.
 

@@ -38,7 +38,7 @@ from airflow_spot_provider.deadline import (
 )
 from airflow_spot_provider.exceptions import SpotRequestValidationError, Violation
 from airflow_spot_provider.lifecycle import WAITING_SECONDARY, JobOutcome, SpotJobReport
-from airflow_spot_provider.request_input import finite_number, key_text
+from airflow_spot_provider.request_input import bounded_number, key_text
 from airflow_spot_provider.request_rules import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     SAGEMAKER_MAX_WAIT_SECONDS,
@@ -93,18 +93,9 @@ def _real(
     *,
     optional: bool = False,
 ) -> float | None:
-    """A finite number in ``[low, high]`` as float, or None after recording the violation.
-
-    With ``optional``, None is a valid value too (and returned as it is).
-    """
-    if value is None and optional:
-        return None
-    number = finite_number(value)
-    if number is None or not low <= number <= high:
-        rule = f"must be a finite number >= {low}" + (f" and <= {high}" if high < math.inf else "")
-        _bad(problems, "SpotRetryPolicy", name, value, rule + (" or None" if optional else ""))
-        return None
-    return number
+    """A finite number of SpotRetryPolicy in ``[low, high]`` (:func:`bounded_number`)."""
+    field = f"SpotRetryPolicy.{name}"
+    return bounded_number(problems, field, value, low, high, optional=optional)
 
 
 def _flag(problems: list[Violation], owner: str, name: str, value: Any) -> bool | None:
